@@ -1,0 +1,52 @@
+# Shared helpers for the project's scripts. Source it; never run it.
+# Every script keeps its state (data dirs, logs, pid files) under $LAMBDA_HOME/<component>,
+# and stops only the processes whose PIDs it recorded there.
+set -euo pipefail
+
+PROJECT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export PROJECT_ROOT
+export LAMBDA_HOME=${LAMBDA_HOME:-$PROJECT_ROOT/.lambda}
+mkdir -p "$LAMBDA_HOME"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# wait_for SECONDS CMD... — poll CMD every 0.1 s until it succeeds or the time runs out.
+wait_for() {
+  local t=$1; shift
+  local end=$((SECONDS + t))
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -ge "$end" ] && { echo "timeout after ${t}s waiting for: $*" >&2; return 1; }
+    sleep 0.1
+  done
+}
+
+# apt_ensure PKG... — install the Debian packages that are missing (idempotent, no-op when present).
+apt_ensure() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=900 update -q >/dev/null
+  apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# pid_alive FILE — true when FILE holds the PID of a running process.
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# stop_pid FILE [SECONDS] — SIGTERM the process recorded in FILE, SIGKILL after SECONDS (default 10).
+stop_pid() {
+  local f=$1 t=${2:-10}
+  pid_alive "$f" || { rm -f "$f"; return 0; }
+  local pid; pid=$(cat "$f")
+  kill "$pid" 2>/dev/null || true
+  local end=$((SECONDS + t))
+  while kill -0 "$pid" 2>/dev/null; do
+    [ "$SECONDS" -ge "$end" ] && { kill -9 "$pid" 2>/dev/null || true; break; }
+    sleep 0.1
+  done
+  rm -f "$f"
+}
