@@ -1,0 +1,432 @@
+//! `Function`: code, runtime and scaling of one serverless function.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::meta::{Condition, Conditions};
+use super::object::Resource;
+use super::validation::{FieldErrors, check_dns_label};
+
+/// The language runtime a function runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// `handler: module.function`, called as `function(event, context)`.
+    Python3,
+    /// `handler: file.export`, an exported (async) function.
+    Node,
+    /// The code is a script: the event on stdin, the result on stdout.
+    Shell,
+    /// A custom image (`spec.image`) that bundles the agent or serves its HTTP contract.
+    Image,
+}
+
+impl Runtime {
+    /// The name used in manifests and image tags.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Runtime::Python3 => "python3",
+            Runtime::Node => "node",
+            Runtime::Shell => "shell",
+            Runtime::Image => "image",
+        }
+    }
+}
+
+/// Where the function's code comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Code {
+    /// The source itself. What the store holds: the CLI inlines `file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<String>,
+    /// A path relative to the manifest, read and inlined by `lambda apply`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// An environment variable of the function's process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvVar {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+/// A Swarm secret made available to the function as a file under `/run/secrets/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRef {
+    /// Name of the secret.
+    pub name: String,
+    /// Optional environment variable that receives the secret's file path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+}
+
+/// Memory and CPU limits of one replica. Memory also decides which nodes fit a replica.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FunctionResources {
+    /// Memory limit in MiB (32–16384).
+    #[serde(default = "default_memory")]
+    pub memory_mb: u32,
+    /// CPU limit in millicores (50–16000).
+    #[serde(default = "default_cpu")]
+    pub cpu_millis: u32,
+}
+
+fn default_memory() -> u32 {
+    128
+}
+fn default_cpu() -> u32 {
+    500
+}
+
+impl Default for FunctionResources {
+    fn default() -> Self {
+        FunctionResources {
+            memory_mb: default_memory(),
+            cpu_millis: default_cpu(),
+        }
+    }
+}
+
+/// A cron schedule that invokes the function with a fixed payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScheduleTrigger {
+    /// Standard 5-field cron expression (UTC), e.g. `*/5 * * * *`.
+    pub cron: String,
+    /// The event passed on each run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+}
+
+/// A subscription to queue events by source and type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventTrigger {
+    /// Event source, e.g. `storage/uploads`.
+    pub source: String,
+    /// Event type, e.g. `file.created`; `*` matches every type of the source.
+    #[serde(rename = "type")]
+    pub type_: String,
+}
+
+/// How a function can be invoked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Triggers {
+    /// Invocable over the gateway's REST API.
+    #[serde(default = "yes")]
+    pub http: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleTrigger>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<EventTrigger>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Triggers {
+    fn default() -> Self {
+        Triggers {
+            http: true,
+            schedules: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+}
+
+/// Retries of asynchronous invocations (queue, schedule, async REST).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (1–10).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubles each time (1–3600 s).
+    #[serde(default = "default_backoff")]
+    pub backoff_seconds: u32,
+    /// Queue that receives events that failed every attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_queue: Option<String>,
+}
+
+fn default_attempts() -> u32 {
+    3
+}
+fn default_backoff() -> u32 {
+    1
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: default_attempts(),
+            backoff_seconds: default_backoff(),
+            dead_letter_queue: None,
+        }
+    }
+}
+
+/// Desired state of a function.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FunctionSpec {
+    pub runtime: Runtime,
+    /// Custom image; required with `runtime: image`, forbidden otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The code; required for every runtime but `image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<Code>,
+    /// Entry point: `module.function` (python3), `file.export` (node). Defaults per runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretRef>,
+    #[serde(default)]
+    pub resources: FunctionResources,
+    /// Per-invocation time limit, enforced by the agent and the gateway (1–900 s).
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u32,
+    /// Largest accepted event in bytes (1 B – 6 MiB).
+    #[serde(default = "default_payload")]
+    pub max_payload_bytes: u32,
+    /// Invocations one replica serves at once (1–1000).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    #[serde(default = "default_min_replicas")]
+    pub min_replicas: u32,
+    #[serde(default = "default_max_replicas")]
+    pub max_replicas: u32,
+    /// Idle time after which the function scales to zero; absent keeps `minReplicas` running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_to_zero_after_seconds: Option<u32>,
+    #[serde(default)]
+    pub triggers: Triggers,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
+
+fn default_timeout() -> u32 {
+    30
+}
+fn default_payload() -> u32 {
+    1024 * 1024
+}
+fn default_concurrency() -> u32 {
+    8
+}
+fn default_min_replicas() -> u32 {
+    1
+}
+fn default_max_replicas() -> u32 {
+    10
+}
+
+/// Largest payload a function may accept.
+pub const MAX_PAYLOAD_LIMIT: u32 = 6 * 1024 * 1024;
+
+impl FunctionSpec {
+    /// The handler, or the runtime's default (`main.handler`, `index.handler`).
+    pub fn handler(&self) -> Option<String> {
+        self.handler.clone().or_else(|| match self.runtime {
+            Runtime::Python3 => Some("main.handler".into()),
+            Runtime::Node => Some("index.handler".into()),
+            Runtime::Shell | Runtime::Image => None,
+        })
+    }
+}
+
+/// Where one replica of a function answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Endpoint {
+    /// `host:port` the gateway calls.
+    pub address: String,
+    /// Swarm task id.
+    pub task_id: String,
+    /// Swarm node id the task runs on.
+    #[serde(default)]
+    pub node_id: String,
+}
+
+/// Observed state of a function.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FunctionStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Replicas the controller asked Swarm for.
+    #[serde(default)]
+    pub replicas: u32,
+    /// Replicas running and passing health checks.
+    #[serde(default)]
+    pub ready_replicas: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<Endpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl Conditions for FunctionStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+}
+
+impl Resource for FunctionSpec {
+    type Status = FunctionStatus;
+    const KIND: &'static str = "Function";
+    const PLURAL: &'static str = "functions";
+    const SHORT: &'static [&'static str] = &["function", "fn", "fns"];
+
+    fn validate(&self, e: &mut FieldErrors) {
+        match (self.runtime, &self.image, &self.code) {
+            (Runtime::Image, None, _) => e.push("image", "required when runtime is image"),
+            (Runtime::Image, Some(img), code) => {
+                e.non_empty("image", img);
+                if code.is_some() {
+                    e.push(
+                        "code",
+                        "must not be set when runtime is image (the image holds the code)",
+                    );
+                }
+            }
+            (rt, Some(_), _) => e.push(
+                "image",
+                format!(
+                    "only allowed with runtime: image (runtime is {})",
+                    rt.as_str()
+                ),
+            ),
+            (rt, None, None) => e.push("code", format!("required for runtime {}", rt.as_str())),
+            (_, None, Some(code)) => e.scoped("code", |e| match (&code.inline, &code.file) {
+                (Some(_), Some(_)) => e.push("", "set exactly one of inline and file, not both"),
+                (None, None) => e.push("", "set exactly one of inline and file"),
+                (Some(src), None) if src.trim().is_empty() => e.push("inline", "must not be empty"),
+                (Some(src), None) if src.len() > 500 * 1024 => e.push(
+                    "inline",
+                    "must be at most 500 KiB (Swarm configs hold the code)",
+                ),
+                _ => {}
+            }),
+        }
+        if let Some(h) = &self.handler {
+            match self.runtime {
+                Runtime::Python3 | Runtime::Node => {
+                    let ok = h
+                        .split_once('.')
+                        .is_some_and(|(m, f)| !m.is_empty() && !f.is_empty() && !f.contains('.'));
+                    if !ok {
+                        e.push("handler", format!("{h:?} must look like module.function"));
+                    }
+                }
+                Runtime::Shell | Runtime::Image => e.push(
+                    "handler",
+                    format!("not used by runtime {}", self.runtime.as_str()),
+                ),
+            }
+        }
+        for (i, var) in self.env.iter().enumerate() {
+            let valid = !var.name.is_empty()
+                && !var.name.starts_with(|c: char| c.is_ascii_digit())
+                && var
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                e.push(
+                    &format!("env[{i}].name"),
+                    format!("{:?} is not a valid variable name", var.name),
+                );
+            } else if var.name.starts_with("LAMBDA_") {
+                e.push(
+                    &format!("env[{i}].name"),
+                    "the LAMBDA_ prefix is reserved for the platform",
+                );
+            }
+        }
+        for (i, s) in self.secrets.iter().enumerate() {
+            if let Err(why) = check_dns_label(&s.name) {
+                e.push(&format!("secrets[{i}].name"), why);
+            }
+        }
+        e.scoped("resources", |e| {
+            e.range("memoryMb", self.resources.memory_mb, 32, 16384);
+            e.range("cpuMillis", self.resources.cpu_millis, 50, 16000);
+        });
+        e.range("timeoutSeconds", self.timeout_seconds, 1, 900);
+        e.range(
+            "maxPayloadBytes",
+            self.max_payload_bytes,
+            1,
+            MAX_PAYLOAD_LIMIT,
+        );
+        e.range("concurrency", self.concurrency, 1, 1000);
+        e.range("maxReplicas", self.max_replicas, 1, 1000);
+        if self.min_replicas > self.max_replicas {
+            e.push(
+                "minReplicas",
+                format!(
+                    "must be <= maxReplicas ({} > {})",
+                    self.min_replicas, self.max_replicas
+                ),
+            );
+        }
+        if let Some(idle) = self.scale_to_zero_after_seconds {
+            e.range("scaleToZeroAfterSeconds", idle, 10, 86400);
+        }
+        e.scoped("triggers", |e| {
+            for (i, s) in self.triggers.schedules.iter().enumerate() {
+                if let Err(err) = s.cron.parse::<croner::Cron>() {
+                    e.push(
+                        &format!("schedules[{i}].cron"),
+                        format!("invalid cron expression {:?}: {err}", s.cron),
+                    );
+                } else if s.cron.split_whitespace().count() != 5 {
+                    e.push(
+                        &format!("schedules[{i}].cron"),
+                        format!(
+                            "{:?} must have 5 fields (minute hour day month weekday)",
+                            s.cron
+                        ),
+                    );
+                }
+            }
+            for (i, ev) in self.triggers.events.iter().enumerate() {
+                e.non_empty(&format!("events[{i}].source"), &ev.source);
+                e.non_empty(&format!("events[{i}].type"), &ev.type_);
+            }
+        });
+        e.scoped("retry", |e| {
+            e.range("maxAttempts", self.retry.max_attempts, 1, 10);
+            e.range("backoffSeconds", self.retry.backoff_seconds, 1, 3600);
+            if let Some(q) = &self.retry.dead_letter_queue {
+                e.non_empty("deadLetterQueue", q);
+            }
+        });
+    }
+}
+
+/// Convenience map of env vars, as the agent and Swarm want them.
+pub fn env_map(spec: &FunctionSpec) -> BTreeMap<String, String> {
+    spec.env
+        .iter()
+        .map(|v| (v.name.clone(), v.value.clone()))
+        .collect()
+}

@@ -1,0 +1,31 @@
+//! The resource model: kinds, their specs and statuses, metadata, validation, manifest parsing
+//! and JSON Schemas (design §2).
+
+pub mod function;
+pub mod kind;
+pub mod manifest;
+pub mod meta;
+pub mod node;
+pub mod nodepool;
+pub mod object;
+pub mod schema;
+pub mod snapshot;
+pub mod validation;
+
+pub use function::{FunctionSpec, FunctionStatus, Runtime};
+pub use kind::{AnyObject, Kind};
+pub use meta::{Condition, ConditionStatus, Conditions, ObjectMeta, OwnerReference};
+pub use node::{NodeSpec, NodeStatus};
+pub use nodepool::{NodePoolSpec, NodePoolStatus};
+pub use object::{API_VERSION, Object, ObjectKey, Resource};
+pub use snapshot::{SnapshotImageSpec, SnapshotImageStatus};
+pub use validation::{FieldError, FieldErrors};
+
+/// A function object.
+pub type Function = Object<FunctionSpec>;
+/// A node pool object.
+pub type NodePool = Object<NodePoolSpec>;
+/// A node object.
+pub type Node = Object<NodeSpec>;
+/// A snapshot image object.
+pub type SnapshotImage = Object<SnapshotImageSpec>;

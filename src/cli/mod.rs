@@ -1,0 +1,235 @@
+//! The `lambda` command line: argument parsing and dispatch to one module per subcommand.
+
+mod apply;
+mod describe;
+mod get;
+mod output;
+mod wait;
+mod watch;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use crate::api::Kind;
+use crate::api::schema::{schema_file_name, schema_yaml};
+use crate::store::{Store, StoreConfig};
+
+/// Lambda on OpenStack: serverless functions on Docker Swarm workers that the platform
+/// provisions itself through OpenStack Nova.
+#[derive(Debug, Parser)]
+#[command(name = "lambda", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand that talks to etcd understands.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// etcd endpoints, comma-separated.
+    #[arg(
+        long,
+        global = true,
+        env = "LAMBDA_ETCD_ENDPOINTS",
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub etcd_endpoints: String,
+    /// CA certificate that signs etcd's server certificate (enables TLS).
+    #[arg(long, global = true, env = "LAMBDA_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    /// Client certificate for etcd mutual TLS.
+    #[arg(long, global = true, env = "LAMBDA_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// Client key for etcd mutual TLS.
+    #[arg(long, global = true, env = "LAMBDA_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user (with --etcd-password).
+    #[arg(
+        long,
+        global = true,
+        env = "LAMBDA_ETCD_USER",
+        requires = "etcd_password"
+    )]
+    pub etcd_user: Option<String>,
+    /// etcd password.
+    #[arg(
+        long,
+        global = true,
+        env = "LAMBDA_ETCD_PASSWORD",
+        hide_env_values = true
+    )]
+    pub etcd_password: Option<String>,
+    /// Deadline of each etcd request.
+    #[arg(long, global = true, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub etcd_timeout: Duration,
+    /// Namespace of the objects.
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "LAMBDA_NAMESPACE",
+        default_value = "default"
+    )]
+    pub namespace: String,
+}
+
+impl GlobalArgs {
+    /// Store settings from the flags.
+    pub fn store_config(&self) -> StoreConfig {
+        let mut cfg = StoreConfig::from_endpoints(&self.etcd_endpoints);
+        cfg.ca_cert = self.etcd_ca.clone();
+        cfg.client_cert = self.etcd_cert.clone();
+        cfg.client_key = self.etcd_key.clone();
+        cfg.user = self.etcd_user.clone();
+        cfg.password = self.etcd_password.clone();
+        cfg.request_timeout = self.etcd_timeout;
+        cfg
+    }
+
+    /// Connects to etcd.
+    pub async fn store(&self) -> Result<Store> {
+        Ok(Store::connect(&self.store_config()).await?)
+    }
+}
+
+/// Output formats of `get`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Yaml,
+    Json,
+    Wide,
+    Name,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update objects from YAML files, directories or stdin (`-`).
+    Apply {
+        /// Manifest file, directory of *.yaml/*.yml, or `-` for stdin. Repeatable.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// Recurse into subdirectories.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+    },
+    /// List objects of a kind, or show one.
+    Get {
+        /// function (fn), nodepool (np), node, snapshotimage (si); singular or plural.
+        kind: String,
+        name: Option<String>,
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+        /// List across all namespaces.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+    /// Show an object's spec, status and conditions.
+    Describe { kind: String, name: String },
+    /// Delete an object (its finalizers run first).
+    Delete {
+        kind: String,
+        name: String,
+        /// Wait until the object is gone.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Stream changes of objects' spec and status until interrupted.
+    Watch { kind: String, name: Option<String> },
+    /// Wait until an object meets a condition: `--for condition=Ready`, `--for delete`.
+    Wait {
+        /// KIND/NAME, e.g. fn/hello.
+        target: String,
+        #[arg(long = "for")]
+        condition: String,
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Print the JSON Schemas of the kinds (as YAML), or write them to a directory.
+    Crds {
+        /// Write `<kind>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+}
+
+/// Parses a KIND argument, with the accepted forms in the error.
+pub fn parse_kind(s: &str) -> Result<Kind> {
+    match Kind::from_alias(s) {
+        Some(k) => Ok(k),
+        None => bail!(
+            "unknown kind {s:?}; expected one of: {}",
+            Kind::aliases().join(", ")
+        ),
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Apply { files, recursive } => apply::run(g, &files, recursive).await,
+        Command::Get {
+            kind,
+            name,
+            output,
+            all_namespaces,
+        } => {
+            get::run(
+                g,
+                parse_kind(&kind)?,
+                name.as_deref(),
+                output,
+                all_namespaces,
+            )
+            .await
+        }
+        Command::Describe { kind, name } => describe::run(g, parse_kind(&kind)?, &name).await,
+        Command::Delete {
+            kind,
+            name,
+            wait,
+            timeout,
+        } => wait::delete(g, parse_kind(&kind)?, &name, wait.then_some(timeout)).await,
+        Command::Watch { kind, name } => watch::run(g, parse_kind(&kind)?, name.as_deref()).await,
+        Command::Wait {
+            target,
+            condition,
+            timeout,
+        } => wait::run(g, &target, &condition, timeout).await,
+        Command::Crds { write } => crds(write),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "lambda", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+fn crds(write: Option<PathBuf>) -> Result<()> {
+    match write {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            for k in Kind::ALL {
+                let path = dir.join(schema_file_name(k));
+                std::fs::write(&path, schema_yaml(k))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
+        }
+        None => {
+            for k in Kind::ALL {
+                println!("---\n{}", schema_yaml(k).trim_end());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! Test harness: a real etcd (Debian's `etcd-server`) per test, on free loopback ports with a
+//! temporary data dir, stopped when dropped. Fails loudly when etcd cannot start.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lambda::store::{Store, StoreConfig};
+
+/// A running etcd owned by one test.
+pub struct Etcd {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    peer_port: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+impl Etcd {
+    /// Starts etcd and waits until it answers; panics with its log when it does not.
+    pub fn start() -> Etcd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut e = Etcd {
+            child: None,
+            dir,
+            port: free_port(),
+            peer_port: free_port(),
+        };
+        e.spawn();
+        e
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("etcd.log")
+    }
+
+    fn spawn(&mut self) {
+        let client = format!("http://127.0.0.1:{}", self.port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("etcd log");
+        let child = Command::new("etcd")
+            .args(["--name", "test", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("test={peer}")])
+            .args(["--experimental-watch-progress-notify-interval=1s"])
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start etcd (install Debian's etcd-server; the test command does): {e}"
+                )
+            });
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if self.etcdctl(&["endpoint", "health"]).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        panic!("etcd did not become healthy in 20 s; log:\n{log}");
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Store settings for this etcd.
+    pub fn config(&self) -> StoreConfig {
+        StoreConfig::from_endpoints(&self.endpoint())
+    }
+
+    /// A connected store.
+    pub async fn store(&self) -> Store {
+        Store::connect(&self.config())
+            .await
+            .expect("connect to test etcd")
+    }
+
+    /// Runs etcdctl against this etcd; `Ok(stdout)` on success.
+    pub fn etcdctl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint()))
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run etcdctl: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// `etcdctl put KEY VALUE`, panicking on failure.
+    pub fn put(&self, key: &str, value: &str) {
+        self.etcdctl(&["put", key, value]).expect("etcdctl put");
+    }
+
+    /// SIGKILLs etcd (data dir kept).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts etcd again on the same data dir and ports.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs the `lambda` binary with this etcd; returns (status ok, stdout, stderr).
+pub fn lambda(etcd: &Etcd, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    lambda_in(etcd, Path::new(env!("CARGO_MANIFEST_DIR")), args, stdin)
+}
+
+/// Like [`lambda`], in a working directory.
+pub fn lambda_in(
+    etcd: &Etcd,
+    cwd: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
+    use std::io::Write;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lambda"));
+    cmd.current_dir(cwd)
+        .env("LAMBDA_ETCD_ENDPOINTS", etcd.endpoint())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run lambda");
+    if let Some(mut si) = child.stdin.take() {
+        let _ = si.write_all(stdin.unwrap_or("").as_bytes());
+    }
+    let out = child.wait_with_output().expect("lambda output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A minimal valid function object.
+pub fn function(name: &str) -> lambda::api::Function {
+    let spec: lambda::api::FunctionSpec =
+        serde_saphyr::from_str("runtime: shell\ncode:\n  inline: cat\n").expect("spec");
+    lambda::api::Function::new("default", name, spec)
+}
