@@ -72,9 +72,13 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
     }
     docs.push((start, current));
     docs.into_iter()
-        .filter(|(_, d)| {
-            d.lines()
-                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .filter_map(|(start, d)| {
+            // Report a document at its first line of content, not at a leading comment.
+            let skip = d
+                .lines()
+                .position(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))?;
+            let text: String = d.lines().skip(skip).map(|l| format!("{l}\n")).collect();
+            Some((start + skip, text))
         })
         .collect()
 }
@@ -97,6 +101,7 @@ fn syntax_error(source: &str, err: serde_saphyr::Error) -> ManifestError {
 pub fn plain_message(err: &serde_saphyr::Error) -> String {
     let full = err.to_string();
     let first = full.lines().next().unwrap_or_default().trim();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
     // "line 6 column 1: unknown field ..." → "unknown field ..."
     let msg = match first.strip_prefix("line ") {
         Some(rest) => rest.split_once(": ").map(|(_, m)| m).unwrap_or(first),
@@ -219,6 +224,7 @@ spec:
         let docs = parse_manifest("f.yaml", &text).unwrap();
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[0].line, 3);
+        assert_eq!(docs[1].line, 14);
         assert_eq!(docs[1].object.metadata().name, "world");
         for d in &docs {
             validate_document(d).unwrap();
