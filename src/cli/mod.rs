@@ -160,6 +160,26 @@ pub enum Command {
     },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
+    /// Benchmarks, each side by side with the physical limit in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `lambda bench …`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Store create rate vs. raw etcd puts of the same bytes; watch latency.
+    Store {
+        #[arg(long, default_value_t = 10_000)]
+        objects: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 1_000)]
+        watch_samples: usize,
+        /// Namespace used (and purged) by the benchmark.
+        #[arg(long, default_value = "bench")]
+        bench_namespace: String,
+    },
 }
 
 /// Parses a KIND argument, with the accepted forms in the error.
@@ -207,6 +227,22 @@ pub async fn run(cli: Cli) -> Result<()> {
             timeout,
         } => wait::run(g, &target, &condition, timeout).await,
         Command::Crds { write } => crds(write),
+        Command::Bench(BenchCommand::Store {
+            objects,
+            concurrency,
+            watch_samples,
+            bench_namespace,
+        }) => {
+            let store = g.store().await?;
+            let cfg = crate::bench::store::StoreBench {
+                objects,
+                concurrency,
+                watch_samples,
+                namespace: bench_namespace,
+            };
+            crate::bench::store::run(&store, &cfg).await?;
+            Ok(())
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "lambda", &mut std::io::stdout());
             Ok(())

@@ -16,7 +16,7 @@ use etcd_client::{
 
 use crate::api::{FieldErrors, Object, ObjectKey, Resource};
 
-pub use codec::{create_revision_of_uid, derive_uid};
+pub use codec::{create_revision_of_uid, derive_uid, encode_spec};
 pub use config::StoreConfig;
 pub use keys::{DEFAULT_PREFIX, KeySpace, prefix_end};
 pub use watch::{CacheChange, ObjectCache, WatchEvent, WatchStream};

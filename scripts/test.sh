@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The full test suite, as CI runs it (`.ci/run` calls this and nothing else):
+# installs what is missing, then formatting check, clippy with -D warnings, and every test.
+# Tests start their own etcd (and, as later parts land, dockerd/swarm and OpenStack) and fail
+# loudly when they cannot.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$PROJECT_ROOT"
+
+log "checking system packages"
+apt_ensure protobuf-compiler etcd-server etcd-client
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+log "cargo test"
+cargo test --locked --all-targets 2>&1 | tee "$LAMBDA_HOME/test.log"
+status=${PIPESTATUS[0]}
+passed=$(grep -Eo '[0-9]+ passed' "$LAMBDA_HOME/test.log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$LAMBDA_HOME/test.log" | awk '{s+=$1} END {print s+0}')
+echo "total: $passed passed, $failed failed"
+exit "$status"
