@@ -34,8 +34,13 @@ apt_ensure() {
   apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# pid_alive FILE — true when FILE holds the PID of a running process.
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# pid_alive FILE — true when FILE holds the PID of a running process (a zombie, which still
+# answers `kill -0` until PID 1 reaps it, does not count).
+pid_alive() {
+  local pid
+  [ -f "$1" ] && pid=$(cat "$1") && [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
+  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
+}
 
 # stop_pid FILE [SECONDS] — SIGTERM the process recorded in FILE, SIGKILL after SECONDS (default 10).
 stop_pid() {
@@ -44,7 +49,7 @@ stop_pid() {
   local pid; pid=$(cat "$f")
   kill "$pid" 2>/dev/null || true
   local end=$((SECONDS + t))
-  while kill -0 "$pid" 2>/dev/null; do
+  while pid_alive "$f"; do
     [ "$SECONDS" -ge "$end" ] && { kill -9 "$pid" 2>/dev/null || true; break; }
     sleep 0.1
   done

@@ -160,6 +160,29 @@ pub enum Command {
     },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
+    /// A local OpenStack-compatible endpoint (Keystone, Nova, Glance, Neutron) whose servers are
+    /// Docker engines in network namespaces.
+    Cloud {
+        #[arg(long, default_value = "127.0.0.1:8780")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value = ".lambda/cloud")]
+        data_dir: PathBuf,
+        /// Bridge the servers plug into (created when missing).
+        #[arg(long, default_value = "lambda0")]
+        bridge: String,
+        /// The bridge's own address; servers get addresses in its /24.
+        #[arg(long, default_value = "10.251.0.1/24")]
+        bridge_cidr: String,
+        /// First host number handed to servers (lower ones are left to other tools).
+        #[arg(long, default_value_t = 100)]
+        first_host: u8,
+        /// Instance quota of the main project.
+        #[arg(long, default_value_t = 50)]
+        max_instances: usize,
+        /// Lifetime of issued tokens.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        token_ttl: Duration,
+    },
     /// Benchmarks, each side by side with the physical limit in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -241,6 +264,35 @@ pub async fn run(cli: Cli) -> Result<()> {
                 namespace: bench_namespace,
             };
             crate::bench::store::run(&store, &cfg).await?;
+            Ok(())
+        }
+        Command::Cloud {
+            listen,
+            data_dir,
+            bridge,
+            bridge_cidr,
+            first_host,
+            max_instances,
+            token_ttl,
+        } => {
+            let cfg = crate::cloud::CloudConfig {
+                listen,
+                data_dir,
+                bridge,
+                bridge_cidr,
+                first_host,
+                max_instances,
+                token_ttl,
+            };
+            let shutdown = async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+                }
+            };
+            crate::cloud::run(cfg, shutdown).await?;
             Ok(())
         }
         Command::Completions { shell } => {
