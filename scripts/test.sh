@@ -7,13 +7,17 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$PROJECT_ROOT"
 
 log "checking system packages"
-apt_ensure protobuf-compiler etcd-server etcd-client
+apt_ensure protobuf-compiler etcd-server etcd-client openssl docker.io iptables iproute2 busybox-static
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
+
+# The Docker Swarm manager the Swarm tests join workers to (stopped again when the tests end).
+"$PROJECT_ROOT/scripts/swarm.sh" up
+trap '"$PROJECT_ROOT/scripts/swarm.sh" down >/dev/null 2>&1 || true' EXIT
 
 log "cargo test"
 cargo test --locked --all-targets 2>&1 | tee "$LAMBDA_HOME/test.log"

@@ -417,7 +417,18 @@ pub fn router(cloud: Arc<Cloud>) -> Router {
         .route("/network/", get(glance::network_versions))
         .route("/network/v2.0/networks", get(glance::list_networks))
         .route("/network/v2.0/networks/{id}", get(glance::get_network))
+        .layer(axum::middleware::map_response(add_request_id))
         .with_state(cloud)
+}
+
+/// Every OpenStack response carries a request id; errors already have one.
+async fn add_request_id(mut resp: axum::response::Response) -> axum::response::Response {
+    if !resp.headers().contains_key("x-openstack-request-id")
+        && let Ok(v) = axum::http::HeaderValue::from_str(&fault::request_id())
+    {
+        resp.headers_mut().insert("x-openstack-request-id", v);
+    }
+    resp
 }
 
 /// Starts the emulator: loads or seeds state, prepares the bridge, re-adopts servers, writes the
