@@ -6,4 +6,6 @@
 
 pub mod api;
 pub mod cli;
+pub mod reconcilers;
+pub mod runtime;
 pub mod store;

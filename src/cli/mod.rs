@@ -1,7 +1,10 @@
 //! The `lambda` command line: argument parsing and dispatch to one module per subcommand.
 
 mod apply;
+mod bench;
+mod controller;
 mod describe;
+mod events;
 mod get;
 mod output;
 mod wait;
@@ -160,6 +163,13 @@ pub enum Command {
     },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
+    /// Run the controllers (leader-elected), with /metrics, /healthz and /readyz.
+    Controller(controller::ControllerArgs),
+    /// Measure components against a real etcd.
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
 }
 
 /// Parses a KIND argument, with the accepted forms in the error.
@@ -207,6 +217,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             timeout,
         } => wait::run(g, &target, &condition, timeout).await,
         Command::Crds { write } => crds(write),
+        Command::Controller(args) => controller::run(g, args).await,
+        Command::Bench { what } => bench::run(g, what).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "lambda", &mut std::io::stdout());
             Ok(())
