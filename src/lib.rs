@@ -8,4 +8,6 @@ pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod cloud;
+pub mod reconcilers;
+pub mod runtime;
 pub mod store;

@@ -1,6 +1,7 @@
 //! Runtime dispatch over the kinds, for the CLI and the REST API, which learn the kind
 //! from user input.
 
+use super::event::EventSpec;
 use super::function::FunctionSpec;
 use super::node::NodeSpec;
 use super::nodepool::NodePoolSpec;
@@ -14,15 +15,17 @@ pub enum Kind {
     NodePool,
     Node,
     SnapshotImage,
+    Event,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::Function,
         Kind::NodePool,
         Kind::Node,
         Kind::SnapshotImage,
+        Kind::Event,
     ];
 
     /// `Function`, `NodePool`, …
@@ -32,6 +35,7 @@ impl Kind {
             Kind::NodePool => NodePoolSpec::KIND,
             Kind::Node => NodeSpec::KIND,
             Kind::SnapshotImage => SnapshotImageSpec::KIND,
+            Kind::Event => EventSpec::KIND,
         }
     }
 
@@ -42,6 +46,7 @@ impl Kind {
             Kind::NodePool => NodePoolSpec::PLURAL,
             Kind::Node => NodeSpec::PLURAL,
             Kind::SnapshotImage => SnapshotImageSpec::PLURAL,
+            Kind::Event => EventSpec::PLURAL,
         }
     }
 
@@ -51,6 +56,7 @@ impl Kind {
             Kind::NodePool => NodePoolSpec::SHORT,
             Kind::Node => NodeSpec::SHORT,
             Kind::SnapshotImage => SnapshotImageSpec::SHORT,
+            Kind::Event => EventSpec::SHORT,
         }
     }
 
@@ -93,6 +99,7 @@ pub enum AnyObject {
     NodePool(Object<NodePoolSpec>),
     Node(Object<NodeSpec>),
     SnapshotImage(Object<SnapshotImageSpec>),
+    Event(Object<EventSpec>),
 }
 
 /// Runs `$body` with `$obj` bound to the typed object inside an [`AnyObject`], and `$K` to its
@@ -105,6 +112,7 @@ macro_rules! with_any_object {
             $crate::api::AnyObject::NodePool($obj) => $body,
             $crate::api::AnyObject::Node($obj) => $body,
             $crate::api::AnyObject::SnapshotImage($obj) => $body,
+            $crate::api::AnyObject::Event($obj) => $body,
         }
     };
 }
@@ -130,6 +138,10 @@ macro_rules! with_kind {
                 type $K = $crate::api::SnapshotImageSpec;
                 $body
             }
+            $crate::api::Kind::Event => {
+                type $K = $crate::api::EventSpec;
+                $body
+            }
         }
     };
 }
@@ -142,6 +154,7 @@ impl AnyObject {
             AnyObject::NodePool(_) => Kind::NodePool,
             AnyObject::Node(_) => Kind::Node,
             AnyObject::SnapshotImage(_) => Kind::SnapshotImage,
+            AnyObject::Event(_) => Kind::Event,
         }
     }
 
@@ -180,6 +193,7 @@ into_any!(FunctionSpec, Function);
 into_any!(NodePoolSpec, NodePool);
 into_any!(NodeSpec, Node);
 into_any!(SnapshotImageSpec, SnapshotImage);
+into_any!(EventSpec, Event);
 
 #[cfg(test)]
 mod tests {
@@ -199,6 +213,8 @@ mod tests {
             ("nodes", Kind::Node),
             ("snapshotimage", Kind::SnapshotImage),
             ("si", Kind::SnapshotImage),
+            ("events", Kind::Event),
+            ("ev", Kind::Event),
         ] {
             assert_eq!(Kind::from_alias(a), Some(k), "{a}");
         }

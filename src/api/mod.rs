@@ -1,6 +1,7 @@
 //! The resource model: kinds, their specs and statuses, metadata, validation, manifest parsing
 //! and JSON Schemas (design §2).
 
+pub mod event;
 pub mod function;
 pub mod kind;
 pub mod manifest;
@@ -12,6 +13,7 @@ pub mod schema;
 pub mod snapshot;
 pub mod validation;
 
+pub use event::{EventSpec, EventStatus, EventType, InvolvedObject};
 pub use function::{FunctionSpec, FunctionStatus, Runtime};
 pub use kind::{AnyObject, Kind};
 pub use meta::{Condition, ConditionStatus, Conditions, ObjectMeta, OwnerReference};
@@ -27,5 +29,7 @@ pub type Function = Object<FunctionSpec>;
 pub type NodePool = Object<NodePoolSpec>;
 /// A node object.
 pub type Node = Object<NodeSpec>;
+/// An event object.
+pub type Event = Object<EventSpec>;
 /// A snapshot image object.
 pub type SnapshotImage = Object<SnapshotImageSpec>;

@@ -110,5 +110,9 @@ pub async fn run(g: &GlobalArgs, kind: Kind, name: &str) -> Result<()> {
     let store = g.store().await?;
     let text = crate::with_kind!(kind, K, render(&store.get::<K>(&g.namespace, name).await?));
     print!("{text}");
+    print!(
+        "{}",
+        super::events::describe(&store, kind, &g.namespace, name).await
+    );
     Ok(())
 }

@@ -74,6 +74,9 @@ pub async fn run(
     all: bool,
 ) -> Result<()> {
     let store = g.store().await?;
+    if kind == Kind::Event && name.is_none() && output.is_none() {
+        return super::events::list(&store, (!all).then_some(g.namespace.as_str())).await;
+    }
     crate::with_kind!(
         kind,
         K,

@@ -1,7 +1,10 @@
 //! The `lambda` command line: argument parsing and dispatch to one module per subcommand.
 
 mod apply;
+mod bench;
+mod controller;
 mod describe;
+mod events;
 mod get;
 mod output;
 mod wait;
@@ -183,25 +186,12 @@ pub enum Command {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         token_ttl: Duration,
     },
-    /// Benchmarks, each side by side with the physical limit in the same run.
-    #[command(subcommand)]
-    Bench(BenchCommand),
-}
-
-/// `lambda bench …`
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Store create rate vs. raw etcd puts of the same bytes; watch latency.
-    Store {
-        #[arg(long, default_value_t = 10_000)]
-        objects: usize,
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
-        #[arg(long, default_value_t = 1_000)]
-        watch_samples: usize,
-        /// Namespace used (and purged) by the benchmark.
-        #[arg(long, default_value = "bench")]
-        bench_namespace: String,
+    /// Run the controllers (leader-elected), with /metrics, /healthz and /readyz.
+    Controller(controller::ControllerArgs),
+    /// Measure components against a real etcd.
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
     },
 }
 
@@ -250,22 +240,6 @@ pub async fn run(cli: Cli) -> Result<()> {
             timeout,
         } => wait::run(g, &target, &condition, timeout).await,
         Command::Crds { write } => crds(write),
-        Command::Bench(BenchCommand::Store {
-            objects,
-            concurrency,
-            watch_samples,
-            bench_namespace,
-        }) => {
-            let store = g.store().await?;
-            let cfg = crate::bench::store::StoreBench {
-                objects,
-                concurrency,
-                watch_samples,
-                namespace: bench_namespace,
-            };
-            crate::bench::store::run(&store, &cfg).await?;
-            Ok(())
-        }
         Command::Cloud {
             listen,
             data_dir,
@@ -295,6 +269,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             crate::cloud::run(cfg, shutdown).await?;
             Ok(())
         }
+        Command::Controller(args) => controller::run(g, args).await,
+        Command::Bench { what } => bench::run(g, what).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "lambda", &mut std::io::stdout());
             Ok(())

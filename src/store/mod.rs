@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use etcd_client::{
-    Client, Compare, CompareOp, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp,
+    Client, Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
 };
 
 use crate::api::{FieldErrors, Object, ObjectKey, Resource};
@@ -355,6 +355,24 @@ impl Store {
     /// Creates an object; fails with `AlreadyExists` when the key is taken. Any stale status key
     /// (left by an `etcdctl del` of the spec) is cleared in the same transaction.
     pub async fn create<K: Resource>(&self, obj: &Object<K>) -> Result<Object<K>, StoreError> {
+        self.create_inner(obj, None).await
+    }
+
+    /// Like [`Store::create`], with the spec key attached to etcd lease `lease`: the object
+    /// disappears when the lease expires (events).
+    pub async fn create_with_lease<K: Resource>(
+        &self,
+        obj: &Object<K>,
+        lease: i64,
+    ) -> Result<Object<K>, StoreError> {
+        self.create_inner(obj, Some(lease)).await
+    }
+
+    async fn create_inner<K: Resource>(
+        &self,
+        obj: &Object<K>,
+        lease: Option<i64>,
+    ) -> Result<Object<K>, StoreError> {
         Self::validate(obj)?;
         let mut obj = obj.clone();
         obj.metadata.namespace = Some(obj.metadata.namespace().to_string());
@@ -370,7 +388,11 @@ impl Store {
                 0,
             )])
             .and_then([
-                TxnOp::put(spec_key.clone(), value, None),
+                TxnOp::put(
+                    spec_key.clone(),
+                    value,
+                    lease.map(|l| PutOptions::new().with_lease(l)),
+                ),
                 TxnOp::delete(self.keys.status_key::<K>(&key), None),
             ]);
         let mut kv = self.client.kv_client();
@@ -392,6 +414,27 @@ impl Store {
     pub async fn update<K: Resource>(
         &self,
         obj: &Object<K>,
+    ) -> Result<UpdateOutcome<K>, StoreError> {
+        // Keep whatever lease the key has (an event updated by a user must still expire).
+        self.update_inner(obj, PutOptions::new().with_ignore_lease())
+            .await
+    }
+
+    /// Like [`Store::update`], moving the spec key onto etcd lease `lease` (an aggregated event
+    /// gets a fresh expiry).
+    pub async fn update_with_lease<K: Resource>(
+        &self,
+        obj: &Object<K>,
+        lease: i64,
+    ) -> Result<UpdateOutcome<K>, StoreError> {
+        self.update_inner(obj, PutOptions::new().with_lease(lease))
+            .await
+    }
+
+    async fn update_inner<K: Resource>(
+        &self,
+        obj: &Object<K>,
+        put: PutOptions,
     ) -> Result<UpdateOutcome<K>, StoreError> {
         let key = obj.key();
         let spec_key = self.keys.spec_key::<K>(&key);
@@ -425,9 +468,10 @@ impl Store {
             Self::validate(obj)?;
         }
         let value = codec::encode_spec(obj)?;
-        let txn = Txn::new()
-            .when([compare])
-            .and_then([TxnOp::put(spec_key.clone(), value, None)]);
+        let txn =
+            Txn::new()
+                .when([compare])
+                .and_then([TxnOp::put(spec_key.clone(), value, Some(put))]);
         let resp = self.call("update", &spec_key, kv.txn(txn)).await?;
         if !resp.succeeded() {
             return Err(StoreError::Conflict {

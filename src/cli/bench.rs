@@ -1,0 +1,234 @@
+//! `lambda bench controller`: the runtime's figures against a real etcd — write→reconcile-start
+//! latency over N objects, RSS with all of them cached, and idle CPU with no changes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{Function, FunctionSpec};
+use crate::runtime::{Action, Controller, ControllerConfig};
+use crate::store::prefix_end;
+
+use super::GlobalArgs;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Store create rate vs. raw etcd puts of the same bytes at the same concurrency; watch
+    /// latency (write → event delivered).
+    Store {
+        #[arg(long, default_value_t = 10_000)]
+        objects: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 1_000)]
+        watch_samples: usize,
+        /// Namespace used (and purged) by the benchmark.
+        #[arg(long, default_value = "bench")]
+        bench_namespace: String,
+    },
+    /// Write N Function objects to a scratch namespace and measure the controller runtime.
+    Controller {
+        /// Objects to create.
+        #[arg(long, default_value_t = 10_000)]
+        objects: usize,
+        /// Seconds of idle CPU measurement after everything is cached.
+        #[arg(long, default_value_t = 60)]
+        idle_seconds: u64,
+        /// Concurrent writes while creating.
+        #[arg(long, default_value_t = 32)]
+        write_concurrency: usize,
+    },
+}
+
+fn proc_status_kb(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// utime + stime of this process, in clock ticks.
+fn cpu_ticks() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn clock_ticks_per_sec() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
+    let (objects, idle_seconds, write_concurrency) = match cmd {
+        BenchCommand::Store {
+            objects,
+            concurrency,
+            watch_samples,
+            bench_namespace,
+        } => {
+            let store = g.store().await?;
+            let cfg = crate::bench::store::StoreBench {
+                objects,
+                concurrency,
+                watch_samples,
+                namespace: bench_namespace,
+            };
+            crate::bench::store::run(&store, &cfg).await?;
+            return Ok(());
+        }
+        BenchCommand::Controller {
+            objects,
+            idle_seconds,
+            write_concurrency,
+        } => (objects, idle_seconds, write_concurrency),
+    };
+    let store = g.store().await?;
+    let ns = format!("bench-{:08x}", rand::random::<u32>());
+    let spec: FunctionSpec = serde_saphyr::from_str("runtime: shell\ncode:\n  inline: cat\n")
+        .context("bench function spec")?;
+
+    // The controller under test: records when each object's first reconcile starts.
+    let starts: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let mut cfg = ControllerConfig::named("bench");
+    cfg.runner.resync = None;
+    cfg.runner.concurrency = 16;
+    let stop = CancellationToken::new();
+    let ctl = Controller::<FunctionSpec>::new(store.clone(), Some(&ns), cfg)
+        .graceful_shutdown_on(stop.clone());
+    let cache = ctl.cache();
+    let ctl_task = tokio::spawn(ctl.run(
+        |obj: Arc<Function>, starts: Arc<Mutex<HashMap<String, Instant>>>| async move {
+            let now = Instant::now();
+            if let Ok(mut s) = starts.lock() {
+                s.entry(obj.metadata.name.clone()).or_insert(now);
+            }
+            Ok::<_, std::convert::Infallible>(Action::await_change())
+        },
+        |_, _, _| Action::backoff(),
+        starts.clone(),
+    ));
+    cache.wait_ready().await;
+
+    eprintln!("writing {objects} objects to namespace {ns} …");
+    let t0 = Instant::now();
+    let writes: Vec<Result<(String, Instant)>> = futures::stream::iter(0..objects)
+        .map(|i| {
+            let store = store.clone();
+            let obj = Function::new(&ns, &format!("f{i:05}"), spec.clone());
+            async move {
+                let at = Instant::now();
+                store.create(&obj).await?;
+                Ok((obj.metadata.name.clone(), at))
+            }
+        })
+        .buffer_unordered(write_concurrency.max(1))
+        .collect()
+        .await;
+    let mut written = HashMap::with_capacity(objects);
+    for w in writes {
+        let (name, at) = w?;
+        written.insert(name, at);
+    }
+    let write_secs = t0.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n = starts.lock().map(|s| s.len()).unwrap_or(0);
+        if n >= objects {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {n} of {objects} objects were reconciled within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut lat: Vec<Duration> = {
+        let s = starts.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        written
+            .iter()
+            .filter_map(|(n, at)| s.get(n).map(|st| st.saturating_duration_since(*at)))
+            .collect()
+    };
+    lat.sort();
+    drop(written);
+    let rss_kb = proc_status_kb("VmRSS:").unwrap_or(0);
+    let cached = cache.len();
+
+    eprintln!("measuring idle CPU for {idle_seconds} s …");
+    let hz = clock_ticks_per_sec();
+    let c0 = cpu_ticks().unwrap_or(0);
+    let w0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
+    let c1 = cpu_ticks().unwrap_or(0);
+    let idle_cpu = (c1.saturating_sub(c0)) as f64 / hz as f64 / w0.elapsed().as_secs_f64() * 100.0;
+
+    stop.cancel();
+    let _ = ctl_task.await;
+    let mut kv = store.client().kv_client();
+    for p in [
+        store.keys().spec_prefix("functions", Some(&ns)),
+        store.keys().status_prefix("functions", Some(&ns)),
+    ] {
+        let opts = etcd_client::DeleteOptions::new().with_range(prefix_end(&p));
+        kv.delete(p.clone(), Some(opts))
+            .await
+            .with_context(|| format!("cleaning up {p}"))?;
+    }
+
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+    println!(
+        "lambda bench controller: {objects} objects ({} cached), written in {write_secs:.1} s ({:.0}/s)",
+        cached,
+        objects as f64 / write_secs
+    );
+    println!("{:<34} {:>12} {:>12}", "METRIC", "VALUE", "TARGET");
+    println!(
+        "{:<34} {:>12} {:>12}",
+        "write→reconcile start p50",
+        ms(pct(&lat, 0.50)),
+        "≤ 20 ms"
+    );
+    println!(
+        "{:<34} {:>12} {:>12}",
+        "write→reconcile start p99",
+        ms(pct(&lat, 0.99)),
+        "≤ 200 ms"
+    );
+    println!(
+        "{:<34} {:>12} {:>12}",
+        "write→reconcile start max",
+        ms(pct(&lat, 1.0)),
+        ""
+    );
+    println!(
+        "{:<34} {:>12} {:>12}",
+        "RSS, all cached",
+        format!("{:.1} MB", rss_kb as f64 / 1024.0),
+        "≤ 150 MB"
+    );
+    println!(
+        "{:<34} {:>12} {:>12}",
+        format!("idle CPU over {idle_seconds} s"),
+        format!("{idle_cpu:.2} %"),
+        "< 1 %"
+    );
+    Ok(())
+}

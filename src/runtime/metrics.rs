@@ -1,0 +1,224 @@
+//! Prometheus metrics of the runtime and the HTTP server for `/metrics`, `/healthz`, `/readyz`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+/// Errors of the metrics server.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metrics server on {addr} failed: {source}")]
+    Serve {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `controller="<name>"`
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabel {
+    pub controller: String,
+}
+
+/// `kind="<Kind>"`
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+type HistogramFamily = Family<ControllerLabel, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    // 1 ms … ~33 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// Every metric the runtime exports. Shared by all controllers of a process.
+///
+/// Invariant: each metric is registered once, in [`Metrics::new`].
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ControllerLabel, Counter>,
+    errors: Family<ControllerLabel, Counter>,
+    duration: HistogramFamily,
+    queue_depth: Family<ControllerLabel, Gauge>,
+    watch_restarts: Family<KindLabel, Counter>,
+    relists: Family<KindLabel, Counter>,
+    /// 1 while this process holds the leader lease.
+    pub leader: Gauge,
+    ready: AtomicBool,
+}
+
+/// The metrics of one controller.
+#[derive(Clone)]
+pub struct ControllerMetrics {
+    pub reconciles: Counter,
+    pub errors: Counter,
+    pub duration: Histogram,
+    pub queue_depth: Gauge,
+}
+
+/// The metrics of one watched kind.
+#[derive(Clone)]
+pub struct KindMetrics {
+    pub watch_restarts: Counter,
+    pub relists: Counter,
+}
+
+impl Metrics {
+    /// A registry with every runtime metric.
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::default();
+        let reconciles = Family::<ControllerLabel, Counter>::default();
+        let errors = Family::<ControllerLabel, Counter>::default();
+        let duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
+        let queue_depth = Family::<ControllerLabel, Gauge>::default();
+        let watch_restarts = Family::<KindLabel, Counter>::default();
+        let relists = Family::<KindLabel, Counter>::default();
+        let leader = Gauge::default();
+        registry.register(
+            "lambda_reconciles",
+            "Reconciles started",
+            reconciles.clone(),
+        );
+        registry.register(
+            "lambda_reconcile_errors",
+            "Reconciles that failed",
+            errors.clone(),
+        );
+        registry.register(
+            "lambda_reconcile_duration_seconds",
+            "Duration of reconciles",
+            duration.clone(),
+        );
+        registry.register(
+            "lambda_queue_depth",
+            "Keys waiting in the work queue",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "lambda_watch_restarts",
+            "Watches resumed after an error",
+            watch_restarts.clone(),
+        );
+        registry.register(
+            "lambda_relists",
+            "Full lists (first, and after compaction)",
+            relists.clone(),
+        );
+        registry.register(
+            "lambda_leader",
+            "1 while this process is the leader",
+            leader.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            queue_depth,
+            watch_restarts,
+            relists,
+            leader,
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// The metrics of one controller.
+    pub fn controller(&self, name: &str) -> ControllerMetrics {
+        let l = ControllerLabel {
+            controller: name.to_string(),
+        };
+        ControllerMetrics {
+            reconciles: self.reconciles.get_or_create(&l).clone(),
+            errors: self.errors.get_or_create(&l).clone(),
+            duration: self.duration.get_or_create(&l).clone(),
+            queue_depth: self.queue_depth.get_or_create(&l).clone(),
+        }
+    }
+
+    /// The metrics of one watched kind.
+    pub fn kind(&self, kind: &str) -> KindMetrics {
+        let l = KindLabel {
+            kind: kind.to_string(),
+        };
+        KindMetrics {
+            watch_restarts: self.watch_restarts.get_or_create(&l).clone(),
+            relists: self.relists.get_or_create(&l).clone(),
+        }
+    }
+
+    /// Marks the process ready (`/readyz` answers 200).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
+}
+
+async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    if m.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+/// Binds `addr` (so a bad address fails at start-up) and returns the server future, which
+/// serves `/metrics`, `/healthz` and `/readyz` until `stop`.
+pub async fn serve(
+    addr: SocketAddr,
+    m: Arc<Metrics>,
+    stop: CancellationToken,
+) -> Result<impl Future<Output = Result<(), MetricsError>>, MetricsError> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(m);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| MetricsError::Bind { addr, source })?;
+    Ok(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .map_err(|source| MetricsError::Serve { addr, source })
+    })
+}
