@@ -530,12 +530,11 @@ impl Session {
         }
     }
 
-    /// Revoke the current token in Keystone (`DELETE /v3/auth/tokens`) and forget it.
-    pub async fn revoke_token(&self) -> Result<()> {
-        let current = self.token.lock().await.take();
-        let Some(t) = current else { return Ok(()) };
+    /// Revoke `token` in Keystone (`DELETE /v3/auth/tokens`). A session still holding it
+    /// notices at its next request (401) and re-authenticates.
+    pub async fn revoke(&self, token: &Token) -> Result<()> {
         let url = self.identity_url("auth/tokens")?;
-        let value = HeaderValue::from_str(t.value.expose())
+        let value = HeaderValue::from_str(token.value.expose())
             .map_err(|e| Error::Client(format!("token is not a header value: {e}")))?;
         let resp = self
             .http
@@ -557,6 +556,15 @@ impl Session {
         Err(self
             .error_from(resp, "identity", &Method::DELETE, &url)
             .await)
+    }
+
+    /// Forget the current token and revoke it in Keystone (on shutdown).
+    pub async fn logout(&self) -> Result<()> {
+        let current = self.token.lock().await.take();
+        match current {
+            Some(t) => self.revoke(&t).await,
+            None => Ok(()),
+        }
     }
 
     /// The URL of `service_type` from the current token's catalog, by the configured

@@ -277,8 +277,14 @@ impl Error {
 pub fn parse_error_body(body: &str) -> (Option<String>, String) {
     let trimmed = body.trim();
     if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(trimmed) {
-        if let Some(parsed) = parse_json_error(&map) {
-            return parsed;
+        if let Some((fault, message)) = parse_json_error(&map) {
+            // glance/webob put the HTML of their text pages into JSON messages
+            let message = if message.contains('<') && message.contains('>') {
+                strip_html(&message)
+            } else {
+                message.trim().to_owned()
+            };
+            return (fault, truncate(&message));
         }
         return (None, truncate(trimmed));
     }
@@ -577,6 +583,15 @@ mod tests {
         assert_eq!(msg, "something broke");
         let (_, msg) = parse_error_body("");
         assert_eq!(msg, "");
+    }
+
+    #[test]
+    fn glance_json_with_html_message() {
+        let (fault, msg) = parse_error_body(
+            r#"{"message": "No image found with ID 0000<br /><br />\n\n\n", "code": "404 Not Found", "title": "Not Found"}"#,
+        );
+        assert_eq!(fault.as_deref(), Some("Not Found"));
+        assert_eq!(msg, "No image found with ID 0000");
     }
 
     #[test]
