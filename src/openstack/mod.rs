@@ -26,6 +26,9 @@ pub mod error;
 pub mod image;
 pub mod network;
 
+#[cfg(test)]
+mod mock_tests;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
