@@ -11,7 +11,8 @@
 //!   instance quota is `LAMBDA_OS_QUOTA_TEST_INSTANCES_QUOTA` (default 1) (required); `LAMBDA_OS_CLOUDS_YAML` +
 //!   `LAMBDA_OS_CLOUD`: clouds.yaml and the cloud in it (required);
 //!   `LAMBDA_OS_FLAVOR`, `LAMBDA_OS_IMAGE` (required), `LAMBDA_OS_NETWORK`,
-//!   `LAMBDA_OS_KEYPAIR` (optional: servers are created without network / key pair if unset).
+//!   `LAMBDA_OS_KEYPAIR` (optional: servers are created without network / key pair if unset),
+//!   `LAMBDA_OS_OPENRC_ADMIN` (optional: an admin reads back the stored user data).
 //!
 //! Gate: without any of `LAMBDA_OS_ENV` / `LAMBDA_OS_OPENRC` / `LAMBDA_OPENSTACK_OPENRC` the
 //! tests say so on stderr and pass, so that a plain `cargo test` on a laptop works — unless
@@ -35,6 +36,7 @@ struct Target {
     openrc: PathBuf,
     openrc_appcred: PathBuf,
     openrc_quota: PathBuf,
+    openrc_admin: Option<PathBuf>,
     quota_instances: usize,
     clouds_yaml: PathBuf,
     cloud: String,
@@ -112,6 +114,7 @@ impl Target {
                         .unwrap_or_else(|_| panic!("LAMBDA_OS_QUOTA_INSTANCES={v:?}"))
                 })
                 .unwrap_or(1),
+            openrc_admin: opt("LAMBDA_OS_OPENRC_ADMIN").map(PathBuf::from),
             clouds_yaml: need("LAMBDA_OS_CLOUDS_YAML").into(),
             cloud: need("LAMBDA_OS_CLOUD"),
             flavor: need("LAMBDA_OS_FLAVOR"),
@@ -533,6 +536,7 @@ async fn lifecycle(t: &Target, os: &OpenStack, tag: &str) -> Result<(), Error> {
     metadata.insert("lambda:pool".to_owned(), "workers".to_owned());
     metadata.insert("lambda:node".to_owned(), tag.to_owned());
     let user_data = b"#cloud-config\nruncmd:\n  - echo hello\n".to_vec();
+    let sent_user_data = user_data.clone();
     let spec = ServerSpec {
         name: format!("{tag}-vm"),
         flavor: t.flavor.clone(),
@@ -568,6 +572,18 @@ async fn lifecycle(t: &Target, os: &OpenStack, tag: &str) -> Result<(), Error> {
     assert_eq!(s.key_name, t.keypair);
     if let Some(n) = &t.network {
         assert!(s.addresses.contains_key(n), "addresses {:?}", s.addresses);
+    }
+
+    // the user data arrived intact (only admins may read it back)
+    if let Some(admin) = &t.openrc_admin {
+        let admin = connect(CloudConfig::from_openrc_file(admin).expect("admin openrc")).await;
+        let stored = admin.compute().get_server(&id).await?.user_data;
+        let stored = stored.expect("user data visible to the admin");
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(stored.as_bytes())
+            .expect("base64 user data");
+        assert_eq!(decoded, sent_user_data);
     }
 
     // list by tag: exactly ours; by anchored name: ours

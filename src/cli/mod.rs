@@ -1,6 +1,7 @@
 //! The `lambda` command line: argument parsing and dispatch to one module per subcommand.
 
 mod apply;
+mod cloud_check;
 mod describe;
 mod get;
 mod output;
@@ -160,6 +161,8 @@ pub enum Command {
     },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
+    /// Authenticate against OpenStack and show the catalog, flavors, key pairs, zones.
+    CloudCheck(cloud_check::CloudCheckArgs),
 }
 
 /// Parses a KIND argument, with the accepted forms in the error.
@@ -211,6 +214,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             clap_complete::generate(shell, &mut Cli::command(), "lambda", &mut std::io::stdout());
             Ok(())
         }
+        Command::CloudCheck(args) => cloud_check::run(&args).await,
     }
 }
 

@@ -256,6 +256,9 @@ pub struct Server {
     /// The fault, in ERROR.
     #[serde(default)]
     pub fault: Option<Fault>,
+    /// The user data as stored (base64); shown to admins only.
+    #[serde(default, rename = "OS-EXT-SRV-ATTR:user_data")]
+    pub user_data: Option<String>,
     /// Security groups (names).
     #[serde(default)]
     pub security_groups: Vec<NamedRef>,
