@@ -2,6 +2,7 @@
 
 mod apply;
 mod bench;
+mod cloud_check;
 mod controller;
 mod describe;
 mod events;
@@ -193,6 +194,8 @@ pub enum Command {
         #[command(subcommand)]
         what: bench::BenchCommand,
     },
+    /// Authenticate against OpenStack and show the catalog, flavors, key pairs, zones.
+    CloudCheck(cloud_check::CloudCheckArgs),
 }
 
 /// Parses a KIND argument, with the accepted forms in the error.
@@ -275,6 +278,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             clap_complete::generate(shell, &mut Cli::command(), "lambda", &mut std::io::stdout());
             Ok(())
         }
+        Command::CloudCheck(args) => cloud_check::run(&args).await,
     }
 }
 
