@@ -548,6 +548,22 @@ fn build_server(
             )
         })?,
     };
+    for (k, val) in &metadata {
+        let key_ok = !k.is_empty()
+            && k.len() <= 255
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_:. ".contains(c));
+        if !key_ok {
+            return Err(bad(format!(
+                "Invalid input for field/attribute metadata. Value: {k}. Key does not match '^[a-zA-Z0-9-_:. ]{{1,255}}$'"
+            )));
+        }
+        if val.len() > 255 {
+            return Err(bad(format!(
+                "Invalid input for field/attribute metadata. Value of {k} is too long (at most 255 characters)"
+            )));
+        }
+    }
     if metadata.len() > 128 {
         return Err(err(
             StatusCode::FORBIDDEN,

@@ -84,6 +84,30 @@ pub async fn get_image(
     }
 }
 
+/// `DELETE /image/v2/images/{id}`: removes the image and its archive.
+pub async fn delete_image(
+    State(cloud): State<Arc<Cloud>>,
+    _auth: Auth,
+    Path(id): Path<String>,
+) -> Response {
+    let removed = cloud.lock().images.remove(&id);
+    match removed {
+        Some(img) => {
+            if let Some(a) = img.archive {
+                let _ = std::fs::remove_file(cloud.hosts.data_dir.join(a));
+            }
+            cloud.save();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => ApiError::new(
+            Service::Image,
+            StatusCode::NOT_FOUND,
+            format!("No image found with ID {id}"),
+        )
+        .into_response(),
+    }
+}
+
 fn network_json(n: &Network, project: &str) -> Value {
     json!({"id": n.id, "name": n.name, "status": "ACTIVE", "admin_state_up": true, "shared": true,
            "subnets": [], "tenant_id": project, "project_id": project, "router:external": false,

@@ -163,3 +163,28 @@ pub async fn issue_token(State(cloud): State<Arc<Cloud>>, body: Option<Json<Valu
     }});
     (StatusCode::CREATED, headers, Json(body)).into_response()
 }
+
+/// `DELETE /identity/v3/auth/tokens`: revokes the token named by `X-Subject-Token`.
+pub async fn revoke_token(
+    State(cloud): State<Arc<Cloud>>,
+    _auth: super::Auth,
+    headers: HeaderMap,
+) -> Response {
+    let Some(subject) = headers.get("x-subject-token").and_then(|v| v.to_str().ok()) else {
+        return bad("X-Subject-Token header is required.").into_response();
+    };
+    let removed = cloud
+        .tokens
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(subject);
+    match removed {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => ApiError::new(
+            Service::Identity,
+            StatusCode::NOT_FOUND,
+            "Could not find token.",
+        )
+        .into_response(),
+    }
+}

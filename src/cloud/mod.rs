@@ -365,7 +365,15 @@ fn write_client_config(data_dir: &Path, base: &str, st: &State) -> Result<(), Cl
             p.user_name, p.password, p.name
         ));
     }
-    write(&data_dir.join("clouds.yaml"), &clouds)
+    write(&data_dir.join("clouds.yaml"), &clouds)?;
+    // The contract suite's description of this target (tests/openstack_contract.rs).
+    let d = data_dir.display();
+    write(
+        &data_dir.join("env"),
+        &format!(
+            "export LAMBDA_OS_OPENRC={d}/openrc\nexport LAMBDA_OS_OPENRC_APPCRED={d}/openrc-appcred\nexport LAMBDA_OS_OPENRC_QUOTA_TEST={d}/openrc-quota-test\nexport LAMBDA_OS_QUOTA_TEST_INSTANCES_QUOTA=1\nexport LAMBDA_OS_CLOUDS_YAML={d}/clouds.yaml\nexport LAMBDA_OS_CLOUD=lambda-cloud\nexport LAMBDA_OS_FLAVOR=m1.tiny\nexport LAMBDA_OS_IMAGE=debian-12\nexport LAMBDA_OS_NETWORK=lambda-net\n"
+        ),
+    )
 }
 
 /// The HTTP routes of all four services.
@@ -373,7 +381,10 @@ pub fn router(cloud: Arc<Cloud>) -> Router {
     Router::new()
         .route("/identity/v3", get(identity::version))
         .route("/identity/v3/", get(identity::version))
-        .route("/identity/v3/auth/tokens", post(identity::issue_token))
+        .route(
+            "/identity/v3/auth/tokens",
+            post(identity::issue_token).delete(identity::revoke_token),
+        )
         .route("/compute", get(compute::versions))
         .route("/compute/", get(compute::versions))
         .route("/compute/v2.1", get(compute::version))
@@ -412,7 +423,10 @@ pub fn router(cloud: Arc<Cloud>) -> Router {
         .route("/image", get(glance::image_versions))
         .route("/image/", get(glance::image_versions))
         .route("/image/v2/images", get(glance::list_images))
-        .route("/image/v2/images/{id}", get(glance::get_image))
+        .route(
+            "/image/v2/images/{id}",
+            get(glance::get_image).delete(glance::delete_image),
+        )
         .route("/network", get(glance::network_versions))
         .route("/network/", get(glance::network_versions))
         .route("/network/v2.0/networks", get(glance::list_networks))
