@@ -7,6 +7,7 @@ mod controller;
 mod describe;
 mod events;
 mod get;
+mod invoke;
 mod output;
 mod wait;
 mod watch;
@@ -194,6 +195,13 @@ pub enum Command {
         #[command(subcommand)]
         what: bench::BenchCommand,
     },
+    /// Serve the invocation gateway (REST: invoke, function CRUD, OpenAPI, metrics).
+    Gateway(invoke::GatewayArgs),
+    /// Manage the gateway's API keys.
+    #[command(subcommand)]
+    Apikey(invoke::ApiKeyCommand),
+    /// Invoke a function through the gateway and print its result.
+    Invoke(invoke::InvokeArgs),
     /// Authenticate against OpenStack and show the catalog, flavors, key pairs, zones.
     CloudCheck(cloud_check::CloudCheckArgs),
 }
@@ -261,15 +269,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 max_instances,
                 token_ttl,
             };
-            let shutdown = async {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
-                }
-            };
-            crate::cloud::run(cfg, shutdown).await?;
+            crate::cloud::run(cfg, shutdown_signal()).await?;
             Ok(())
         }
         Command::Controller(args) => controller::run(g, args).await,
@@ -278,6 +278,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             clap_complete::generate(shell, &mut Cli::command(), "lambda", &mut std::io::stdout());
             Ok(())
         }
+        Command::Gateway(args) => invoke::gateway(g, args).await,
+        Command::Apikey(cmd) => invoke::apikey(g, cmd).await,
+        Command::Invoke(args) => invoke::invoke(g, args).await,
         Command::CloudCheck(args) => cloud_check::run(&args).await,
     }
 }
@@ -300,4 +303,20 @@ fn crds(write: Option<PathBuf>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM: servers finish in-flight requests and stop.
+pub(crate) async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
 }

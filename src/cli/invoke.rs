@@ -1,0 +1,134 @@
+//! `lambda gateway`, `lambda apikey …` and `lambda invoke`.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+
+use crate::gateway::{GatewayConfig, apikeys};
+
+use super::GlobalArgs;
+
+/// `lambda gateway`
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Serve without authentication. Only for trusted local setups.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+}
+
+/// `lambda apikey …`
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key; prints the token once (only its hash is stored).
+    Create { name: String },
+    /// List keys (ids and names, never secrets).
+    List,
+    /// Delete a key by id.
+    Delete { id: String },
+}
+
+/// `lambda invoke`
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// Function name.
+    pub name: String,
+    /// The event: JSON text, or @FILE.
+    #[arg(short, long, default_value = "{}")]
+    pub data: String,
+    /// Gateway URL.
+    #[arg(long, env = "LAMBDA_GATEWAY", default_value = "http://127.0.0.1:8080")]
+    pub gateway: String,
+    /// API key (bearer token).
+    #[arg(long, env = "LAMBDA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the response headers (invocation id, duration) to stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+pub async fn gateway(g: &GlobalArgs, args: GatewayArgs) -> Result<()> {
+    let store = g.store().await?;
+    let cfg = GatewayConfig {
+        listen: args.listen,
+        insecure_no_auth: args.insecure_no_auth,
+    };
+    crate::gateway::run(store, cfg, super::shutdown_signal()).await?;
+    Ok(())
+}
+
+pub async fn apikey(g: &GlobalArgs, cmd: ApiKeyCommand) -> Result<()> {
+    let store = g.store().await?;
+    match cmd {
+        ApiKeyCommand::Create { name } => {
+            let (key, token) = apikeys::create(&store, &name).await?;
+            eprintln!(
+                "created API key {} ({}); the token is shown only now:",
+                key.id, key.name
+            );
+            println!("{token}");
+        }
+        ApiKeyCommand::List => {
+            let (keys, bad) = apikeys::list(&store).await?;
+            for b in bad {
+                eprintln!("warning: {b}");
+            }
+            let mut rows = vec![vec!["ID".to_string(), "NAME".into(), "AGE".into()]];
+            rows.extend(keys.iter().map(|k| {
+                vec![
+                    k.id.clone(),
+                    k.name.clone(),
+                    super::output::age(Some(k.created_at)),
+                ]
+            }));
+            print!("{}", super::output::table(&rows));
+        }
+        ApiKeyCommand::Delete { id } => {
+            apikeys::delete(&store, &id).await?;
+            println!("apikey/{id} deleted");
+        }
+    }
+    Ok(())
+}
+
+pub async fn invoke(g: &GlobalArgs, args: InvokeArgs) -> Result<()> {
+    let body = match args.data.strip_prefix('@') {
+        Some(path) => std::fs::read(path).with_context(|| format!("reading {path}"))?,
+        None => args.data.clone().into_bytes(),
+    };
+    serde_json::from_slice::<serde_json::Value>(&body).context("the event (-d) must be JSON")?;
+    let url = format!(
+        "{}/v1/namespaces/{}/functions/{}/invoke",
+        args.gateway.trim_end_matches('/'),
+        g.namespace,
+        args.name
+    );
+    let client = reqwest::Client::new();
+    let mut req = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(t) = &args.token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.with_context(|| format!("calling {url}"))?;
+    let status = resp.status();
+    if args.verbose {
+        for h in ["x-lambda-invocation-id", "x-lambda-duration-ms"] {
+            if let Some(v) = resp.headers().get(h).and_then(|v| v.to_str().ok()) {
+                eprintln!("{h}: {v}");
+            }
+        }
+    }
+    let text = resp.text().await.context("reading the response")?;
+    if status.is_success() {
+        println!("{text}");
+        Ok(())
+    } else {
+        eprintln!("{text}");
+        bail!("invocation failed: HTTP {status}")
+    }
+}

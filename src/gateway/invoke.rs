@@ -1,0 +1,231 @@
+//! Synchronous invocation: pick the least-loaded ready replica, forward the event to its agent
+//! over a pooled keep-alive connection, and map the agent's answer to the gateway's status
+//! codes. One timeout — the function's — governs agent and gateway.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+
+use super::Gateway;
+use super::error::HttpError;
+use super::table::Route;
+
+/// Extra time the gateway waits beyond the function's timeout for the agent's own 504.
+const GRACE: Duration = Duration::from_millis(500);
+/// How long a request waits for a function without ready replicas to get one.
+const HOLD: Duration = Duration::from_secs(10);
+
+/// `POST /v1/functions/{name}/invoke`
+pub async fn invoke_default(
+    state: State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    req: Request<Body>,
+) -> Response {
+    invoke(state, "default".into(), name, req).await
+}
+
+/// `POST /v1/namespaces/{ns}/functions/{name}/invoke`
+pub async fn invoke_ns(
+    state: State<Arc<Gateway>>,
+    Path((ns, name)): Path<(String, String)>,
+    req: Request<Body>,
+) -> Response {
+    invoke(state, ns, name, req).await
+}
+
+async fn invoke(
+    State(gw): State<Arc<Gateway>>,
+    ns: String,
+    name: String,
+    req: Request<Body>,
+) -> Response {
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get("x-lambda-invocation-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(String::from)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let (status, mut resp) = match forward(&gw, &ns, &name, &id, req).await {
+        Ok(r) => (r.status(), r),
+        Err(e) => (e.status, e.into_response()),
+    };
+    let elapsed = started.elapsed();
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        h.insert("x-lambda-invocation-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", elapsed.as_secs_f64() * 1000.0)) {
+        h.insert("x-lambda-duration-ms", v);
+    }
+    gw.metrics.observe(&ns, &name, status.as_u16(), elapsed);
+    resp
+}
+
+async fn route_with_endpoints(gw: &Gateway, ns: &str, name: &str) -> Result<Arc<Route>, HttpError> {
+    let deadline = Instant::now() + HOLD;
+    loop {
+        // Register interest before looking, so a change between look and wait is not missed.
+        let notified = gw.table.changed.notified();
+        match gw.table.get(ns, name) {
+            None => return Err(HttpError::unknown_function(ns, name)),
+            Some(r) if !r.http => {
+                return Err(HttpError::new(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("function {ns}/{name} has no http trigger"),
+                ));
+            }
+            Some(r) if !r.endpoints.is_empty() => return Ok(r),
+            Some(_) => {
+                let now = Instant::now();
+                if now >= deadline
+                    || tokio::time::timeout(deadline - now, notified)
+                        .await
+                        .is_err()
+                {
+                    let mut e = HttpError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "NoReadyReplicas",
+                        format!(
+                            "function {ns}/{name} has no ready replica (see `lambda describe fn {name} -n {ns}`)"
+                        ),
+                    );
+                    e.retry_after = Some(1);
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+async fn forward(
+    gw: &Gateway,
+    ns: &str,
+    name: &str,
+    id: &str,
+    req: Request<Body>,
+) -> Result<Response, HttpError> {
+    let route = route_with_endpoints(gw, ns, name).await?;
+    let too_large = || {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PayloadTooLarge",
+            format!(
+                "the event exceeds the function's limit of {} bytes",
+                route.max_payload
+            ),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > route.max_payload
+    {
+        return Err(too_large());
+    }
+    let body: Bytes = match Limited::new(req.into_body(), route.max_payload)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Err(too_large());
+        }
+        Err(e) => {
+            return Err(HttpError::new(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("cannot read the request body: {e}"),
+            ));
+        }
+    };
+    let Some(lease) = route.acquire() else {
+        let mut e = HttpError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            format!(
+                "function {ns}/{name} is at its concurrency ({} per replica x {} replicas)",
+                route.concurrency,
+                route.endpoints.len()
+            ),
+        );
+        e.retry_after = Some(1);
+        return Err(e);
+    };
+    let uri = format!("http://{}/invoke", lease.endpoint.address);
+    let mut out = Request::post(uri)
+        .header("content-type", "application/json")
+        .header("x-lambda-invocation-id", id)
+        .header(
+            "x-lambda-deadline-ms",
+            route.timeout.as_millis().to_string(),
+        )
+        .body(Full::new(body))
+        .map_err(|e| {
+            HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string())
+        })?;
+    out.headers_mut()
+        .insert("connection", HeaderValue::from_static("keep-alive"));
+    let sent = tokio::time::timeout(route.timeout + GRACE, gw.client.request(out)).await;
+    let resp = match sent {
+        Err(_) => {
+            return Err(HttpError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Timeout",
+                format!(
+                    "function {ns}/{name} did not answer within its timeout of {:?}",
+                    route.timeout
+                ),
+            ));
+        }
+        Ok(Err(e)) => {
+            return Err(HttpError::new(
+                StatusCode::BAD_GATEWAY,
+                "ReplicaUnreachable",
+                format!(
+                    "replica {} of {ns}/{name} is unreachable: {e}",
+                    lease.endpoint.address
+                ),
+            ));
+        }
+        Ok(Ok(r)) => r,
+    };
+    // The agent answers only once the function finished: the slot is free now.
+    drop(lease);
+    let (parts, body) = resp.into_parts();
+    let status = match parts.status.as_u16() {
+        200 => StatusCode::OK,
+        400 => StatusCode::BAD_REQUEST,
+        413 => StatusCode::PAYLOAD_TOO_LARGE,
+        504 => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    let mut headers = HeaderMap::new();
+    for (k, v) in parts.headers.iter() {
+        let n = k.as_str();
+        if n == "content-type"
+            || n.starts_with("x-lambda-")
+                && n != "x-lambda-duration-ms"
+                && n != "x-lambda-invocation-id"
+        {
+            headers.insert(k.clone(), v.clone());
+        }
+    }
+    let mut r = Response::new(Body::new(body));
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    Ok(r)
+}

@@ -1,0 +1,85 @@
+//! Gateway metrics (Prometheus text format): invocations by function and status code, and
+//! their duration.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InvocationLabels {
+    namespace: String,
+    function: String,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionLabels {
+    namespace: String,
+    function: String,
+}
+
+/// The gateway's metrics registry.
+pub struct GatewayMetrics {
+    registry: Mutex<Registry>,
+    invocations: Family<InvocationLabels, Counter>,
+    duration: Family<FunctionLabels, Histogram>,
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        let invocations = Family::<InvocationLabels, Counter>::default();
+        let duration = Family::<FunctionLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        let mut registry = Registry::default();
+        registry.register(
+            "lambda_gateway_invocations",
+            "Invocations by function and HTTP status",
+            invocations.clone(),
+        );
+        registry.register(
+            "lambda_gateway_invocation_duration_seconds",
+            "Time from request to response",
+            duration.clone(),
+        );
+        GatewayMetrics {
+            registry: Mutex::new(registry),
+            invocations,
+            duration,
+        }
+    }
+}
+
+impl GatewayMetrics {
+    /// Records one invocation.
+    pub fn observe(&self, ns: &str, name: &str, code: u16, elapsed: Duration) {
+        self.invocations
+            .get_or_create(&InvocationLabels {
+                namespace: ns.into(),
+                function: name.into(),
+                code,
+            })
+            .inc();
+        self.duration
+            .get_or_create(&FunctionLabels {
+                namespace: ns.into(),
+                function: name.into(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}

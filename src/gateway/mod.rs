@@ -1,0 +1,222 @@
+//! The invocation gateway (axum): synchronous invocation with least-in-flight balancing
+//! straight to the replicas' agents, Function CRUD over REST, bearer-token auth with API keys
+//! kept hashed in etcd, OpenAPI document and reference page, metrics and health.
+//!
+//! The routing table follows the Functions' status in etcd through a watcher (the function
+//! reconciler writes the ready endpoints there): no Docker call per request.
+
+pub mod apikeys;
+mod crud;
+mod error;
+mod invoke;
+mod metrics;
+mod openapi;
+mod table;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::api::FunctionSpec;
+use crate::runtime::{Cache, WatcherConfig, watcher};
+use crate::store::{CacheChange, Store};
+
+pub use error::HttpError;
+pub use table::{Route, Table};
+
+/// Errors starting the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Settings of `lambda gateway`.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    /// Serve without authentication (only when asked for).
+    pub insecure_no_auth: bool,
+}
+
+/// Shared state of the handlers.
+pub struct Gateway {
+    pub store: Store,
+    pub table: Table,
+    client: Client<HttpConnector, Full<bytes::Bytes>>,
+    metrics: metrics::GatewayMetrics,
+    verifier: Option<apikeys::Verifier>,
+    openapi: serde_json::Value,
+}
+
+impl Gateway {
+    /// A gateway over the store; `auth` false serves without authentication.
+    pub fn new(store: Store, auth: bool) -> Arc<Gateway> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(256)
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .build(connector);
+        Arc::new(Gateway {
+            verifier: auth.then(|| apikeys::Verifier::new(store.clone())),
+            store,
+            table: Table::default(),
+            client,
+            metrics: metrics::GatewayMetrics::default(),
+            openapi: openapi::document(),
+        })
+    }
+
+    /// Keeps the routing table in step with the Functions in etcd (forever).
+    pub async fn follow_functions(self: Arc<Self>) {
+        let cache = Cache::<FunctionSpec>::new();
+        let stream =
+            watcher::<FunctionSpec>(self.store.clone(), None, WatcherConfig::default(), None);
+        cache
+            .run(stream, |change| match change {
+                CacheChange::Applied(f) => self.table.upsert(f),
+                CacheChange::Deleted(f) => self.table.remove(f.as_ref()),
+                CacheChange::Invalid(k, e) => tracing::warn!(function = %k, error = %e.message, "unreadable function; keeping its last good route"),
+            })
+            .await;
+    }
+}
+
+async fn auth(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    if let Some(v) = &gw.verifier {
+        let token = req
+            .headers()
+            .get("authorization")
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let ok = match token {
+            Some(t) => v.verify(t).await,
+            None => false,
+        };
+        if !ok {
+            let msg = if token.is_none() {
+                "missing bearer token (Authorization: Bearer <API key>)"
+            } else {
+                "invalid API key"
+            };
+            return HttpError::new(StatusCode::UNAUTHORIZED, "Unauthorized", msg).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn openapi_json(State(gw): State<Arc<Gateway>>) -> Response {
+    axum::Json(gw.openapi.clone()).into_response()
+}
+
+async fn docs(State(gw): State<Arc<Gateway>>) -> Html<String> {
+    Html(openapi::html(&gw.openapi))
+}
+
+async fn metrics_text(State(gw): State<Arc<Gateway>>) -> Response {
+    let mut r = Response::new(Body::from(gw.metrics.encode()));
+    r.headers_mut().insert(
+        "content-type",
+        axum::http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    r
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn not_found() -> HttpError {
+    HttpError::new(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "no such route (see /openapi.json)",
+    )
+}
+
+/// The gateway's routes.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    let api = Router::new()
+        .route("/v1/functions/{name}/invoke", post(invoke::invoke_default))
+        .route(
+            "/v1/namespaces/{ns}/functions/{name}/invoke",
+            post(invoke::invoke_ns),
+        )
+        .route(
+            "/v1/namespaces/{ns}/functions",
+            get(crud::list).post(crud::create),
+        )
+        .route(
+            "/v1/namespaces/{ns}/functions/{name}",
+            get(crud::get).put(crud::replace).delete(crud::delete),
+        )
+        .route_layer(middleware::from_fn_with_state(gw.clone(), auth));
+    Router::new()
+        .merge(api)
+        .route("/openapi.json", get(openapi_json))
+        .route("/docs", get(docs))
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        // Bodies are limited per function in the invoke path; CRUD bodies by this.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::api::function::MAX_PAYLOAD_LIMIT as usize + 1024,
+        ))
+        .with_state(gw)
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn run(
+    store: Store,
+    cfg: GatewayConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    let gw = Gateway::new(store, !cfg.insecure_no_auth);
+    tokio::spawn(gw.clone().follow_functions());
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| GatewayError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| GatewayError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    eprintln!(
+        "lambda gateway listening on http://{addr}{}",
+        if cfg.insecure_no_auth {
+            " (no authentication)"
+        } else {
+            ""
+        }
+    );
+    axum::serve(listener, router(gw))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| GatewayError::Listen { addr, source })
+}

@@ -1,0 +1,125 @@
+//! The gateway's OpenAPI 3 document and an HTML reference page rendered from it (served from
+//! the gateway itself: no external scripts, works offline).
+
+use serde_json::{Value, json};
+
+use crate::api::Kind;
+use crate::api::schema::schema;
+
+fn err_response(desc: &str) -> Value {
+    json!({"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+/// The OpenAPI document.
+pub fn document() -> Value {
+    let ns = json!({"name": "ns", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Namespace"});
+    let name = json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Function name"});
+    let function_ref = json!({"$ref": "#/components/schemas/Function"});
+    let invoke = |params: Value| {
+        json!({"post": {
+        "summary": "Invoke a function synchronously",
+        "description": "The request body is the event (JSON); the response body is the function's result. One timeout, the function's, governs the whole call.",
+        "parameters": params,
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {}}}},
+        "responses": {
+            "200": {"description": "The function's result", "headers": {
+                "X-Lambda-Invocation-Id": {"schema": {"type": "string"}},
+                "X-Lambda-Duration-Ms": {"schema": {"type": "string"}}},
+                "content": {"application/json": {"schema": {}}}},
+            "401": err_response("Missing or invalid bearer token"),
+            "404": err_response("Unknown function"),
+            "413": err_response("The event exceeds the function's maxPayloadBytes"),
+            "429": err_response("Over the function's concurrency (see Retry-After)"),
+            "502": {"description": "The function raised an error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FunctionError"}}}},
+            "503": err_response("No ready replica"),
+            "504": err_response("The function exceeded its timeout"),
+        }}})
+    };
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Lambda on OpenStack gateway", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Invoke functions and manage them over REST. Authenticate with `Authorization: Bearer <API key>` (create one with `lambda apikey create NAME`)."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Function": schema(Kind::Function),
+                "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+                    "code": {"type": "integer"}, "reason": {"type": "string"}, "message": {"type": "string"},
+                    "details": {"type": "array", "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}}}}},
+                "FunctionError": {"type": "object", "properties": {"errorType": {"type": "string"}, "errorMessage": {"type": "string"}, "stackTrace": {"type": "array", "items": {"type": "string"}}}},
+            }
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/functions/{name}/invoke": invoke(json!([name])),
+            "/v1/namespaces/{ns}/functions/{name}/invoke": invoke(json!([ns, name])),
+            "/v1/namespaces/{ns}/functions": {
+                "get": {"summary": "List functions", "parameters": [ns], "responses": {"200": {"description": "FunctionList"}}},
+                "post": {"summary": "Create a function", "parameters": [ns],
+                         "requestBody": {"required": true, "content": {"application/json": {"schema": function_ref}}},
+                         "responses": {"201": {"description": "Created", "content": {"application/json": {"schema": function_ref}}},
+                                       "400": err_response("Malformed JSON or an invalid Function (details name the fields)"),
+                                       "409": err_response("Already exists")}}
+            },
+            "/v1/namespaces/{ns}/functions/{name}": {
+                "get": {"summary": "Get a function with its status", "parameters": [ns, name],
+                        "responses": {"200": {"description": "The Function", "content": {"application/json": {"schema": function_ref}}}, "404": err_response("Not found")}},
+                "put": {"summary": "Create or replace a function's spec, labels and annotations", "parameters": [ns, name],
+                        "requestBody": {"required": true, "content": {"application/json": {"schema": function_ref}}},
+                        "responses": {"200": {"description": "Replaced"}, "201": {"description": "Created"}, "400": err_response("Invalid")}},
+                "delete": {"summary": "Delete a function", "parameters": [ns, name],
+                           "responses": {"200": {"description": "Deleted"}, "202": {"description": "Deletion started (finalizers run)"}, "404": err_response("Not found")}}
+            },
+            "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "text exposition"}}}},
+            "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3"}}}},
+        }
+    })
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A self-contained HTML reference of the document.
+pub fn html(doc: &Value) -> String {
+    let mut out = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Lambda on OpenStack API</title><style>body{font-family:sans-serif;max-width:60em;margin:2em auto}code,pre{background:#f4f4f4}h3 code{font-size:1.1em}.m{display:inline-block;min-width:4em;font-weight:bold}</style></head><body>",
+    );
+    out.push_str(&format!(
+        "<h1>{}</h1><p>{}</p><p>Machine-readable: <a href=\"/openapi.json\">/openapi.json</a></p>",
+        esc(doc["info"]["title"].as_str().unwrap_or_default()),
+        esc(doc["info"]["description"].as_str().unwrap_or_default())
+    ));
+    if let Some(paths) = doc["paths"].as_object() {
+        for (path, ops) in paths {
+            let Some(ops) = ops.as_object() else { continue };
+            for (method, op) in ops {
+                out.push_str(&format!(
+                    "<h3><span class=\"m\">{}</span> <code>{}</code></h3><p>{}</p>",
+                    method.to_uppercase(),
+                    esc(path),
+                    esc(op["summary"].as_str().unwrap_or_default())
+                ));
+                if let Some(d) = op["description"].as_str() {
+                    out.push_str(&format!("<p>{}</p>", esc(d)));
+                }
+                if let Some(rs) = op["responses"].as_object() {
+                    out.push_str("<ul>");
+                    for (code, r) in rs {
+                        out.push_str(&format!(
+                            "<li><b>{}</b> {}</li>",
+                            esc(code),
+                            esc(r["description"].as_str().unwrap_or_default())
+                        ));
+                    }
+                    out.push_str("</ul>");
+                }
+            }
+        }
+    }
+    out.push_str("</body></html>");
+    out
+}

@@ -1,0 +1,254 @@
+//! The routing table: every Function's invocation settings and its ready endpoints, kept in
+//! step with etcd (the function reconciler's status) — never a Docker call per request.
+//! Each endpoint carries its in-flight count for least-in-flight balancing.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::api::{Function, Object};
+
+/// One replica's address and load.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// `host:port`
+    pub address: String,
+    /// Swarm task id: the same address reused by a new task is a new endpoint.
+    pub task_id: String,
+    inflight: AtomicUsize,
+}
+
+impl Endpoint {
+    /// An idle endpoint.
+    pub fn new(address: &str, task_id: &str) -> Self {
+        Endpoint {
+            address: address.into(),
+            task_id: task_id.into(),
+            inflight: AtomicUsize::new(0),
+        }
+    }
+
+    /// Requests in flight to this endpoint.
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+}
+
+/// What the gateway needs to know to invoke one function.
+#[derive(Debug)]
+pub struct Route {
+    pub namespace: String,
+    pub name: String,
+    pub timeout: Duration,
+    pub max_payload: usize,
+    /// Invocations one replica serves at once.
+    pub concurrency: usize,
+    pub http: bool,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// Rotates the starting point of the scan so ties spread over replicas.
+    cursor: AtomicUsize,
+}
+
+/// A reserved slot on an endpoint; releases it when dropped, so no path can leak a slot.
+pub struct Lease {
+    pub endpoint: Arc<Endpoint>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.endpoint.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Route {
+    /// Picks the endpoint with the fewest requests in flight, if one is under the function's
+    /// concurrency; `None` means every replica is full (429) or there is none.
+    pub fn acquire(&self) -> Option<Lease> {
+        // Ties rotate (round robin among the least loaded); a CAS loop keeps the per-endpoint
+        // limit exact under races.
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
+        loop {
+            let best = (0..n)
+                .map(|i| &self.endpoints[(start + i) % n])
+                .min_by_key(|e| e.inflight())?;
+            let cur = best.inflight();
+            if cur >= self.concurrency {
+                return None;
+            }
+            if best
+                .inflight
+                .compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Some(Lease {
+                    endpoint: best.clone(),
+                });
+            }
+        }
+    }
+}
+
+/// All routes by `namespace/name`, with a notification on every change (for requests
+/// waiting for a function's first endpoint).
+#[derive(Default)]
+pub struct Table {
+    routes: RwLock<HashMap<String, Arc<Route>>>,
+    pub changed: tokio::sync::Notify,
+}
+
+/// The table key of a function.
+pub fn route_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+impl Table {
+    /// The route of a function.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Route>> {
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&route_key(namespace, name))
+            .cloned()
+    }
+
+    /// Installs the route of a function from its latest state, keeping the in-flight counts
+    /// of endpoints that stay (same task, same address).
+    pub fn upsert(&self, f: &Function) {
+        let key = route_key(f.metadata.namespace(), &f.metadata.name);
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        let old = routes.get(&key).cloned();
+        let status = f.status.clone().unwrap_or_default();
+        let endpoints = status
+            .endpoints
+            .iter()
+            .map(|e| {
+                old.as_ref()
+                    .and_then(|o| {
+                        o.endpoints
+                            .iter()
+                            .find(|x| x.address == e.address && x.task_id == e.task_id)
+                            .cloned()
+                    })
+                    .unwrap_or_else(|| Arc::new(Endpoint::new(&e.address, &e.task_id)))
+            })
+            .collect();
+        routes.insert(
+            key,
+            Arc::new(Route {
+                namespace: f.metadata.namespace().to_string(),
+                name: f.metadata.name.clone(),
+                timeout: Duration::from_secs(u64::from(f.spec.timeout_seconds)),
+                max_payload: f.spec.max_payload_bytes as usize,
+                concurrency: f.spec.concurrency.max(1) as usize,
+                http: f.spec.triggers.http && !f.is_deleting(),
+                endpoints,
+                cursor: AtomicUsize::new(0),
+            }),
+        );
+        drop(routes);
+        self.changed.notify_waiters();
+    }
+
+    /// Removes a deleted function.
+    pub fn remove<K: crate::api::Resource>(&self, f: &Object<K>) {
+        let key = route_key(f.metadata.namespace(), &f.metadata.name);
+        self.routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        self.changed.notify_waiters();
+    }
+
+    /// Number of functions known.
+    pub fn len(&self) -> usize {
+        self.routes.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// True when no function is known.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(n: usize, concurrency: usize) -> Route {
+        Route {
+            namespace: "default".into(),
+            name: "f".into(),
+            timeout: Duration::from_secs(1),
+            max_payload: 10,
+            concurrency,
+            http: true,
+            endpoints: (0..n)
+                .map(|i| Arc::new(Endpoint::new(&format!("10.0.0.{i}:80"), &format!("t{i}"))))
+                .collect(),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    #[test]
+    fn least_inflight_and_limits() {
+        let r = route(2, 2);
+        let a = r.acquire().unwrap();
+        let b = r.acquire().unwrap();
+        assert_ne!(
+            a.endpoint.address, b.endpoint.address,
+            "spread over replicas"
+        );
+        let c = r.acquire().unwrap();
+        let d = r.acquire().unwrap();
+        assert!(r.acquire().is_none(), "2 replicas x 2 concurrency are full");
+        drop(c);
+        assert!(r.acquire().is_some());
+        drop((a, b, d));
+        assert!(r.endpoints.iter().all(|e| e.inflight() <= 1));
+    }
+
+    #[test]
+    fn no_endpoints_no_lease() {
+        assert!(route(0, 4).acquire().is_none());
+    }
+
+    #[test]
+    fn upsert_keeps_counts_of_surviving_endpoints() {
+        use crate::api::{FunctionSpec, FunctionStatus, function::Endpoint as E};
+        let spec: FunctionSpec =
+            serde_saphyr::from_str("runtime: shell\ncode: {inline: cat}\nconcurrency: 4\n")
+                .unwrap();
+        let mut f = Function::new("default", "f", spec);
+        let ep = |a: &str, t: &str| E {
+            address: a.into(),
+            task_id: t.into(),
+            node_id: String::new(),
+        };
+        f.status = Some(FunctionStatus {
+            endpoints: vec![ep("a:1", "t1"), ep("b:1", "t2")],
+            ..Default::default()
+        });
+        let table = Table::default();
+        table.upsert(&f);
+        let lease = table.get("default", "f").unwrap().acquire().unwrap();
+        let addr = lease.endpoint.address.clone();
+        f.status = Some(FunctionStatus {
+            endpoints: vec![
+                ep(&addr, if addr == "a:1" { "t1" } else { "t2" }),
+                ep("c:1", "t3"),
+            ],
+            ..Default::default()
+        });
+        table.upsert(&f);
+        let r = table.get("default", "f").unwrap();
+        let kept = r.endpoints.iter().find(|e| e.address == addr).unwrap();
+        assert_eq!(kept.inflight(), 1);
+        drop(lease);
+        assert_eq!(kept.inflight(), 0);
+    }
+}

@@ -1,0 +1,431 @@
+//! The gateway over HTTP against a real etcd, with replicas that speak the agent's HTTP
+//! contract served by this test (the function reconciler's part — writing ready endpoints into
+//! status — is played by the test). End-to-end runs through the real Swarm and agent live in
+//! the functions tests.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use common::Etcd;
+use lambda::api::function::Endpoint;
+use lambda::api::{FunctionSpec, FunctionStatus};
+use lambda::gateway::{GatewayConfig, apikeys};
+use serde_json::{Value, json};
+
+/// A replica that follows the agent contract: echoes the event, or fails, sleeps, per event.
+async fn replica(hits: Arc<AtomicUsize>) -> SocketAddr {
+    let app = axum::Router::new().route(
+        "/invoke",
+        post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let hits = hits.clone();
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                let ev: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let deadline: u64 = headers.get("x-lambda-deadline-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+                if let Some(ms) = ev["sleep_ms"].as_u64() {
+                    if ms > deadline {
+                        tokio::time::sleep(Duration::from_millis(deadline)).await;
+                        return (StatusCode::GATEWAY_TIMEOUT, [("x-lambda-status", "timeout")], axum::Json(json!({"errorType": "Timeout", "errorMessage": "exceeded"}))).into_response();
+                    }
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                if ev["fail"].as_bool() == Some(true) {
+                    return (StatusCode::BAD_GATEWAY, [("x-lambda-status", "error")], axum::Json(json!({"errorType": "ValueError", "errorMessage": "boom", "stackTrace": ["line 1"]}))).into_response();
+                }
+                (StatusCode::OK, [("x-lambda-status", "ok")], axum::Json(json!({"echo": ev}))).into_response()
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    addr
+}
+
+struct Setup {
+    _etcd: Etcd,
+    store: lambda::store::Store,
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+async fn setup(auth: bool) -> Setup {
+    let etcd = Etcd::start();
+    let store = etcd.store().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = GatewayConfig {
+        listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        insecure_no_auth: !auth,
+    };
+    tokio::spawn(lambda::gateway::run(
+        store.clone(),
+        cfg,
+        std::future::pending(),
+    ));
+    let (_, token) = apikeys::create(&store, "test").await.unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..100 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Setup {
+        _etcd: etcd,
+        store,
+        base,
+        token,
+        http,
+    }
+}
+
+impl Setup {
+    /// Creates a function whose status lists `replicas` as ready endpoints.
+    async fn function(&self, name: &str, extra: &str, replicas: &[SocketAddr]) {
+        let spec: FunctionSpec =
+            serde_saphyr::from_str(&format!("runtime: shell\ncode: {{inline: cat}}\n{extra}"))
+                .unwrap();
+        let f = self
+            .store
+            .create(&lambda::api::Function::new("default", name, spec))
+            .await
+            .unwrap();
+        let endpoints = replicas
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Endpoint {
+                address: a.to_string(),
+                task_id: format!("task-{i}"),
+                node_id: "n".into(),
+            })
+            .collect();
+        let n = replicas.len() as u32;
+        self.store
+            .update_status(
+                &f,
+                &FunctionStatus {
+                    replicas: n,
+                    ready_replicas: n,
+                    endpoints,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        // The gateway follows etcd; wait until it routes the function.
+        for _ in 0..100 {
+            let r = self.invoke(name, "{}").await;
+            if r.0 != 404 && r.0 != 503 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("gateway never routed {name}");
+    }
+
+    async fn invoke(&self, name: &str, body: &str) -> (u16, Value, HeaderMap) {
+        let r = self
+            .http
+            .post(format!("{}/v1/functions/{name}/invoke", self.base))
+            .bearer_auth(&self.token)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let v = r.json().await.unwrap_or(Value::Null);
+        (status, v, headers)
+    }
+}
+
+#[tokio::test]
+async fn invoke_status_codes_and_balancing() {
+    let s = setup(true).await;
+    let (h1, h2) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (a, b) = (replica(h1.clone()).await, replica(h2.clone()).await);
+    s.function(
+        "echo",
+        "timeoutSeconds: 1\nmaxPayloadBytes: 100\nconcurrency: 2\n",
+        &[a, b],
+    )
+    .await;
+
+    let (code, v, h) = s.invoke("echo", r#"{"x": 1}"#).await;
+    assert_eq!(code, 200);
+    assert_eq!(v, json!({"echo": {"x": 1}}));
+    assert!(h.contains_key("x-lambda-invocation-id") && h.contains_key("x-lambda-duration-ms"));
+
+    // Both replicas serve.
+    for _ in 0..20 {
+        s.invoke("echo", "{}").await;
+    }
+    assert!(h1.load(Ordering::SeqCst) > 0 && h2.load(Ordering::SeqCst) > 0);
+
+    // Function error → 502 with the structured error.
+    let (code, v, _) = s.invoke("echo", r#"{"fail": true}"#).await;
+    assert_eq!(code, 502);
+    assert_eq!(v["errorType"], "ValueError");
+    // Timeout → 504; the next call succeeds.
+    let (code, _, _) = s.invoke("echo", r#"{"sleep_ms": 5000}"#).await;
+    assert_eq!(code, 504);
+    assert_eq!(s.invoke("echo", "{}").await.0, 200);
+    // Oversize → 413 (limit 100 bytes).
+    let (code, v, _) = s
+        .invoke("echo", &format!(r#"{{"pad": "{}"}}"#, "x".repeat(200)))
+        .await;
+    assert_eq!(code, 413, "{v}");
+    // Unknown → 404.
+    assert_eq!(s.invoke("nope", "{}").await.0, 404);
+    // Concurrency: 2 replicas x 2 → a fifth concurrent call gets 429 with Retry-After.
+    let slow: Vec<_> = (0..4)
+        .map(|_| s.invoke("echo", r#"{"sleep_ms": 700}"#))
+        .collect();
+    let probe = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.invoke("echo", "{}").await
+    };
+    let (results, (code, v, h)) = tokio::join!(futures::future::join_all(slow), probe);
+    assert_eq!(code, 429, "{v}");
+    assert_eq!(h.get("retry-after").unwrap(), "1");
+    assert!(results.iter().all(|r| r.0 == 200));
+
+    // No token / bad token → 401.
+    let r = s
+        .http
+        .post(format!("{}/v1/functions/echo/invoke", s.base))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = s
+        .http
+        .post(format!("{}/v1/functions/echo/invoke", s.base))
+        .bearer_auth("lk_nope_nope")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Health, metrics, OpenAPI and its page need no token.
+    assert_eq!(
+        s.http
+            .get(format!("{}/healthz", s.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let m = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains(
+            "lambda_gateway_invocations_total{namespace=\"default\",function=\"echo\",code=\"200\"}"
+        ),
+        "{m}"
+    );
+    let doc: Value = s
+        .http
+        .get(format!("{}/openapi.json", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    assert!(
+        doc["paths"]["/v1/namespaces/{ns}/functions/{name}/invoke"]["post"]["responses"]["429"]
+            .is_object()
+    );
+    let page = s
+        .http
+        .get(format!("{}/docs", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("/v1/functions/{name}/invoke"));
+}
+
+#[tokio::test]
+async fn function_crud_over_rest() {
+    let s = setup(true).await;
+    let url = format!("{}/v1/namespaces/team/functions", s.base);
+    let post = |body: &str| {
+        s.http
+            .post(&url)
+            .bearer_auth(&s.token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    // Malformed JSON → 400 naming line and column.
+    let r = post("{\"metadata\": {\"name\": \"a\"},").await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 1 column"),
+        "{v}"
+    );
+    // Invalid → 400 with field paths.
+    let r = post(r#"{"metadata": {"name": "a"}, "spec": {"runtime": "shell", "code": {"inline": "cat"}, "minReplicas": 5, "maxReplicas": 1}}"#).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["details"][0]["field"], "spec.minReplicas", "{v}");
+    // Create → 201, again → 409.
+    let body = r#"{"metadata": {"name": "a"}, "spec": {"runtime": "python3", "code": {"inline": "def handler(e, c):\n    return e\n"}}}"#;
+    assert_eq!(post(body).await.unwrap().status(), 201);
+    assert_eq!(post(body).await.unwrap().status(), 409);
+    // Get / list.
+    let v: Value = s
+        .http
+        .get(format!("{url}/a"))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["spec"]["runtime"], "python3");
+    let v: Value = s
+        .http
+        .get(&url)
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    // Replace → 200 and the change is stored; create via PUT → 201.
+    let r = s
+        .http
+        .put(format!("{url}/a"))
+        .bearer_auth(&s.token)
+        .body(
+            body.replace("python3", "shell")
+                .replace("def handler(e, c):\\n    return e\\n", "cat"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        s.store
+            .get::<FunctionSpec>("team", "a")
+            .await
+            .unwrap()
+            .spec
+            .runtime,
+        lambda::api::Runtime::Shell
+    );
+    let r = s
+        .http
+        .put(format!("{url}/b"))
+        .bearer_auth(&s.token)
+        .body(r#"{"spec": {"runtime": "shell", "code": {"inline": "cat"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Delete → 200; unknown → 404.
+    assert_eq!(
+        s.http
+            .delete(format!("{url}/a"))
+            .bearer_auth(&s.token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        s.http
+            .delete(format!("{url}/a"))
+            .bearer_auth(&s.token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert!(
+        s.store
+            .get::<FunctionSpec>("team", "a")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    // No token → 401.
+    assert_eq!(s.http.get(&url).send().await.unwrap().status(), 401);
+}
+
+#[tokio::test]
+async fn no_ready_replica_is_503_and_a_deleted_key_stops_working() {
+    let s = setup(true).await;
+    let spec: FunctionSpec =
+        serde_saphyr::from_str("runtime: shell\ncode: {inline: cat}\n").unwrap();
+    s.store
+        .create(&lambda::api::Function::new("default", "cold", spec))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = std::time::Instant::now();
+    let (code, v, h) = s.invoke("cold", "{}").await;
+    assert_eq!(code, 503, "{v}");
+    assert_eq!(h.get("retry-after").unwrap(), "1");
+    assert!(
+        t.elapsed() >= Duration::from_secs(9),
+        "held for the wake-up window"
+    );
+
+    let (key, token) = apikeys::create(&s.store, "short-lived").await.unwrap();
+    let ok = s
+        .http
+        .get(format!("{}/v1/namespaces/default/functions", s.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    apikeys::delete(&s.store, &key.id).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let gone = s
+        .http
+        .get(format!("{}/v1/namespaces/default/functions", s.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 401);
+}
