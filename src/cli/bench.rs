@@ -18,6 +18,27 @@ use super::GlobalArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Warm invocations through the gateway vs. straight to the function's agents.
+    Invoke {
+        /// Function to call (namespace from -n).
+        function: String,
+        #[arg(long, env = "LAMBDA_GATEWAY", default_value = "http://127.0.0.1:8080")]
+        gateway: String,
+        #[arg(long, env = "LAMBDA_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Agent addresses (host:port) to call directly; default: the function's ready
+        /// endpoints from its status.
+        #[arg(long, value_delimiter = ',')]
+        direct: Vec<String>,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Measuring time per target (split in two interleaved rounds).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// The event.
+        #[arg(long, default_value = "{}")]
+        data: String,
+    },
     /// Store create rate vs. raw etcd puts of the same bytes at the same concurrency; watch
     /// latency (write → event delivered).
     Store {
@@ -79,6 +100,26 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
     let (objects, idle_seconds, write_concurrency) = match cmd {
+        BenchCommand::Invoke { function, gateway, token, direct, concurrency, duration, data } => {
+            let direct = if direct.is_empty() {
+                let store = g.store().await?;
+                let f = store.get::<FunctionSpec>(&g.namespace, &function).await?;
+                let eps: Vec<String> = f.status.unwrap_or_default().endpoints.into_iter().map(|e| e.address).collect();
+                if eps.is_empty() {
+                    bail!("function {}/{function} has no ready endpoint", g.namespace);
+                }
+                eps
+            } else {
+                direct
+            };
+            let direct = crate::bench::invoke::Target { urls: direct.iter().map(|a| format!("http://{a}/invoke")).collect(), bearer: None };
+            let gw = crate::bench::invoke::Target {
+                urls: vec![format!("{}/v1/namespaces/{}/functions/{function}/invoke", gateway.trim_end_matches('/'), g.namespace)],
+                bearer: token,
+            };
+            crate::bench::invoke::compare(&direct, &gw, &bytes::Bytes::from(data), concurrency, duration).await?;
+            return Ok(());
+        }
         BenchCommand::Store {
             objects,
             concurrency,
