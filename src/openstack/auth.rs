@@ -467,9 +467,9 @@ impl Session {
             .connect_timeout(options.connect_timeout)
             .user_agent(concat!("lambda-on-openstack/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &config.cacert {
-            let pem = std::fs::read(path).map_err(|source| Error::ConfigFile {
+            let pem = std::fs::read(path).map_err(|error| Error::ConfigFile {
                 path: path.clone(),
-                source,
+                error,
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| Error::Client(format!("OS_CACERT {}: {e}", path.display())))?;
