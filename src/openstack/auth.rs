@@ -955,6 +955,34 @@ mod tests {
     }
 
     #[test]
+    fn cacert_is_read_and_checked() {
+        let mut config = CloudConfig::from_vars(
+            &|k| match k {
+                "OS_AUTH_URL" => Some("https://k:5000".into()),
+                "OS_APPLICATION_CREDENTIAL_ID" => Some("id".into()),
+                "OS_APPLICATION_CREDENTIAL_SECRET" => Some("s".into()),
+                _ => None,
+            },
+            "test",
+        )
+        .unwrap();
+        config.cacert = Some("/nonexistent/ca.pem".into());
+        let e = Session::new(config.clone(), SessionOptions::default()).unwrap_err();
+        assert!(matches!(e, Error::ConfigFile { .. }), "{e}");
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.pem");
+        std::fs::write(
+            &bad,
+            "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        config.cacert = Some(bad);
+        let e = Session::new(config, SessionOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("OS_CACERT"), "{e}");
+    }
+
+    #[test]
     fn retry_after_header() {
         let mut h = HeaderMap::new();
         h.insert("retry-after", HeaderValue::from_static("7"));
