@@ -467,9 +467,9 @@ impl Session {
             .connect_timeout(options.connect_timeout)
             .user_agent(concat!("lambda-on-openstack/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &config.cacert {
-            let pem = std::fs::read(path).map_err(|source| Error::ConfigFile {
+            let pem = std::fs::read(path).map_err(|error| Error::ConfigFile {
                 path: path.clone(),
-                source,
+                error,
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| Error::Client(format!("OS_CACERT {}: {e}", path.display())))?;
@@ -952,6 +952,34 @@ mod tests {
             json!({"auth": {"identity": {"methods": ["application_credential"],
                 "application_credential": {"id": "ac", "secret": "s"}}}})
         );
+    }
+
+    #[test]
+    fn cacert_is_read_and_checked() {
+        let mut config = CloudConfig::from_vars(
+            &|k| match k {
+                "OS_AUTH_URL" => Some("https://k:5000".into()),
+                "OS_APPLICATION_CREDENTIAL_ID" => Some("id".into()),
+                "OS_APPLICATION_CREDENTIAL_SECRET" => Some("s".into()),
+                _ => None,
+            },
+            "test",
+        )
+        .unwrap();
+        config.cacert = Some("/nonexistent/ca.pem".into());
+        let e = Session::new(config.clone(), SessionOptions::default()).unwrap_err();
+        assert!(matches!(e, Error::ConfigFile { .. }), "{e}");
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.pem");
+        std::fs::write(
+            &bad,
+            "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        config.cacert = Some(bad);
+        let e = Session::new(config, SessionOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("OS_CACERT"), "{e}");
     }
 
     #[test]

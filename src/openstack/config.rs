@@ -138,9 +138,9 @@ impl CloudConfig {
     /// From an openrc file (`export OS_...=...` lines), without touching the process
     /// environment. An openrc that sets `OS_CLOUD` selects a cloud of clouds.yaml.
     pub fn from_openrc_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigFile {
+        let text = std::fs::read_to_string(path).map_err(|error| Error::ConfigFile {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let vars = parse_openrc(&text);
         Self::from_vars(
@@ -216,9 +216,9 @@ impl CloudConfig {
 
     /// The cloud `cloud` of the clouds.yaml at `path`.
     pub fn from_clouds_yaml(path: &Path, cloud: &str) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigFile {
+        let text = std::fs::read_to_string(path).map_err(|error| Error::ConfigFile {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::from_clouds_yaml_str(&text, path, cloud)
     }

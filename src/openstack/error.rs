@@ -57,12 +57,12 @@ pub enum Error {
     #[error("OpenStack configuration: {0}")]
     Config(String),
     /// A configuration file could not be read.
-    #[error("OpenStack configuration: cannot read {path}: {source}")]
+    #[error("OpenStack configuration: cannot read {path}: {error}")]
     ConfigFile {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A clouds.yaml could not be parsed.
     #[error("OpenStack configuration: {path}: {message}")]
