@@ -2,6 +2,7 @@
 //! latency over N objects, RSS with all of them cached, and idle CPU with no changes.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,23 @@ use super::GlobalArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// N servers in parallel → ACTIVE → deleted, against an OpenStack endpoint.
+    Cloud {
+        /// openrc of the cloud (the real OpenStack's or `lambda cloud`'s).
+        #[arg(long)]
+        openrc: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        servers: usize,
+        #[arg(long, default_value = "m1.tiny")]
+        flavor: String,
+        #[arg(long)]
+        image: String,
+        #[arg(long)]
+        network: Option<String>,
+        /// `lambda cloud`'s data dir: check engines, measure memory per server.
+        #[arg(long)]
+        emulator_dir: Option<PathBuf>,
+    },
     /// Warm invocations through the gateway vs. straight to the function's agents.
     Invoke {
         /// Function to call (namespace from -n).
@@ -100,6 +118,11 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
     let (objects, idle_seconds, write_concurrency) = match cmd {
+        BenchCommand::Cloud { openrc, servers, flavor, image, network, emulator_dir } => {
+            let cfg = crate::bench::cloud::CloudBench { openrc, servers, flavor, image, network, emulator_dir };
+            crate::bench::cloud::run(&cfg).await?;
+            return Ok(());
+        }
         BenchCommand::Invoke { function, gateway, token, direct, concurrency, duration, data } => {
             let direct = if direct.is_empty() {
                 let store = g.store().await?;
