@@ -505,3 +505,62 @@ async fn two_controllers_one_leader_and_failover_within_ttl() {
         .unwrap();
     assert!(v.trim().is_empty(), "lease not released: {v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_steps_down_before_its_lease_expires_when_etcd_is_gone() {
+    use lambda::runtime::leader::{LeaderConfig, run_elected};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let mut etcd = Etcd::start();
+    let store = etcd.store().await;
+    let leading = Arc::new(AtomicBool::new(false));
+    let cfg = LeaderConfig {
+        key: "/lambda/leader/test".into(),
+        identity: "me".into(),
+        ttl: Duration::from_secs(3),
+        request_timeout: Duration::from_secs(1),
+    };
+    let stop = CancellationToken::new();
+    let l = leading.clone();
+    let task = tokio::spawn(run_elected(
+        store.client(),
+        cfg,
+        None,
+        stop.clone(),
+        move |term| {
+            let l = l.clone();
+            async move {
+                l.store(true, Ordering::SeqCst);
+                term.cancelled().await;
+                l.store(false, Ordering::SeqCst);
+            }
+        },
+    ));
+    eventually("leads", Duration::from_secs(5), async || {
+        leading.load(Ordering::SeqCst).then_some(())
+    })
+    .await;
+    etcd.kill();
+    let killed = Instant::now();
+    eventually("steps down", Duration::from_secs(5), async || {
+        (!leading.load(Ordering::SeqCst)).then_some(())
+    })
+    .await;
+    let after = killed.elapsed();
+    assert!(
+        after < Duration::from_secs(3),
+        "stepped down only after {after:?}"
+    );
+    // Back: the old lease expires and the elector leads again.
+    etcd.restart();
+    eventually("leads again", Duration::from_secs(15), async || {
+        leading.load(Ordering::SeqCst).then_some(())
+    })
+    .await;
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stops")
+        .unwrap();
+}
