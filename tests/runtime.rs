@@ -564,3 +564,34 @@ async fn leader_steps_down_before_its_lease_expires_when_etcd_is_gone() {
         .expect("stops")
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_controller_runs_and_cleans_up() {
+    let etcd = Etcd::start();
+    let (ok, out, err) = lambda(
+        &etcd,
+        &[
+            "bench",
+            "controller",
+            "--objects",
+            "50",
+            "--idle-seconds",
+            "1",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("write→reconcile start p99") && out.contains("idle CPU"),
+        "{out}"
+    );
+    let store = etcd.store().await;
+    assert!(
+        store
+            .list::<FunctionSpec>(None)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
