@@ -595,3 +595,85 @@ async fn bench_controller_runs_and_cleans_up() {
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_watch_stays_up() {
+    // etcd answers client pings below its minimum interval with GOAWAY (too_many_pings); the
+    // store's keep-alive must respect it or idle watches break every few seconds. The harness'
+    // etcd sends progress notifications every second, which hides this, so this test runs a
+    // stock-configured etcd.
+    let etcd = StockEtcd::start();
+    let store =
+        lambda::store::Store::connect(&lambda::store::StoreConfig::from_endpoints(&etcd.endpoint))
+            .await
+            .unwrap();
+    store.create(&function("a")).await.unwrap();
+    let metrics = Metrics::new();
+    let km = metrics.kind("Function");
+    let cache = Cache::<FunctionSpec>::new();
+    let stream = watcher::<FunctionSpec>(store.clone(), None, fast(), Some(km.clone()));
+    let c = cache.clone();
+    let task = tokio::spawn(async move { c.run(stream, |_| {}).await });
+    cache.wait_ready().await;
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    assert_eq!(km.watch_restarts.get(), 0, "the idle watch was broken");
+    store.create(&function("b")).await.unwrap();
+    eventually("still delivering", Duration::from_secs(5), async || {
+        (cache.len() == 2).then_some(())
+    })
+    .await;
+    task.abort();
+}
+
+/// etcd with default settings (no progress notifications), killed when dropped.
+struct StockEtcd {
+    child: Child,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl StockEtcd {
+    fn start() -> StockEtcd {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = format!("http://127.0.0.1:{}", free_port());
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        let child = Command::new("etcd")
+            .args(["--name", "stock", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &endpoint])
+            .args(["--advertise-client-urls", &endpoint])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("stock={peer}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        let e = StockEtcd {
+            child,
+            endpoint,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            let ok = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={}", e.endpoint))
+                .args(["endpoint", "health"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                return e;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("stock etcd did not start");
+    }
+}
+
+impl Drop for StockEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
