@@ -505,3 +505,175 @@ async fn two_controllers_one_leader_and_failover_within_ttl() {
         .unwrap();
     assert!(v.trim().is_empty(), "lease not released: {v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_steps_down_before_its_lease_expires_when_etcd_is_gone() {
+    use lambda::runtime::leader::{LeaderConfig, run_elected};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let mut etcd = Etcd::start();
+    let store = etcd.store().await;
+    let leading = Arc::new(AtomicBool::new(false));
+    let cfg = LeaderConfig {
+        key: "/lambda/leader/test".into(),
+        identity: "me".into(),
+        ttl: Duration::from_secs(3),
+        request_timeout: Duration::from_secs(1),
+    };
+    let stop = CancellationToken::new();
+    let l = leading.clone();
+    let task = tokio::spawn(run_elected(
+        store.client(),
+        cfg,
+        None,
+        stop.clone(),
+        move |term| {
+            let l = l.clone();
+            async move {
+                l.store(true, Ordering::SeqCst);
+                term.cancelled().await;
+                l.store(false, Ordering::SeqCst);
+            }
+        },
+    ));
+    eventually("leads", Duration::from_secs(5), async || {
+        leading.load(Ordering::SeqCst).then_some(())
+    })
+    .await;
+    etcd.kill();
+    let killed = Instant::now();
+    eventually("steps down", Duration::from_secs(5), async || {
+        (!leading.load(Ordering::SeqCst)).then_some(())
+    })
+    .await;
+    let after = killed.elapsed();
+    assert!(
+        after < Duration::from_secs(3),
+        "stepped down only after {after:?}"
+    );
+    // Back: the old lease expires and the elector leads again.
+    etcd.restart();
+    eventually("leads again", Duration::from_secs(15), async || {
+        leading.load(Ordering::SeqCst).then_some(())
+    })
+    .await;
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stops")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_controller_runs_and_cleans_up() {
+    let etcd = Etcd::start();
+    let (ok, out, err) = lambda(
+        &etcd,
+        &[
+            "bench",
+            "controller",
+            "--objects",
+            "50",
+            "--idle-seconds",
+            "1",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("write→reconcile start p99") && out.contains("idle CPU"),
+        "{out}"
+    );
+    let store = etcd.store().await;
+    assert!(
+        store
+            .list::<FunctionSpec>(None)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_watch_stays_up() {
+    // etcd answers client pings below its minimum interval with GOAWAY (too_many_pings); the
+    // store's keep-alive must respect it or idle watches break every few seconds. The harness'
+    // etcd sends progress notifications every second, which hides this, so this test runs a
+    // stock-configured etcd.
+    let etcd = StockEtcd::start();
+    let store =
+        lambda::store::Store::connect(&lambda::store::StoreConfig::from_endpoints(&etcd.endpoint))
+            .await
+            .unwrap();
+    store.create(&function("a")).await.unwrap();
+    let metrics = Metrics::new();
+    let km = metrics.kind("Function");
+    let cache = Cache::<FunctionSpec>::new();
+    let stream = watcher::<FunctionSpec>(store.clone(), None, fast(), Some(km.clone()));
+    let c = cache.clone();
+    let task = tokio::spawn(async move { c.run(stream, |_| {}).await });
+    cache.wait_ready().await;
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    assert_eq!(km.watch_restarts.get(), 0, "the idle watch was broken");
+    store.create(&function("b")).await.unwrap();
+    eventually("still delivering", Duration::from_secs(5), async || {
+        (cache.len() == 2).then_some(())
+    })
+    .await;
+    task.abort();
+}
+
+/// etcd with default settings (no progress notifications), killed when dropped.
+struct StockEtcd {
+    child: Child,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl StockEtcd {
+    fn start() -> StockEtcd {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = format!("http://127.0.0.1:{}", free_port());
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        let child = Command::new("etcd")
+            .args(["--name", "stock", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &endpoint])
+            .args(["--advertise-client-urls", &endpoint])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("stock={peer}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        let e = StockEtcd {
+            child,
+            endpoint,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            let ok = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={}", e.endpoint))
+                .args(["endpoint", "health"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                return e;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("stock etcd did not start");
+    }
+}
+
+impl Drop for StockEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

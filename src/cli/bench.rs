@@ -233,6 +233,31 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
     };
     lat.sort();
     drop(written);
+
+    // Isolated writes: one at a time on the quiet system, the reaction time proper.
+    const SINGLES: usize = 200;
+    let mut single = Vec::with_capacity(SINGLES);
+    for i in 0..SINGLES {
+        let obj = Function::new(&ns, &format!("s{i:03}"), spec.clone());
+        let at = Instant::now();
+        store.create(&obj).await?;
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let st = starts
+                .lock()
+                .ok()
+                .and_then(|s| s.get(&obj.metadata.name).copied());
+            if let Some(st) = st {
+                single.push(st.saturating_duration_since(at));
+                break;
+            }
+            if Instant::now() > until {
+                bail!("{} was not reconciled within 5 s", obj.metadata.name);
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    single.sort();
     let rss_kb = proc_status_kb("VmRSS:").unwrap_or(0);
     let cached = cache.len();
 
@@ -259,40 +284,42 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
 
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
     println!(
-        "lambda bench controller: {objects} objects ({} cached), written in {write_secs:.1} s ({:.0}/s)",
-        cached,
+        "lambda bench controller: {objects} objects written in {write_secs:.1} s ({:.0}/s, {write_concurrency} at a time), then {SINGLES} one at a time",
         objects as f64 / write_secs
     );
-    println!("{:<34} {:>12} {:>12}", "METRIC", "VALUE", "TARGET");
-    println!(
-        "{:<34} {:>12} {:>12}",
-        "write→reconcile start p50",
+    println!("latency = from just before the create request to the start of its reconcile");
+    let row = |name: &str, v: String, target: &str| println!("{name:<46} {v:>10} {target:>10}");
+    row("METRIC", "VALUE".into(), "TARGET");
+    row(
+        &format!("bulk write→reconcile start p50 (n={objects})"),
         ms(pct(&lat, 0.50)),
-        "≤ 20 ms"
+        "≤ 20 ms",
     );
-    println!(
-        "{:<34} {:>12} {:>12}",
-        "write→reconcile start p99",
+    row(
+        &format!("bulk write→reconcile start p99 (n={objects})"),
         ms(pct(&lat, 0.99)),
-        "≤ 200 ms"
+        "≤ 200 ms",
     );
-    println!(
-        "{:<34} {:>12} {:>12}",
-        "write→reconcile start max",
-        ms(pct(&lat, 1.0)),
-        ""
+    row("bulk write→reconcile start max", ms(pct(&lat, 1.0)), "");
+    row(
+        &format!("single write→reconcile start p50 (n={SINGLES})"),
+        ms(pct(&single, 0.50)),
+        "≤ 20 ms",
     );
-    println!(
-        "{:<34} {:>12} {:>12}",
-        "RSS, all cached",
+    row(
+        &format!("single write→reconcile start p99 (n={SINGLES})"),
+        ms(pct(&single, 0.99)),
+        "≤ 200 ms",
+    );
+    row(
+        &format!("RSS, {cached} objects cached"),
         format!("{:.1} MB", rss_kb as f64 / 1024.0),
-        "≤ 150 MB"
+        "≤ 150 MB",
     );
-    println!(
-        "{:<34} {:>12} {:>12}",
-        format!("idle CPU over {idle_seconds} s"),
+    row(
+        &format!("idle CPU over {idle_seconds} s"),
         format!("{idle_cpu:.2} %"),
-        "< 1 %"
+        "< 1 %",
     );
     Ok(())
 }

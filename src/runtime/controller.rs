@@ -85,7 +85,8 @@ impl<K: Resource> Controller<K> {
         self.cache.clone()
     }
 
-    /// Exports the controller's metrics into `metrics`.
+    /// Exports the controller's metrics into `metrics`. Call it before `owns`/`watches` so the
+    /// watches of those kinds are counted too.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
         self

@@ -260,33 +260,60 @@ pub async fn run_elected<F, Fut>(
         let term = CancellationToken::new();
         let work = lead(term.clone());
         futures::pin_mut!(work);
-        tokio::select! {
-            _ = &mut work => {
-                // Returned by itself: treat as a stop request of this term.
-                set_leader(0);
-            }
-            _ = stop.cancelled() => {
+        // The lease is kept alive for as long as `work` runs, including while it drains.
+        let keep = keep_leading(&client, &cfg, lease);
+        futures::pin_mut!(keep);
+        // Stop acting before the lease can pass to another process.
+        let margin = Duration::from_millis(200);
+        let finish_by = |deadline: Instant| deadline.checked_sub(margin).unwrap_or(deadline);
+        enum End {
+            Returned,
+            Stop,
+            Lost(Instant),
+        }
+        let end = tokio::select! {
+            _ = &mut work => End::Returned,
+            _ = stop.cancelled() => End::Stop,
+            deadline = &mut keep => End::Lost(deadline),
+        };
+        let lost = match end {
+            End::Returned => false,
+            End::Stop => {
                 term.cancel();
-                work.await;
-                set_leader(0);
-                let mut l = client.lease_client();
-                if let Err(e) = timed(&cfg, "lease revoke", l.revoke(lease)).await {
-                    tracing::warn!(error = %e, "releasing the leader lease");
-                } else {
-                    tracing::info!(key = %cfg.key, "released leadership");
+                tokio::select! {
+                    _ = &mut work => false,
+                    deadline = &mut keep => {
+                        if tokio::time::timeout_at(finish_by(deadline), &mut work).await.is_err() {
+                            tracing::warn!("abandoning reconciles still running at the lease deadline");
+                        }
+                        true
+                    }
                 }
-                return;
             }
-            deadline = keep_leading(&client, &cfg, lease) => {
+            End::Lost(deadline) => {
                 term.cancel();
-                // Stop acting before the lease can pass to another process.
-                let margin = Duration::from_millis(200);
-                if tokio::time::timeout_at(deadline.checked_sub(margin).unwrap_or(deadline), &mut work).await.is_err() {
+                if tokio::time::timeout_at(finish_by(deadline), &mut work)
+                    .await
+                    .is_err()
+                {
                     tracing::warn!("abandoning reconciles still running at the lease deadline");
                 }
-                set_leader(0);
-                tracing::warn!(key = %cfg.key, "lost leadership");
+                true
             }
+        };
+        set_leader(0);
+        if lost {
+            tracing::warn!(key = %cfg.key, "lost leadership");
+        } else {
+            // Give the lease back so a standby takes over at once.
+            let mut l = client.lease_client();
+            match timed(&cfg, "lease revoke", l.revoke(lease)).await {
+                Ok(_) => tracing::info!(key = %cfg.key, "released leadership"),
+                Err(e) => tracing::warn!(error = %e, "releasing the leader lease"),
+            }
+        }
+        if stop.is_cancelled() {
+            return;
         }
     }
 }

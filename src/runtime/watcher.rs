@@ -77,7 +77,14 @@ struct State<K: Resource> {
     metrics: Option<KindMetrics>,
     phase: Phase<K>,
     backoff: Option<backon::ExponentialBackoff>,
+    /// When the last progress request was sent on the current stream.
+    progress_asked: Option<std::time::Instant>,
 }
+
+/// How often an active stream asks etcd for a progress notification. The answer advances the
+/// resume revision of *both* watchers (spec and status), so a resume after an error does not
+/// replay history that one of them merely had no events in.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 impl<K: Resource> State<K> {
     fn builder(&self) -> ExponentialBuilder {
@@ -143,6 +150,17 @@ impl<K: Resource> State<K> {
                     Ok(ev) => {
                         // A healthy stream resets the retry delays.
                         self.backoff = None;
+                        // Only while changes flow: an idle stream sends and asks nothing.
+                        if !matches!(ev, WatchEvent::Progress(_))
+                            && self
+                                .progress_asked
+                                .is_none_or(|t| t.elapsed() >= PROGRESS_EVERY)
+                        {
+                            self.progress_asked = Some(std::time::Instant::now());
+                            if let Err(e) = s.request_progress().await {
+                                tracing::debug!(error = %e, "progress request");
+                            }
+                        }
                         self.phase = Phase::Streaming(s);
                         return WatcherEvent::Event(ev);
                     }
@@ -213,6 +231,7 @@ fn stream_from<K: Resource>(
         metrics,
         phase,
         backoff: None,
+        progress_asked: None,
     };
     futures::stream::unfold(state, |mut st| async move {
         let ev = st.step().await;

@@ -63,10 +63,14 @@ impl StoreConfig {
 
     fn options(&self) -> Result<ConnectOptions, StoreError> {
         // gRPC keep-alive: a dead or hung etcd is noticed within seconds, even on an idle watch.
+        // etcd enforces a minimum ping interval (`--grpc-keepalive-min-time`, default 5 s) and
+        // refuses pings on a connection without streams: more frequent or idle pings earn a
+        // GOAWAY (too_many_pings) that breaks every watch on the connection every few seconds.
+        // So: every 6 s, only while a stream (watch, lease keep-alive, request) is open.
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(self.request_timeout.min(Duration::from_secs(3)))
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
-            .with_keep_alive_while_idle(true)
+            .with_keep_alive(Duration::from_secs(6), Duration::from_secs(3))
+            .with_keep_alive_while_idle(false)
             .with_tcp_keepalive(Duration::from_secs(5));
         if let (Some(u), Some(p)) = (&self.user, &self.password) {
             opts = opts.with_user(u.clone(), p.clone());
