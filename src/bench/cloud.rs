@@ -36,14 +36,20 @@ pub struct CloudBench {
 fn rss_kb(pid: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 /// Sum of RSS of the processes whose command line mentions `dir` (engines, containerd, shims).
 fn rss_under(dir: &Path) -> u64 {
     let needle = dir.display().to_string();
-    let Ok(procs) = std::fs::read_dir("/proc") else { return 0 };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
     procs
         .flatten()
         .filter_map(|p| {
@@ -59,7 +65,12 @@ fn rss_under(dir: &Path) -> u64 {
         .sum()
 }
 
-async fn wait_status(os: &OpenStack, id: &str, want: ServerStatus, timeout: Duration) -> Result<Duration, CloudBenchError> {
+async fn wait_status(
+    os: &OpenStack,
+    id: &str,
+    want: ServerStatus,
+    timeout: Duration,
+) -> Result<Duration, CloudBenchError> {
     let t = Instant::now();
     loop {
         let s = os.compute().get_server(id).await?;
@@ -67,10 +78,16 @@ async fn wait_status(os: &OpenStack, id: &str, want: ServerStatus, timeout: Dura
             return Ok(t.elapsed());
         }
         if s.status == ServerStatus::Error {
-            return Err(CloudBenchError::Server { id: id.into(), message: format!("ERROR: {:?}", s.fault.map(|f| f.message)) });
+            return Err(CloudBenchError::Server {
+                id: id.into(),
+                message: format!("ERROR: {:?}", s.fault.map(|f| f.message)),
+            });
         }
         if t.elapsed() > timeout {
-            return Err(CloudBenchError::Server { id: id.into(), message: format!("not {want:?} after {timeout:?}") });
+            return Err(CloudBenchError::Server {
+                id: id.into(),
+                message: format!("not {want:?} after {timeout:?}"),
+            });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -91,7 +108,10 @@ pub async fn run(cfg: &CloudBench) -> Result<(), CloudBenchError> {
         tags: vec![tag.clone()],
         ..Default::default()
     };
-    let before = cfg.emulator_dir.as_ref().map(|d| rss_under(&d.join("servers")));
+    let before = cfg
+        .emulator_dir
+        .as_ref()
+        .map(|d| rss_under(&d.join("servers")));
     let t0 = Instant::now();
     let created = join_all((0..cfg.servers).map(|i| {
         let os = os.clone();
@@ -118,7 +138,14 @@ pub async fn run(cfg: &CloudBench) -> Result<(), CloudBenchError> {
         }
     }
     // Leftovers from a failed create are found by tag and deleted too.
-    if let Ok(list) = os.compute().list_servers(&crate::openstack::ServerFilter { tags: vec![tag.clone()], ..Default::default() }).await {
+    if let Ok(list) = os
+        .compute()
+        .list_servers(&crate::openstack::ServerFilter {
+            tags: vec![tag.clone()],
+            ..Default::default()
+        })
+        .await
+    {
         for s in list {
             if !ids.contains(&s.id) {
                 ids.push(s.id);
@@ -131,7 +158,10 @@ pub async fn run(cfg: &CloudBench) -> Result<(), CloudBenchError> {
     if let Some(dir) = &cfg.emulator_dir {
         let mut answering = 0;
         for id in &ids {
-            let sock = dir.join("servers").join(&id[..8.min(id.len())]).join("docker.sock");
+            let sock = dir
+                .join("servers")
+                .join(&id[..8.min(id.len())])
+                .join("docker.sock");
             let ok = tokio::process::Command::new("docker")
                 .arg("-H")
                 .arg(format!("unix://{}", sock.display()))
@@ -142,10 +172,16 @@ pub async fn run(cfg: &CloudBench) -> Result<(), CloudBenchError> {
                 .unwrap_or(false);
             answering += usize::from(ok);
         }
-        engine_line = format!("engines answering at ACTIVE: {answering}/{} (ACTIVE is set only once the engine answers)", ids.len());
+        engine_line = format!(
+            "engines answering at ACTIVE: {answering}/{} (ACTIVE is set only once the engine answers)",
+            ids.len()
+        );
         let after = rss_under(&dir.join("servers"));
         let per_server = after.saturating_sub(before.unwrap_or(0)) / ids.len().max(1) as u64;
-        mem_line = format!("emulator memory per server: {:.0} MiB (RSS of engine + containerd)", per_server as f64 / 1024.0);
+        mem_line = format!(
+            "emulator memory per server: {:.0} MiB (RSS of engine + containerd)",
+            per_server as f64 / 1024.0
+        );
     }
     let t1 = Instant::now();
     let deleted = join_all(ids.iter().map(|id| {
@@ -153,14 +189,25 @@ pub async fn run(cfg: &CloudBench) -> Result<(), CloudBenchError> {
         let id = id.clone();
         async move {
             os.compute().delete_server(&id).await?;
-            os.compute().wait_for_server_gone(&id, Duration::from_secs(300)).await?;
+            os.compute()
+                .wait_for_server_gone(&id, Duration::from_secs(300))
+                .await?;
             Ok::<_, CloudBenchError>(())
         }
     }))
     .await;
     let all_gone = t1.elapsed();
-    println!("cloud benchmark: {} servers in parallel ({})", cfg.servers, cfg.openrc.display());
-    println!("  all ACTIVE:      {:>10}   (create -> ACTIVE per server: p50 {}, max {})", ms(all_active), ms(percentile(&per, 50.0)), ms(per.last().copied().unwrap_or_default()));
+    println!(
+        "cloud benchmark: {} servers in parallel ({})",
+        cfg.servers,
+        cfg.openrc.display()
+    );
+    println!(
+        "  all ACTIVE:      {:>10}   (create -> ACTIVE per server: p50 {}, max {})",
+        ms(all_active),
+        ms(percentile(&per, 50.0)),
+        ms(per.last().copied().unwrap_or_default())
+    );
     println!("  all deleted:     {:>10}", ms(all_gone));
     if !engine_line.is_empty() {
         println!("  {engine_line}\n  {mem_line}");

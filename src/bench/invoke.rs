@@ -20,7 +20,11 @@ pub enum LoadError {
     #[error("request to {url} failed: {message}")]
     Request { url: String, message: String },
     #[error("{url} answered HTTP {status}: {body}")]
-    Status { url: String, status: u16, body: String },
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
 }
 
 /// One target of the load.
@@ -42,10 +46,17 @@ pub struct LoadReport {
 }
 
 /// Sends `body` to the target from `concurrency` workers for `duration`; latency per request.
-pub async fn load(target: &Target, body: &Bytes, concurrency: usize, duration: Duration) -> Result<LoadReport, LoadError> {
+pub async fn load(
+    target: &Target,
+    body: &Bytes,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<LoadReport, LoadError> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(concurrency * 2).build(connector);
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(concurrency * 2)
+        .build(connector);
     // One warm-up request per URL proves the target answers 200 before measuring.
     for url in &target.urls {
         one(&client, url, target.bearer.as_deref(), body.clone()).await?;
@@ -93,29 +104,53 @@ pub async fn load(target: &Target, body: &Bytes, concurrency: usize, duration: D
     })
 }
 
-async fn one(client: &Client<HttpConnector, Full<Bytes>>, url: &str, bearer: Option<&str>, body: Bytes) -> Result<(), LoadError> {
+async fn one(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+    bearer: Option<&str>,
+    body: Bytes,
+) -> Result<(), LoadError> {
     let mut req = Request::post(url).header("content-type", "application/json");
     if let Some(b) = bearer {
         req = req.header("authorization", format!("Bearer {b}"));
     }
-    let req = req.body(Full::new(body)).map_err(|e| LoadError::Request { url: url.into(), message: e.to_string() })?;
-    let resp = client.request(req).await.map_err(|e| LoadError::Request { url: url.into(), message: e.to_string() })?;
+    let req = req.body(Full::new(body)).map_err(|e| LoadError::Request {
+        url: url.into(),
+        message: e.to_string(),
+    })?;
+    let resp = client.request(req).await.map_err(|e| LoadError::Request {
+        url: url.into(),
+        message: e.to_string(),
+    })?;
     let status = resp.status().as_u16();
     let bytes = resp
         .into_body()
         .collect()
         .await
-        .map_err(|e| LoadError::Request { url: url.into(), message: e.to_string() })?
+        .map_err(|e| LoadError::Request {
+            url: url.into(),
+            message: e.to_string(),
+        })?
         .to_bytes();
     if status != 200 {
-        return Err(LoadError::Status { url: url.into(), status, body: String::from_utf8_lossy(&bytes).into_owned() });
+        return Err(LoadError::Status {
+            url: url.into(),
+            status,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        });
     }
     Ok(())
 }
 
 /// Runs direct and gateway loads interleaved (direct, gateway, direct, gateway) so drift in the
 /// machine's load affects both alike; prints the comparison table.
-pub async fn compare(direct: &Target, gateway: &Target, body: &Bytes, concurrency: usize, duration: Duration) -> Result<(LoadReport, LoadReport), LoadError> {
+pub async fn compare(
+    direct: &Target,
+    gateway: &Target,
+    body: &Bytes,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<(LoadReport, LoadReport), LoadError> {
     let half = duration / 2;
     let d1 = load(direct, body, concurrency, half).await?;
     let g1 = load(gateway, body, concurrency, half).await?;
@@ -130,13 +165,39 @@ pub async fn compare(direct: &Target, gateway: &Target, body: &Bytes, concurrenc
     };
     let d = merge(d1, d2);
     let g = merge(g1, g2);
-    println!("invoke benchmark: concurrency {concurrency}, {:?} per target (two rounds each)", duration);
-    println!("{:<12} {:>10} {:>8} {:>12} {:>12}", "target", "rps", "errors", "p50", "p99");
+    println!(
+        "invoke benchmark: concurrency {concurrency}, {:?} per target (two rounds each)",
+        duration
+    );
+    println!(
+        "{:<12} {:>10} {:>8} {:>12} {:>12}",
+        "target", "rps", "errors", "p50", "p99"
+    );
     for (n, r) in [("direct", &d), ("gateway", &g)] {
-        println!("{:<12} {:>10.0} {:>8} {:>12} {:>12}", n, r.rps, r.errors, ms(r.p50), ms(r.p99));
+        println!(
+            "{:<12} {:>10.0} {:>8} {:>12} {:>12}",
+            n,
+            r.rps,
+            r.errors,
+            ms(r.p50),
+            ms(r.p99)
+        );
     }
-    let added = |a: Duration, b: Duration| if a > b { ms(a - b) } else { format!("-{}", ms(b - a)) };
-    println!("gateway/direct throughput {:.2} (target >= 0.90)", g.rps / d.rps);
-    println!("added p50 {} (target <= 0.30 ms), added p99 {} (target <= 1.00 ms)", added(g.p50, d.p50), added(g.p99, d.p99));
+    let added = |a: Duration, b: Duration| {
+        if a > b {
+            ms(a - b)
+        } else {
+            format!("-{}", ms(b - a))
+        }
+    };
+    println!(
+        "gateway/direct throughput {:.2} (target >= 0.90)",
+        g.rps / d.rps
+    );
+    println!(
+        "added p50 {} (target <= 0.30 ms), added p99 {} (target <= 1.00 ms)",
+        added(g.p50, d.p50),
+        added(g.p99, d.p99)
+    );
     Ok((d, g))
 }

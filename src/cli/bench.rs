@@ -118,16 +118,44 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
     let (objects, idle_seconds, write_concurrency) = match cmd {
-        BenchCommand::Cloud { openrc, servers, flavor, image, network, emulator_dir } => {
-            let cfg = crate::bench::cloud::CloudBench { openrc, servers, flavor, image, network, emulator_dir };
+        BenchCommand::Cloud {
+            openrc,
+            servers,
+            flavor,
+            image,
+            network,
+            emulator_dir,
+        } => {
+            let cfg = crate::bench::cloud::CloudBench {
+                openrc,
+                servers,
+                flavor,
+                image,
+                network,
+                emulator_dir,
+            };
             crate::bench::cloud::run(&cfg).await?;
             return Ok(());
         }
-        BenchCommand::Invoke { function, gateway, token, direct, concurrency, duration, data } => {
+        BenchCommand::Invoke {
+            function,
+            gateway,
+            token,
+            direct,
+            concurrency,
+            duration,
+            data,
+        } => {
             let direct = if direct.is_empty() {
                 let store = g.store().await?;
                 let f = store.get::<FunctionSpec>(&g.namespace, &function).await?;
-                let eps: Vec<String> = f.status.unwrap_or_default().endpoints.into_iter().map(|e| e.address).collect();
+                let eps: Vec<String> = f
+                    .status
+                    .unwrap_or_default()
+                    .endpoints
+                    .into_iter()
+                    .map(|e| e.address)
+                    .collect();
                 if eps.is_empty() {
                     bail!("function {}/{function} has no ready endpoint", g.namespace);
                 }
@@ -135,12 +163,29 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
             } else {
                 direct
             };
-            let direct = crate::bench::invoke::Target { urls: direct.iter().map(|a| format!("http://{a}/invoke")).collect(), bearer: None };
+            let direct = crate::bench::invoke::Target {
+                urls: direct
+                    .iter()
+                    .map(|a| format!("http://{a}/invoke"))
+                    .collect(),
+                bearer: None,
+            };
             let gw = crate::bench::invoke::Target {
-                urls: vec![format!("{}/v1/namespaces/{}/functions/{function}/invoke", gateway.trim_end_matches('/'), g.namespace)],
+                urls: vec![format!(
+                    "{}/v1/namespaces/{}/functions/{function}/invoke",
+                    gateway.trim_end_matches('/'),
+                    g.namespace
+                )],
                 bearer: token,
             };
-            crate::bench::invoke::compare(&direct, &gw, &bytes::Bytes::from(data), concurrency, duration).await?;
+            crate::bench::invoke::compare(
+                &direct,
+                &gw,
+                &bytes::Bytes::from(data),
+                concurrency,
+                duration,
+            )
+            .await?;
             return Ok(());
         }
         BenchCommand::Store {

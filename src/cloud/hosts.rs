@@ -90,6 +90,23 @@ impl Hosts {
         self.pid(s).is_some_and(|p| pid_alive_as(p, "dockerd"))
     }
 
+    fn launcher(&self) -> PathBuf {
+        self.data_dir.join("node-dockerd.sh")
+    }
+
+    /// Writes the engine launcher once, before any engine starts: rewriting it while another
+    /// engine's shell reads it would make that shell run a truncated script.
+    pub fn install_launcher(&self) -> Result<(), CloudError> {
+        let path = self.launcher();
+        let tmp = path.with_extension("sh.tmp");
+        std::fs::write(&tmp, LAUNCHER)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| CloudError::Host {
+                what: "write launcher".into(),
+                message: e.to_string(),
+            })
+    }
+
     /// Makes sure the bridge exists and carries the gateway address.
     pub async fn ensure_bridge(&self) -> Result<(), CloudError> {
         if run(
@@ -225,11 +242,7 @@ impl Hosts {
             what: "mkdir".into(),
             message: e.to_string(),
         })?;
-        let launcher = self.data_dir.join("node-dockerd.sh");
-        std::fs::write(&launcher, LAUNCHER).map_err(|e| CloudError::Host {
-            what: "write launcher".into(),
-            message: e.to_string(),
-        })?;
+        let launcher = self.launcher();
         std::fs::write(
             dir.join("daemon.json"),
             r#"{"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "3"}}"#,
@@ -271,8 +284,15 @@ impl Hosts {
             what: "pid".into(),
             message: e.to_string(),
         })?;
+        let exit_log = dir.join("dockerd.log");
         tokio::spawn(async move {
-            let _ = child.wait().await; // reap it whenever it exits
+            // Reap it whenever it exits, and say how it ended (the log is all a user has).
+            if let Ok(status) = child.wait().await {
+                use std::io::Write;
+                if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&exit_log) {
+                    let _ = writeln!(f, "engine process exited: {status}");
+                }
+            }
         });
         let host = self.docker_host(s);
         for _ in 0..300 {

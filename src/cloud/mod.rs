@@ -82,6 +82,8 @@ pub struct Cloud {
     state_path: PathBuf,
     hosts: Hosts,
     tokens: Mutex<HashMap<String, Token>>,
+    /// Serializes writes of the state file (they share one temp file).
+    save_lock: Mutex<()>,
     base_url: String,
     token_ttl: chrono::Duration,
     first_host: u8,
@@ -132,6 +134,7 @@ impl Cloud {
     }
 
     fn save(&self) {
+        let _guard = self.save_lock.lock().unwrap_or_else(|p| p.into_inner());
         let st = self.lock().clone();
         if let Err(e) = st.save(&self.state_path) {
             tracing::error!(error = %e, "cannot persist cloud state");
@@ -490,12 +493,14 @@ pub async fn run(
         gateway,
         prefix,
     };
+    hosts.install_launcher()?;
     hosts.ensure_bridge().await?;
     let cloud = Arc::new(Cloud {
         state: Mutex::new(state),
         state_path,
         hosts,
         tokens: Mutex::new(HashMap::new()),
+        save_lock: Mutex::new(()),
         base_url: base_url.clone(),
         token_ttl: chrono::Duration::from_std(cfg.token_ttl).unwrap_or(chrono::Duration::hours(1)),
         first_host: cfg.first_host,
