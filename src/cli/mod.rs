@@ -9,6 +9,7 @@ mod events;
 mod get;
 mod invoke;
 mod output;
+mod up;
 mod wait;
 mod watch;
 
@@ -195,6 +196,10 @@ pub enum Command {
         #[command(subcommand)]
         what: bench::BenchCommand,
     },
+    /// Bring up the whole local platform and run the examples.
+    Up(up::UpArgs),
+    /// Stop and remove what `lambda up` started.
+    Down(up::DownArgs),
     /// Serve the invocation gateway (REST: invoke, function CRUD, OpenAPI, metrics).
     Gateway(invoke::GatewayArgs),
     /// Manage the gateway's API keys.
@@ -278,6 +283,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             clap_complete::generate(shell, &mut Cli::command(), "lambda", &mut std::io::stdout());
             Ok(())
         }
+        Command::Up(args) => up::up(g, args).await,
+        Command::Down(args) => up::down(g, args).await,
         Command::Gateway(args) => invoke::gateway(g, args).await,
         Command::Apikey(cmd) => invoke::apikey(g, cmd).await,
         Command::Invoke(args) => invoke::invoke(g, args).await,

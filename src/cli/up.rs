@@ -1,0 +1,343 @@
+//! `lambda up` and `lambda down`: the whole local platform on one machine — etcd, a Docker
+//! Swarm, the runtime images, the controller and the gateway — then the examples, waited for
+//! and invoked. Idempotent: running `up` again only starts what is not running. `down` stops
+//! and removes everything `up` created (by the PIDs it recorded), nothing else.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use crate::api::{ConditionStatus, Conditions, FunctionSpec};
+use crate::gateway::apikeys;
+
+use super::GlobalArgs;
+
+/// Flags of `lambda up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The project checkout holding scripts/ and examples/ (default: the current directory
+    /// when it has them, else the checkout this binary was built from).
+    #[arg(long, env = "LAMBDA_PROJECT_DIR")]
+    pub project_dir: Option<PathBuf>,
+    /// Where the gateway listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub gateway_listen: std::net::SocketAddr,
+    /// Manifests applied once the platform runs.
+    #[arg(long, default_value = "examples")]
+    pub examples: PathBuf,
+    /// How long to wait for the example functions to become Ready.
+    #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Flags of `lambda down`.
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    #[arg(long, env = "LAMBDA_PROJECT_DIR")]
+    pub project_dir: Option<PathBuf>,
+    /// Also delete the data (etcd data, Docker data roots, built images).
+    #[arg(long)]
+    pub purge: bool,
+}
+
+fn project_dir(given: &Option<PathBuf>) -> Result<PathBuf> {
+    let candidates = [
+        given.clone(),
+        std::env::current_dir().ok(),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+    ];
+    for c in candidates.into_iter().flatten() {
+        if c.join("scripts/swarm.sh").is_file() {
+            return Ok(c);
+        }
+    }
+    bail!("cannot find the project checkout (scripts/swarm.sh); pass --project-dir")
+}
+
+fn step(msg: &str) {
+    eprintln!("\x1b[1m==> {msg}\x1b[0m");
+}
+
+async fn script(dir: &Path, name: &str, args: &[&str]) -> Result<String> {
+    let out = tokio::process::Command::new(dir.join("scripts").join(name))
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .await
+        .with_context(|| format!("running scripts/{name}"))?;
+    if !out.status.success() {
+        bail!("scripts/{name} {} failed ({})", args.join(" "), out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `export K=V` lines into pairs.
+fn exports(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                v.trim_matches(|c| c == '"' || c == '\'').to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pid_alive(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .is_some_and(|stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, r)| !r.starts_with('Z'))
+        })
+}
+
+/// Starts `lambda ARGS…` in the background unless the recorded one still runs.
+fn start_daemon(state: &Path, name: &str, args: &[String], env: &[(String, String)]) -> Result<()> {
+    let pid_file = state.join(format!("{name}.pid"));
+    if pid_alive(&pid_file) {
+        eprintln!(
+            "    {name} already running (pid {})",
+            std::fs::read_to_string(&pid_file)
+                .unwrap_or_default()
+                .trim()
+        );
+        return Ok(());
+    }
+    let log = std::fs::File::create(state.join(format!("{name}.log")))?;
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Its own process group: a Ctrl-C of `lambda up` does not stop the platform.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    std::fs::write(&pid_file, child.id().to_string())?;
+    eprintln!(
+        "    {name} started (pid {}, log {})",
+        child.id(),
+        state.join(format!("{name}.log")).display()
+    );
+    Ok(())
+}
+
+fn stop_daemon(state: &Path, name: &str) {
+    let pid_file = state.join(format!("{name}.pid"));
+    if pid_alive(&pid_file)
+        && let Ok(pid) = std::fs::read_to_string(&pid_file)
+    {
+        let pid = pid.trim().to_string();
+        let _ = std::process::Command::new("kill").arg(&pid).status();
+        for _ in 0..100 {
+            if !pid_alive(&pid_file) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if pid_alive(&pid_file) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid])
+                .status();
+        }
+        eprintln!("    {name} stopped");
+    }
+    let _ = std::fs::remove_file(pid_file);
+}
+
+pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
+    let dir = project_dir(&args.project_dir)?;
+    let home = std::env::var("LAMBDA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| dir.join(".lambda"));
+    let state = home.join("platform");
+    std::fs::create_dir_all(&state)?;
+
+    step("etcd");
+    script(&dir, "etcd.sh", &["up"]).await?;
+    step("Docker Swarm (manager dockerd, swarm, overlay network)");
+    script(&dir, "swarm.sh", &["up"]).await?;
+    let swarm_env = exports(&script(&dir, "swarm.sh", &["env"]).await?);
+    step("runtime images (agent + python3, node, shell)");
+    script(&dir, "images.sh", &[]).await?;
+    let mut env = swarm_env.clone();
+    env.push(("LAMBDA_HOME".into(), home.display().to_string()));
+    env.push(("LAMBDA_ETCD_ENDPOINTS".into(), g.etcd_endpoints.clone()));
+
+    step("controller");
+    start_daemon(
+        &state,
+        "controller",
+        &[
+            "controller".into(),
+            "--metrics-addr".into(),
+            "127.0.0.1:9464".into(),
+        ],
+        &env,
+    )?;
+    step("gateway");
+    start_daemon(
+        &state,
+        "gateway",
+        &[
+            "gateway".into(),
+            "--listen".into(),
+            args.gateway_listen.to_string(),
+        ],
+        &env,
+    )?;
+
+    let store = g.store().await?;
+    let token_file = state.join("token");
+    let token = match std::fs::read_to_string(&token_file) {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+        _ => {
+            let (_, t) = apikeys::create(&store, "lambda-up").await?;
+            std::fs::write(&token_file, &t)?;
+            t
+        }
+    };
+
+    step(&format!("applying {}", args.examples.display()));
+    let examples = if args.examples.is_absolute() {
+        args.examples.clone()
+    } else {
+        dir.join(&args.examples)
+    };
+    let docs = super::apply::load(&[examples], false, &g.namespace)?;
+    let mut functions = Vec::new();
+    for d in &docs {
+        let res =
+            crate::with_any_object!(&d.object, o, super::apply::apply_object(&store, o).await)?;
+        let m = d.object.metadata();
+        println!(
+            "{}/{} {res}",
+            d.object.kind().name().to_ascii_lowercase(),
+            m.name
+        );
+        if d.object.kind() == crate::api::Kind::Function {
+            functions.push((m.namespace().to_string(), m.name.clone()));
+        }
+    }
+
+    step("waiting for the functions to become Ready");
+    let deadline = tokio::time::Instant::now() + args.timeout;
+    let mut last = String::new();
+    loop {
+        let mut pending = Vec::new();
+        for (ns, name) in &functions {
+            let f = store.get::<FunctionSpec>(ns, name).await?;
+            let ready = f
+                .status
+                .as_ref()
+                .and_then(|s| s.condition("Ready"))
+                .filter(|c| c.observed_generation.is_none_or(|g| g >= f.generation()));
+            match ready {
+                Some(c) if c.status == ConditionStatus::True => {}
+                Some(c) => pending.push(format!("{name}: {} {}", c.reason, c.message)),
+                None => pending.push(format!("{name}: not observed yet")),
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+        let now = pending.join("; ");
+        if now != last {
+            eprintln!("    {now}");
+            last = now;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "functions not Ready after {:?}: {last} (logs: {})",
+                args.timeout,
+                state.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let gateway = format!("http://{}", args.gateway_listen);
+    if let Some((ns, name)) = functions.first() {
+        step(&format!("invoking {ns}/{name}"));
+        let url = format!("{gateway}/v1/namespaces/{ns}/functions/{name}/invoke");
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(&token)
+            .body(r#"{"name": "lambda up"}"#)
+            .send()
+            .await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        println!("{text}");
+        if !status.is_success() {
+            bail!("invoking {name} failed: HTTP {status}");
+        }
+    }
+    println!();
+    println!("The platform is up.");
+    println!("  gateway:  {gateway}   (API reference: {gateway}/docs)");
+    println!("  token:    {}", token_file.display());
+    println!(
+        "  try:      curl -H \"Authorization: Bearer $(cat {})\" -d '{{\"name\": \"you\"}}' {gateway}/v1/functions/hello/invoke",
+        token_file.display()
+    );
+    println!("  stop:     lambda down");
+    Ok(())
+}
+
+pub async fn down(g: &GlobalArgs, args: DownArgs) -> Result<()> {
+    let dir = project_dir(&args.project_dir)?;
+    let home = std::env::var("LAMBDA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| dir.join(".lambda"));
+    let state = home.join("platform");
+    // Functions go first, while the controller still runs their finalizers.
+    if let Ok(store) = g.store().await
+        && pid_alive(&state.join("controller.pid"))
+    {
+        step("deleting functions");
+        if let Ok(list) = store.list::<FunctionSpec>(None).await {
+            for f in &list.items {
+                let _ = store
+                    .delete::<FunctionSpec>(f.metadata.namespace(), &f.metadata.name)
+                    .await;
+            }
+            for _ in 0..300 {
+                match store.list::<FunctionSpec>(None).await {
+                    Ok(l) if l.items.is_empty() => break,
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+    }
+    step("gateway and controller");
+    stop_daemon(&state, "gateway");
+    stop_daemon(&state, "controller");
+    let _ = std::fs::remove_file(state.join("token"));
+    step("Docker Swarm");
+    let purge: &[&str] = if args.purge {
+        &["down", "--purge"]
+    } else {
+        &["down"]
+    };
+    script(&dir, "swarm.sh", purge).await?;
+    step("etcd");
+    script(&dir, "etcd.sh", &["down"]).await?;
+    if args.purge {
+        let _ = std::fs::remove_dir_all(home.join("etcd"));
+    }
+    println!("The platform is down.");
+    Ok(())
+}
