@@ -142,8 +142,12 @@ impl Config {
             runtime,
             module,
             function,
-            code: get("LAMBDA_CODE").unwrap_or_else(|| "/var/lambda/code".into()).into(),
-            work_dir: get("LAMBDA_WORK_DIR").unwrap_or_else(|| "/tmp/lambda".into()).into(),
+            code: get("LAMBDA_CODE")
+                .unwrap_or_else(|| "/var/lambda/code".into())
+                .into(),
+            work_dir: get("LAMBDA_WORK_DIR")
+                .unwrap_or_else(|| "/tmp/lambda".into())
+                .into(),
             interpreter: interpreter.into(),
             timeout: Duration::from_millis(timeout_ms),
             // Bounded above by 1 GiB, so it fits in usize on every supported target.
@@ -216,8 +220,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -225,7 +231,10 @@ mod tests {
     fn defaults_for_python() {
         let c = parse(&[("LAMBDA_RUNTIME", "python3")]).unwrap();
         assert_eq!(c.runtime, Runtime::Python3);
-        assert_eq!((c.module.as_str(), c.function.as_str()), ("main", "handler"));
+        assert_eq!(
+            (c.module.as_str(), c.function.as_str()),
+            ("main", "handler")
+        );
         assert_eq!(c.code, PathBuf::from("/var/lambda/code"));
         assert_eq!(c.timeout, Duration::from_secs(30));
         assert_eq!(c.max_payload, 1_048_576);
@@ -249,12 +258,19 @@ mod tests {
         assert_eq!(c.timeout, Duration::from_millis(1500));
         assert_eq!((c.concurrency, c.port, c.max_payload), (4, 9000, 1 << 20));
         let c = parse(&[("LAMBDA_RUNTIME", "node")]).unwrap();
-        assert_eq!((c.module.as_str(), c.function.as_str()), ("index", "handler"));
+        assert_eq!(
+            (c.module.as_str(), c.function.as_str()),
+            ("index", "handler")
+        );
     }
 
     #[test]
     fn shell_ignores_handler() {
-        let c = parse(&[("LAMBDA_RUNTIME", "shell"), ("LAMBDA_HANDLER", "what.ever.x")]).unwrap();
+        let c = parse(&[
+            ("LAMBDA_RUNTIME", "shell"),
+            ("LAMBDA_HANDLER", "what.ever.x"),
+        ])
+        .unwrap();
         assert_eq!(c.runtime, Runtime::Shell);
         assert_eq!(c.code_file_name(), "handler.sh");
     }
@@ -269,7 +285,13 @@ mod tests {
         let e = parse(&[("LAMBDA_RUNTIME", "shell"), ("LAMBDA_TIMEOUT_MS", "0")]).unwrap_err();
         assert!(e.to_string().contains("LAMBDA_TIMEOUT_MS=\"0\""), "{e}");
         let e = parse(&[("LAMBDA_RUNTIME", "shell"), ("LAMBDA_PORT", "70000")]).unwrap_err();
-        assert!(matches!(e, ConfigError::NotANumber { var: "LAMBDA_PORT", .. }));
+        assert!(matches!(
+            e,
+            ConfigError::NotANumber {
+                var: "LAMBDA_PORT",
+                ..
+            }
+        ));
         for bad in ["handler", "a.b.c", ".x", "1mod.f", "mod.", "mo d.f"] {
             let e = parse(&[("LAMBDA_RUNTIME", "python3"), ("LAMBDA_HANDLER", bad)]).unwrap_err();
             assert!(matches!(e, ConfigError::BadHandler { .. }), "{bad}: {e}");

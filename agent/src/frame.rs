@@ -79,7 +79,10 @@ pub fn parse_header(line: &[u8], limit: usize) -> Result<Header, FrameError> {
     let mut words = text.trim_end_matches(['\n', '\r']).split(' ');
     let kind = words.next().ok_or_else(bad)?;
     let mut num = || -> Result<i64, FrameError> {
-        words.next().and_then(|w| w.parse::<i64>().ok()).ok_or_else(bad)
+        words
+            .next()
+            .and_then(|w| w.parse::<i64>().ok())
+            .ok_or_else(bad)
     };
     let size = |n: i64| -> Result<usize, FrameError> {
         let len = usize::try_from(n).map_err(|_| bad())?;
@@ -97,7 +100,10 @@ pub fn parse_header(line: &[u8], limit: usize) -> Result<Header, FrameError> {
         "error" => Header::Error { len: size(num()?)? },
         "exit" => {
             let code = i32::try_from(num()?).map_err(|_| bad())?;
-            Header::Exit { code, len: size(num()?)? }
+            Header::Exit {
+                code,
+                len: size(num()?)?,
+            }
         }
         _ => return Err(bad()),
     };
@@ -121,7 +127,9 @@ pub fn encode_request(out: &mut Vec<u8>, id: &str, remaining_ms: u64, event: &[u
 pub fn valid_invocation_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
 /// The JSON body of every error response: `{"errorType","errorMessage","stackTrace"}`.
@@ -140,7 +148,11 @@ pub struct ErrorBody<'a> {
 
 /// Serialises an [`ErrorBody`].
 pub fn error_json(error_type: &str, message: &str, stack: &[String]) -> Bytes {
-    let body = ErrorBody { error_type, error_message: message, stack_trace: stack };
+    let body = ErrorBody {
+        error_type,
+        error_message: message,
+        stack_trace: stack,
+    };
     // Serialising plain strings into JSON cannot fail.
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
@@ -153,7 +165,10 @@ pub fn shell_result(stdout: Vec<u8>) -> Bytes {
         return Bytes::from_static(b"null");
     }
     if is_json(trimmed) {
-        let (start, len) = (stdout.len() - stdout.trim_ascii_start().len(), trimmed.len());
+        let (start, len) = (
+            stdout.len() - stdout.trim_ascii_start().len(),
+            trimmed.len(),
+        );
         return Bytes::from(stdout).slice(start..start + len);
     }
     let text = String::from_utf8_lossy(&stdout);
@@ -165,7 +180,11 @@ pub fn shell_result(stdout: Vec<u8>) -> Bytes {
 pub fn exit_message(code: i32, stderr_tail: &[u8]) -> String {
     let tail = String::from_utf8_lossy(stderr_tail);
     let tail = tail.trim();
-    if tail.is_empty() { format!("exit status {code}") } else { tail.to_string() }
+    if tail.is_empty() {
+        format!("exit status {code}")
+    } else {
+        tail.to_string()
+    }
 }
 
 /// True when `bytes` is one complete JSON value (checked without building it).
@@ -182,16 +201,33 @@ mod tests {
         assert_eq!(parse_header(b"ready 0\n", 10), Ok(Header::Ready));
         assert_eq!(parse_header(b"ok 5\n", 10), Ok(Header::Ok { len: 5 }));
         assert_eq!(parse_header(b"error 0", 10), Ok(Header::Error { len: 0 }));
-        assert_eq!(parse_header(b"exit 3 7\n", 10), Ok(Header::Exit { code: 3, len: 7 }));
+        assert_eq!(
+            parse_header(b"exit 3 7\n", 10),
+            Ok(Header::Exit { code: 3, len: 7 })
+        );
         assert_eq!(Header::Exit { code: 1, len: 7 }.len(), 7);
     }
 
     #[test]
     fn bad_headers_are_refused() {
-        for bad in [&b"nope 1\n"[..], b"ok\n", b"ok -1\n", b"ok 1 2\n", b"ok x\n", b"\xff 1", b""] {
-            assert!(matches!(parse_header(bad, 10), Err(FrameError::BadHeader(_))), "{bad:?}");
+        for bad in [
+            &b"nope 1\n"[..],
+            b"ok\n",
+            b"ok -1\n",
+            b"ok 1 2\n",
+            b"ok x\n",
+            b"\xff 1",
+            b"",
+        ] {
+            assert!(
+                matches!(parse_header(bad, 10), Err(FrameError::BadHeader(_))),
+                "{bad:?}"
+            );
         }
-        assert_eq!(parse_header(b"ok 11\n", 10), Err(FrameError::TooLarge { len: 11, limit: 10 }));
+        assert_eq!(
+            parse_header(b"ok 11\n", 10),
+            Err(FrameError::TooLarge { len: 11, limit: 10 })
+        );
     }
 
     #[test]
@@ -226,7 +262,10 @@ mod tests {
     fn shell_results() {
         assert_eq!(&shell_result(b" {\"a\": 1}\n".to_vec())[..], b"{\"a\": 1}");
         assert_eq!(&shell_result(b"42\n".to_vec())[..], b"42");
-        assert_eq!(&shell_result(b"hello world\n".to_vec())[..], b"\"hello world\"");
+        assert_eq!(
+            &shell_result(b"hello world\n".to_vec())[..],
+            b"\"hello world\""
+        );
         assert_eq!(&shell_result(b"a\"b\n\n".to_vec())[..], b"\"a\\\"b\\n\"");
         assert_eq!(&shell_result(b"\n".to_vec())[..], b"null");
         assert_eq!(exit_message(2, b"\n"), "exit status 2");

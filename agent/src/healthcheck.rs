@@ -26,8 +26,8 @@ pub enum HealthError {
 /// GETs `http://127.0.0.1:port/healthz` within `timeout`; Ok on 200.
 pub fn check(port: u16, timeout: Duration) -> Result<(), HealthError> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|source| HealthError::Connect { port, source })?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|source| HealthError::Connect { port, source })?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;

@@ -15,19 +15,23 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         None | Some("serve") => serve(),
-        Some("healthcheck") => match healthcheck::check(config::port_from_env(), Duration::from_secs(1)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("unhealthy: {e}");
-                ExitCode::FAILURE
+        Some("healthcheck") => {
+            match healthcheck::check(config::port_from_env(), Duration::from_secs(1)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Some("version" | "--version" | "-V") => {
             println!("lambda-agent {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
         Some(other) => {
-            eprintln!("lambda-agent: unknown command {other:?}; usage: lambda-agent [serve|healthcheck|version]");
+            eprintln!(
+                "lambda-agent: unknown command {other:?}; usage: lambda-agent [serve|healthcheck|version]"
+            );
             ExitCode::from(2)
         }
     }
@@ -43,7 +47,11 @@ fn serve() -> ExitCode {
     };
     // The agent mostly moves bytes between sockets and pipes: a couple of threads is plenty.
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("lambda-agent: cannot start the async runtime: {e}");

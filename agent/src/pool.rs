@@ -115,7 +115,12 @@ impl Pool {
     }
 
     /// Runs one invocation within `deadline` (which covers the wait for a worker too).
-    pub async fn invoke(self: &Arc<Self>, id: Arc<str>, deadline: Duration, event: Bytes) -> Outcome {
+    pub async fn invoke(
+        self: &Arc<Self>,
+        id: Arc<str>,
+        deadline: Duration,
+        event: Bytes,
+    ) -> Outcome {
         let start = Instant::now();
         let until = start + deadline;
         let deadline_ms = deadline.as_millis();
@@ -139,7 +144,10 @@ impl Pool {
                 self.outcome(reply)
             }
             Ok(Err(e)) => {
-                eprintln!("lambda-agent: [{id}] worker {} failed: {e}; replacing it", worker.pid());
+                eprintln!(
+                    "lambda-agent: [{id}] worker {} failed: {e}; replacing it",
+                    worker.pid()
+                );
                 self.replace(worker);
                 Outcome::WorkerExited(e.to_string())
             }
@@ -182,7 +190,9 @@ impl Pool {
                         return;
                     }
                     Err(e) => {
-                        eprintln!("lambda-agent: cannot replace a worker: {e}; retrying in {backoff:?}");
+                        eprintln!(
+                            "lambda-agent: cannot replace a worker: {e}; retrying in {backoff:?}"
+                        );
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }

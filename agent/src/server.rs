@@ -59,18 +59,30 @@ impl Server {
     pub fn new(cfg: Arc<Config>, pool: Arc<Pool>) -> Arc<Server> {
         // RandomState is seeded from the OS: unique ids per process without a rand dependency.
         let id_seed = RandomState::new().build_hasher().finish();
-        Arc::new(Server { cfg, pool, id_seed, id_counter: AtomicU64::new(0) })
+        Arc::new(Server {
+            cfg,
+            pool,
+            id_seed,
+            id_counter: AtomicU64::new(0),
+        })
     }
 
     /// Binds `0.0.0.0:port`.
     pub async fn bind(&self) -> Result<TcpListener, ServerError> {
         let port = self.cfg.port;
-        TcpListener::bind(("0.0.0.0", port)).await.map_err(|source| ServerError::Bind { port, source })
+        TcpListener::bind(("0.0.0.0", port))
+            .await
+            .map_err(|source| ServerError::Bind { port, source })
     }
 
     /// Serves connections until `shutdown` turns true, then lets every connection finish its in-flight
     /// request (at most `grace`) and returns.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+        grace: Duration,
+    ) {
         // Every connection task holds a sender; recv() returns None once all of them are gone.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         loop {
@@ -122,8 +134,16 @@ impl Server {
         match (req.method(), req.uri().path()) {
             (&Method::POST, "/invoke") => self.invoke(req, start).await,
             (&Method::GET, "/healthz") => self.healthz(),
-            (_, "/invoke" | "/healthz") => simple(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "method not allowed"),
-            _ => simple(StatusCode::NOT_FOUND, "NotFound", "no such path (POST /invoke, GET /healthz)"),
+            (_, "/invoke" | "/healthz") => simple(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "method not allowed",
+            ),
+            _ => simple(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "no such path (POST /invoke, GET /healthz)",
+            ),
         }
     }
 
@@ -134,7 +154,11 @@ impl Server {
             if healthy { "ok" } else { "starting" },
             self.cfg.runtime
         );
-        let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        let status = if healthy {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
         json_response(status, Bytes::from(body))
     }
 
@@ -149,7 +173,11 @@ impl Server {
             None => Arc::from(self.next_id()),
             Some(Ok(id)) if frame::valid_invocation_id(id) => Arc::from(id),
             Some(_) => {
-                let reply = simple(StatusCode::BAD_REQUEST, "InvalidInvocationId", "X-Lambda-Invocation-Id must be 1-128 of [A-Za-z0-9._:-]");
+                let reply = simple(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidInvocationId",
+                    "X-Lambda-Invocation-Id must be 1-128 of [A-Za-z0-9._:-]",
+                );
                 return finish(reply, "invalid", &self.next_id(), start);
             }
         };
@@ -158,7 +186,11 @@ impl Server {
             match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
                 Some(ms) => deadline = deadline.min(Duration::from_millis(ms)),
                 None => {
-                    let reply = simple(StatusCode::BAD_REQUEST, "InvalidDeadline", "X-Lambda-Deadline-Ms must be a number of milliseconds");
+                    let reply = simple(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidDeadline",
+                        "X-Lambda-Deadline-Ms must be a number of milliseconds",
+                    );
                     return finish(reply, "invalid", &id, start);
                 }
             }
@@ -166,10 +198,18 @@ impl Server {
         let limit = self.cfg.max_payload;
         let too_large = || {
             let msg = format!("the event exceeds the payload limit of {limit} bytes");
-            finish(simple(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", &msg), "too-large", &id, start)
+            finish(
+                simple(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", &msg),
+                "too-large",
+                &id,
+                start,
+            )
         };
         // Refuse an announced oversize body before reading any of it.
-        let announced = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let announced = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         if announced.is_some_and(|len| len > limit as u64) {
             return too_large();
         }
@@ -177,34 +217,53 @@ impl Server {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
             Err(e) => {
-                let reply = simple(StatusCode::BAD_REQUEST, "BadRequest", &format!("cannot read the request body: {e}"));
+                let reply = simple(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!("cannot read the request body: {e}"),
+                );
                 return finish(reply, "invalid", &id, start);
             }
         };
         if !frame::is_json(&event) {
-            let reply = simple(StatusCode::BAD_REQUEST, "InvalidEvent", "the event (request body) is not valid JSON");
+            let reply = simple(
+                StatusCode::BAD_REQUEST,
+                "InvalidEvent",
+                "the event (request body) is not valid JSON",
+            );
             return finish(reply, "invalid", &id, start);
         }
         // Run in its own task: a client that hangs up must not cancel the call half-way through a frame
         // (the worker would be lost); the task returns the worker to the pool either way.
         let pool = self.pool.clone();
         let task_id = id.clone();
-        let outcome = match tokio::spawn(async move { pool.invoke(task_id, deadline, event).await }).await {
-            Ok(outcome) => outcome,
-            Err(e) => Outcome::WorkerExited(format!("invocation task failed: {e}")),
-        };
+        let outcome =
+            match tokio::spawn(async move { pool.invoke(task_id, deadline, event).await }).await {
+                Ok(outcome) => outcome,
+                Err(e) => Outcome::WorkerExited(format!("invocation task failed: {e}")),
+            };
         let (reply, status) = match outcome {
             Outcome::Ok(result) => (json_response(StatusCode::OK, result), "ok"),
             Outcome::FunctionError(body) => (json_response(StatusCode::BAD_GATEWAY, body), "error"),
             Outcome::Timeout { deadline_ms } => {
                 let msg = format!("the function exceeded {deadline_ms} ms and was stopped");
-                (simple(StatusCode::GATEWAY_TIMEOUT, "Timeout", &msg), "timeout")
+                (
+                    simple(StatusCode::GATEWAY_TIMEOUT, "Timeout", &msg),
+                    "timeout",
+                )
             }
             Outcome::QueueTimeout { deadline_ms } => {
-                let msg = format!("no worker became free before the deadline: exceeded {deadline_ms} ms");
-                (simple(StatusCode::GATEWAY_TIMEOUT, "Timeout", &msg), "timeout")
+                let msg =
+                    format!("no worker became free before the deadline: exceeded {deadline_ms} ms");
+                (
+                    simple(StatusCode::GATEWAY_TIMEOUT, "Timeout", &msg),
+                    "timeout",
+                )
             }
-            Outcome::WorkerExited(msg) => (simple(StatusCode::BAD_GATEWAY, "WorkerExited", &msg), "error"),
+            Outcome::WorkerExited(msg) => (
+                simple(StatusCode::BAD_GATEWAY, "WorkerExited", &msg),
+                "error",
+            ),
         };
         finish(reply, status, &id, start)
     }
@@ -213,7 +272,8 @@ impl Server {
 fn json_response(status: StatusCode, body: Bytes) -> Reply {
     let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 

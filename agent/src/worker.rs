@@ -88,8 +88,10 @@ pub fn prepare(cfg: &Config) -> Result<PathBuf, WorkerError> {
         move |source| WorkerError::WorkDir { path, source }
     };
     std::fs::create_dir_all(dir).map_err(wd(dir))?;
-    let code = std::fs::read(&cfg.code)
-        .map_err(|source| WorkerError::Code { path: cfg.code.clone(), source })?;
+    let code = std::fs::read(&cfg.code).map_err(|source| WorkerError::Code {
+        path: cfg.code.clone(),
+        source,
+    })?;
     let code_path = dir.join(cfg.code_file_name());
     std::fs::write(&code_path, code).map_err(wd(&code_path))?;
     let (name, text) = match cfg.runtime {
@@ -141,7 +143,8 @@ impl Worker {
                 cmd.arg(cfg.memory_mb.to_string());
             }
             Runtime::Shell => {
-                cmd.arg(cfg.work_dir.join(cfg.code_file_name())).arg(&cfg.interpreter);
+                cmd.arg(cfg.work_dir.join(cfg.code_file_name()))
+                    .arg(&cfg.interpreter);
             }
         }
         cmd.current_dir(&cfg.work_dir)
@@ -164,8 +167,13 @@ impl Worker {
             return Err(spawn_err(std::io::Error::other("missing stdio pipe")));
         };
         let label: LogLabel = Arc::new(Mutex::new(Arc::from("init")));
-        tokio::spawn(forward_stderr(stderr, cfg.function_name.clone(), label.clone()));
-        let scratch = (cfg.runtime == Runtime::Shell).then(|| cfg.work_dir.join(format!("run.{pid}")));
+        tokio::spawn(forward_stderr(
+            stderr,
+            cfg.function_name.clone(),
+            label.clone(),
+        ));
+        let scratch =
+            (cfg.runtime == Runtime::Shell).then(|| cfg.work_dir.join(format!("run.{pid}")));
         let mut worker = Worker {
             child,
             pid,
@@ -200,7 +208,12 @@ impl Worker {
 
     /// Sends one event and reads the reply. Cancel-safe only in the sense that a cancelled call leaves
     /// the worker mid-frame: the caller must then [`kill`](Worker::kill) it.
-    pub async fn call(&mut self, id: &Arc<str>, remaining_ms: u64, event: &[u8]) -> Result<Reply, WorkerError> {
+    pub async fn call(
+        &mut self,
+        id: &Arc<str>,
+        remaining_ms: u64,
+        event: &[u8],
+    ) -> Result<Reply, WorkerError> {
         if let Ok(mut label) = self.label.lock() {
             *label = id.clone();
         }
@@ -219,7 +232,10 @@ impl Worker {
         Ok(match header {
             Header::Ok { .. } => Reply::Ok(payload.into()),
             Header::Error { .. } => Reply::Error(payload.into()),
-            Header::Exit { code, .. } => Reply::Exit { code, tail: payload.into() },
+            Header::Exit { code, .. } => Reply::Exit {
+                code,
+                tail: payload.into(),
+            },
             Header::Ready => return Err(FrameError::BadHeader("unexpected ready".into()).into()),
         })
     }
@@ -246,7 +262,10 @@ impl Worker {
 
     /// Kills the worker's whole process group and reaps it.
     pub async fn kill(mut self) {
-        if let Some(pid) = i32::try_from(self.pid).ok().and_then(rustix::process::Pid::from_raw) {
+        if let Some(pid) = i32::try_from(self.pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
             // The group may already be gone (ESRCH): nothing left to kill then.
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
@@ -271,7 +290,10 @@ async fn forward_stderr(stderr: tokio::process::ChildStderr, function: String, l
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        let id = label.lock().map(|l| l.clone()).unwrap_or_else(|_| Arc::from("?"));
+        let id = label
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_else(|_| Arc::from("?"));
         out.clear();
         out.extend_from_slice(format!("[{function} {id}] ").as_bytes());
         out.extend_from_slice(&line);
