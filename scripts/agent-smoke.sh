@@ -7,7 +7,8 @@
 # image the way Swarm runs a function (read-only root fs, tmpfs /tmp, uid 10001, no-new-privileges, all
 # capabilities dropped, --init, code mounted read-only at /var/lambda/code), waits for the HEALTHCHECK to say
 # healthy, and checks over HTTP: a result, a function error (502), a timeout (504) then recovery, the user and
-# the read-only root; then `docker stop` must end the agent with status 0. Prints the timings.
+# the read-only root; then `docker stop` must end the agent with status 0. With python3, also builds and runs
+# examples/custom-image on top of the python3 image. Prints the timings.
 #
 # Docker: $DOCKER_HOST when it answers, else the local Swarm manager ($LAMBDA_HOME/swarm/manager.sock), else a
 # private dockerd started here (no bridge, no iptables: containers use the host network; data kept under
@@ -74,8 +75,36 @@ expect() {
   printf '    %-34s → %s %s\n' "$event" "$code" "${out:0:90}"
 }
 
+# run_healthy NAME PORT DOCKER-RUN-ARGS... IMAGE — run like Swarm does, wait for the HEALTHCHECK to pass.
+run_healthy() {
+  local name=$1 port=$2 state; shift 2
+  docker run -d --name "$name" --network host --read-only --tmpfs /tmp --user 10001:10001 \
+    --security-opt no-new-privileges --cap-drop ALL --init -e LAMBDA_PORT="$port" "$@" >/dev/null
+  CONTAINERS+=("$name")
+  for _ in $(seq 1 300); do
+    state=$(docker inspect -f '{{.State.Status}} {{.State.Health.Status}}' "$name")
+    [ "$state" = "running healthy" ] && return 0
+    [[ $state == exited* ]] && fail "$name" "$name exited before becoming healthy"
+    sleep 0.05
+  done
+  fail "$name" "$name not healthy after 15 s ($state)"
+}
+
+# The example custom image (examples/custom-image) on top of the python3 runtime image.
+custom() {
+  local name=lambda-smoke-custom-$$ port ref=lambda-smoke/custom-python:1
+  port=$(free_port)
+  log "custom image: examples/custom-image FROM $LAMBDA_IMAGE_PYTHON3"
+  DOCKER_BUILDKIT=0 docker build -q --build-arg BASE="$LAMBDA_IMAGE_PYTHON3" -t "$ref" \
+    "$PROJECT_ROOT/examples/custom-image" >/dev/null 2>"$DIR/build-custom.log" ||
+    { cat "$DIR/build-custom.log" >&2; die "custom image build failed"; }
+  run_healthy "$name" "$port" "$ref"
+  expect "$name" "$port" '{"name":"custom"}' 200 '"hello":"custom"'
+  docker rm -f "$name" >/dev/null
+}
+
 smoke() {
-  local rt=$1 ref var name port code handler=() t0 t_healthy state
+  local rt=$1 ref var name port code handler=() t0 t_healthy
   var=LAMBDA_IMAGE_$(tr '[:lower:]' '[:upper:]' <<<"$rt"); ref=${!var}
   name=lambda-smoke-$rt-$$; port=$(free_port); code=$DIR/code-$rt
   case $rt in
@@ -116,18 +145,8 @@ SH
   chmod 0644 "$code"
   log "$rt: $ref on port $port"
   t0=$(now_ms)
-  docker run -d --name "$name" --network host --read-only --tmpfs /tmp --user 10001:10001 \
-    --security-opt no-new-privileges --cap-drop ALL --init \
-    -v "$code:/var/lambda/code:ro" -e LAMBDA_PORT="$port" -e LAMBDA_FUNCTION="smoke/$rt" \
-    -e LAMBDA_TIMEOUT_MS=2000 -e LAMBDA_CONCURRENCY=2 "${handler[@]}" "$ref" >/dev/null
-  CONTAINERS+=("$name")
-  for _ in $(seq 1 300); do
-    state=$(docker inspect -f '{{.State.Status}} {{.State.Health.Status}}' "$name")
-    [ "$state" = "running healthy" ] && break
-    [[ $state == exited* ]] && fail "$name" "$name exited before becoming healthy"
-    sleep 0.05
-  done
-  [ "$state" = "running healthy" ] || fail "$name" "$name not healthy after 15 s ($state)"
+  run_healthy "$name" "$port" -v "$code:/var/lambda/code:ro" -e LAMBDA_FUNCTION="smoke/$rt" \
+    -e LAMBDA_TIMEOUT_MS=2000 -e LAMBDA_CONCURRENCY=2 "${handler[@]}" "$ref"
   t_healthy=$(($(now_ms) - t0))
   printf '    docker run → healthy: %d ms\n' "$t_healthy"
   expect "$name" "$port" '{"hello":"world"}' 200 '"uid":10001'
@@ -145,6 +164,7 @@ SH
 }
 
 for rt in "${RUNTIMES[@]}"; do smoke "$rt"; done
+[[ " ${RUNTIMES[*]} " == *" python3 "* ]] && custom
 printf 'agent: %s KiB static; images:\n' "$(du -k "$AGENT" | cut -f1)"
 for rt in "${RUNTIMES[@]}"; do
   var=LAMBDA_IMAGE_$(tr '[:lower:]' '[:upper:]' <<<"$rt")

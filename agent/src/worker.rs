@@ -104,7 +104,8 @@ pub fn prepare(cfg: &Config) -> Result<PathBuf, WorkerError> {
     Ok(boot)
 }
 
-/// The invocation id a worker's stderr lines are prefixed with (`-` between invocations).
+/// The invocation id a worker's stderr lines are prefixed with: the latest one, kept after the reply
+/// because the forwarder may read a line only after the reply went out (`init` before the first).
 type LogLabel = Arc<Mutex<Arc<str>>>;
 
 /// A warm interpreter process and its protocol pipes.
@@ -225,9 +226,6 @@ impl Worker {
         let mut payload = vec![0u8; header.len()];
         if let Err(e) = self.stdout.read_exact(&mut payload).await {
             return Err(self.exited_or(e.into()));
-        }
-        if let Ok(mut label) = self.label.lock() {
-            *label = Arc::from("-");
         }
         Ok(match header {
             Header::Ok { .. } => Reply::Ok(payload.into()),

@@ -7,6 +7,9 @@ import sys
 import time
 import traceback
 
+# Compact like node's JSON.stringify: fewer bytes on every hop.
+compact = json.JSONEncoder(separators=(",", ":")).encode
+
 
 def main():
     code_dir, module_name, function_name, lambda_name, memory_mb = sys.argv[1:6]
@@ -40,7 +43,7 @@ def main():
             if line.strip() and line.strip().strip("^~") != ""
         ]
         body = {"errorType": type(exc).__name__, "errorMessage": str(exc), "stackTrace": stack}
-        return json.dumps(body).encode()
+        return compact(body).encode()
 
     sys.path.insert(0, code_dir)
     handler, init_error = None, None
@@ -50,7 +53,7 @@ def main():
         module = importlib.import_module(module_name)
         handler = getattr(module, function_name, None)
         if not callable(handler):
-            init_error = json.dumps({
+            init_error = compact({
                 "errorType": "HandlerNotFound",
                 "errorMessage": "module '%s' has no function '%s'" % (module_name, function_name),
                 "stackTrace": [],
@@ -59,7 +62,7 @@ def main():
         body = json.loads(error_payload(exc, 1))
         body["errorMessage"] = "cannot import module '%s': %s: %s" % (module_name, body["errorType"], body["errorMessage"])
         body["errorType"] = "ImportModuleError"
-        init_error = json.dumps(body).encode()
+        init_error = compact(body).encode()
         traceback.print_exc()
 
     class Context:
@@ -75,7 +78,8 @@ def main():
             return max(0, int((self._deadline - time.monotonic()) * 1000))
 
     send(b"ready", b"")
-    loads, dumps = json.loads, json.dumps
+    loads = json.loads
+    dumps = compact
     while True:
         header = proto_in.readline()
         if not header:
@@ -94,7 +98,7 @@ def main():
         try:
             payload = dumps(result).encode()
         except (TypeError, ValueError) as exc:
-            send(b"error", json.dumps({
+            send(b"error", compact({
                 "errorType": "ResultNotSerializable",
                 "errorMessage": "the handler's result is not JSON: %s" % exc,
                 "stackTrace": [],

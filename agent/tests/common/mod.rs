@@ -244,3 +244,16 @@ pub fn wait_file(path: &Path, within: Duration) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Waits until the agent's log contains `needle` (stderr is forwarded asynchronously).
+pub fn wait_log(agent: &Agent, needle: &str) {
+    let end = Instant::now() + Duration::from_secs(5);
+    while !agent.log_text().contains(needle) {
+        assert!(
+            Instant::now() < end,
+            "{needle:?} not logged:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
