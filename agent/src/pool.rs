@@ -124,6 +124,10 @@ impl Pool {
         let start = Instant::now();
         let until = start + deadline;
         let deadline_ms = deadline.as_millis();
+        if deadline.is_zero() {
+            // Nothing can run in no time; don't hand out (and then kill) a worker for it.
+            return Outcome::QueueTimeout { deadline_ms };
+        }
         let permit = match tokio::time::timeout_at(until, self.permits.acquire()).await {
             Ok(Ok(permit)) => permit,
             // The semaphore is never closed; treat it like a full queue if it ever is.

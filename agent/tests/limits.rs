@@ -67,6 +67,11 @@ fn overrun_is_killed_and_the_next_call_succeeds() {
             .contains("exceeded 100 ms")
     );
     assert_eq!(agent.invoke("{}").status, 200);
+    // A caller with no time left gets a 504 without costing a worker.
+    let pid = agent.invoke("{}").json()["pid"].as_i64();
+    let r = agent.invoke_with(&[("X-Lambda-Deadline-Ms", "0")], b"{}");
+    assert_eq!(r.status, 504);
+    assert_eq!(agent.invoke("{}").json()["pid"].as_i64(), pid);
 }
 
 #[test]
