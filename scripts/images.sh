@@ -8,8 +8,11 @@
 #   lambda/runtime-shell:<ver>    FROM scratch + static busybox (applets as symlinks)
 #   lambda/runtime-python3:<ver>  Debian root fs (debootstrap minbase + python3-minimal), `docker import`ed
 #   lambda/runtime-node:<ver>     Debian root fs (debootstrap minbase + nodejs)
-# Each: the runtime agent at /usr/local/bin/lambda-agent (from $LAMBDA_AGENT_BIN, a static binary; without it
-# the images are built agent-less for now), user `lambda` uid/gid 10001, LAMBDA_RUNTIME=<runtime>.
+# Each: the runtime agent at /usr/local/bin/lambda-agent as ENTRYPOINT (a static binary: $LAMBDA_AGENT_BIN, else
+# built by scripts/agent.sh into $LAMBDA_HOME/bin/lambda-agent), running as uid/gid 10001 (`lambda`), with
+# LAMBDA_RUNTIME=<runtime>, LAMBDA_PORT=8080, LAMBDA_WORK_DIR=/tmp/lambda, and a Docker HEALTHCHECK
+# (`lambda-agent healthcheck` every second: Swarm marks a task running only once its workers are warm).
+# Containers are meant to run with a read-only root fs, a tmpfs on /tmp, no new privileges and an init.
 #
 # <ver> is a content version: the first 12 hex digits of sha256(agent binary, this script, base root fs
 # tarball), so the tag changes exactly when the content does; an image whose tag exists is not rebuilt.
@@ -17,7 +20,8 @@
 # `scripts/swarm.sh env` exports and `scripts/node.sh add` loads onto new nodes.
 #
 # Environment: DOCKER_HOST (target daemon; default: the local manager, unix://$LAMBDA_HOME/swarm/manager.sock),
-# LAMBDA_AGENT_BIN, LAMBDA_DEBIAN_MIRROR (default: the Debian mirror apt uses), LAMBDA_DEBIAN_SUITE (bookworm).
+# LAMBDA_AGENT_BIN (a prebuilt static agent; default: scripts/agent.sh builds one), LAMBDA_DEBIAN_MIRROR
+# (default: the Debian mirror apt uses), LAMBDA_DEBIAN_SUITE (bookworm).
 #
 # Two layers per image: a base (the root fs tarball, cached under $LAMBDA_HOME/images and imported once as
 # lambda/base-<runtime>:<tarball hash>) and a thin platform layer (agent + config) built on top, so a new agent
@@ -29,6 +33,7 @@ IMG=$LAMBDA_HOME/images
 export DOCKER_HOST=${DOCKER_HOST:-unix://$LAMBDA_HOME/swarm/manager.sock}
 SUITE=${LAMBDA_DEBIAN_SUITE:-bookworm}
 AGENT_BIN=${LAMBDA_AGENT_BIN:-}
+AGENT_DEFAULT=$LAMBDA_HOME/bin/lambda-agent
 RUNTIMES=(shell python3 node)
 LAMBDA_UID=10001
 # Bump when the Debian root fs recipe (trimming, users) changes: with suite and packages it keys the cached
@@ -123,7 +128,7 @@ rootfs() {
 build() {
   local rt=$1 tarball tarsha agentsha ver ref base
   tarball=$(rootfs "$rt"); tarsha=$(cat "$tarball.sha256")
-  agentsha=none; [ -n "$AGENT_BIN" ] && agentsha=$(sha "$AGENT_BIN")
+  agentsha=$(sha "$AGENT_BIN")
   ver=$(short "$agentsha" "$(sha "${BASH_SOURCE[0]}")" "$tarsha")
   ref=lambda/runtime-$rt:$ver
   if docker image inspect "$ref" >/dev/null 2>&1; then
@@ -133,26 +138,24 @@ build() {
   base=lambda/base-$rt:${tarsha:0:12}
   docker image inspect "$base" >/dev/null 2>&1 || docker import --message "lambda $rt root fs" "$tarball" "$base" >/dev/null
 
-  local ctx=$IMG/context-$rt cmd path
+  local ctx=$IMG/context-$rt path
   rm -rf "$ctx"; mkdir -p "$ctx"
   case $rt in
-    shell) cmd='["/bin/sh"]'; path=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin ;;
-    python3) cmd='["python3"]'; path=/usr/local/bin:/usr/bin:/bin ;;
-    node) cmd='["node"]'; path=/usr/local/bin:/usr/bin:/bin ;;
+    shell) path=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin ;;
+    *) path=/usr/local/bin:/usr/bin:/bin ;;
   esac
+  install -m 0755 "$AGENT_BIN" "$ctx/lambda-agent"      # (COPY --chmod needs BuildKit)
   {
     echo "FROM $base"
-    echo "ENV PATH=$path LANG=C.UTF-8 LAMBDA_RUNTIME=$rt"
+    echo "ENV PATH=$path LANG=C.UTF-8 LAMBDA_RUNTIME=$rt LAMBDA_PORT=8080 LAMBDA_WORK_DIR=/tmp/lambda"
     echo "LABEL lambda.runtime=$rt lambda.image.version=$ver"
-    if [ -n "$AGENT_BIN" ]; then
-      install -m 0755 "$AGENT_BIN" "$ctx/lambda-agent"      # (COPY --chmod needs BuildKit)
-      echo 'COPY lambda-agent /usr/local/bin/lambda-agent'
-      echo 'ENTRYPOINT ["/usr/local/bin/lambda-agent"]'
-    else
-      echo "CMD $cmd"    # no agent yet: a plain interpreter
-    fi
+    echo 'COPY lambda-agent /usr/local/bin/lambda-agent'
     echo "USER $LAMBDA_UID:$LAMBDA_UID"
     echo "WORKDIR /home/lambda"
+    echo "EXPOSE 8080"
+    # Fast probes: a task counts as running only once healthy, so the interval bounds cold start.
+    echo 'HEALTHCHECK --interval=1s --timeout=1s --start-period=10s --retries=3 CMD ["/usr/local/bin/lambda-agent", "healthcheck"]'
+    echo 'ENTRYPOINT ["/usr/local/bin/lambda-agent"]'
   } >"$ctx/Dockerfile"
   # The legacy builder (no BuildKit/buildx here) prints a deprecation notice on stderr: keep it in a log.
   DOCKER_BUILDKIT=0 docker build -q -t "$ref" "$ctx" >/dev/null 2>"$IMG/build-$rt.log" ||
@@ -179,8 +182,14 @@ build_all() {
   done
   apt_ensure busybox-static debootstrap docker.io
   docker version >/dev/null 2>&1 || die "no Docker daemon at $DOCKER_HOST (scripts/swarm.sh up)"
-  [ -z "$AGENT_BIN" ] || [ -x "$AGENT_BIN" ] || die "LAMBDA_AGENT_BIN=$AGENT_BIN is not an executable file"
-  [ -n "$AGENT_BIN" ] || log "LAMBDA_AGENT_BIN not set: building the images without the runtime agent"
+  if [ -z "$AGENT_BIN" ]; then
+    # Rebuild (a cargo no-op when unchanged) so the images never carry a stale agent; without cargo, use the
+    # one installed earlier.
+    if command -v cargo >/dev/null; then AGENT_BIN=$("$SCRIPTS/agent.sh" build)
+    elif [ -x "$AGENT_DEFAULT" ]; then AGENT_BIN=$AGENT_DEFAULT
+    else die "no runtime agent: set LAMBDA_AGENT_BIN or install cargo (scripts/agent.sh builds it)"; fi
+  fi
+  [ -x "$AGENT_BIN" ] || die "LAMBDA_AGENT_BIN=$AGENT_BIN is not an executable file"
   mkdir -p "$IMG"
   for rt in "${rts[@]}"; do
     ref=$(build "$rt")

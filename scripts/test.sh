@@ -14,8 +14,8 @@ apt_ensure protobuf-compiler etcd-server etcd-client openssl docker.io iptables 
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
-log "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+log "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 CLOUD_PID=""
 cleanup() {
@@ -32,7 +32,7 @@ trap cleanup EXIT
 
 export LAMBDA_OPENSTACK_CONTRACT=1
 log "cargo test (OpenStack contract suite against the real OpenStack)"
-LAMBDA_OS_ENV=$LAMBDA_HOME/openstack/env cargo test --locked --all-targets 2>&1 | tee "$LAMBDA_HOME/test.log"
+LAMBDA_OS_ENV=$LAMBDA_HOME/openstack/env cargo test --locked --workspace --all-targets 2>&1 | tee "$LAMBDA_HOME/test.log"
 status=${PIPESTATUS[0]}
 
 if [ "$status" -eq 0 ]; then

@@ -1,0 +1,304 @@
+//! One warm worker: a long-lived interpreter process that runs the bootstrap for its runtime and answers
+//! framed requests (see [`crate::frame`]) over its stdin and stdout pipes.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use crate::config::{Config, Runtime};
+use crate::frame::{self, FrameError, Header};
+
+const PYTHON_BOOTSTRAP: &str = include_str!("bootstrap/python3.py");
+const NODE_BOOTSTRAP: &str = include_str!("bootstrap/node.js");
+const SHELL_BOOTSTRAP: &str = include_str!("bootstrap/shell.sh");
+
+/// Results larger than this are refused (the agent holds each one in memory).
+pub const MAX_RESULT_BYTES: usize = 64 << 20;
+
+/// What can go wrong with a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The writable work directory could not be prepared.
+    #[error("cannot prepare the work directory {path}: {source}")]
+    WorkDir {
+        /// The directory or file that failed.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The function's code file cannot be read.
+    #[error("cannot read the function code at {path}: {source}")]
+    Code {
+        /// `LAMBDA_CODE`.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The interpreter could not be started.
+    #[error("cannot start the {runtime} worker ({interpreter}): {source}")]
+    Spawn {
+        /// Runtime name.
+        runtime: Runtime,
+        /// The interpreter path.
+        interpreter: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The worker process ended (or closed its protocol pipe).
+    #[error("the worker process exited ({0})")]
+    Exited(String),
+    /// The worker did not say `ready` in time.
+    #[error("the worker did not become ready within {0} ms")]
+    StartTimeout(u128),
+    /// The worker broke the frame protocol.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// Reading or writing the protocol pipes failed.
+    #[error("worker pipe: {0}")]
+    Pipe(#[from] std::io::Error),
+}
+
+/// A worker's answer to one request.
+#[derive(Debug)]
+pub enum Reply {
+    /// `ok`: the result (JSON; raw stdout for shell).
+    Ok(Bytes),
+    /// `error`: the error JSON the bootstrap built.
+    Error(Bytes),
+    /// `exit`: a shell script's non-zero status and stderr tail.
+    Exit {
+        /// Exit status.
+        code: i32,
+        /// Last stderr lines.
+        tail: Bytes,
+    },
+}
+
+/// Writes the code copy and the bootstrap into the work directory; returns the bootstrap's path.
+pub fn prepare(cfg: &Config) -> Result<PathBuf, WorkerError> {
+    let dir = &cfg.work_dir;
+    let wd = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| WorkerError::WorkDir { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(wd(dir))?;
+    let code = std::fs::read(&cfg.code).map_err(|source| WorkerError::Code {
+        path: cfg.code.clone(),
+        source,
+    })?;
+    let code_path = dir.join(cfg.code_file_name());
+    std::fs::write(&code_path, code).map_err(wd(&code_path))?;
+    let (name, text) = match cfg.runtime {
+        Runtime::Python3 => ("bootstrap.py", PYTHON_BOOTSTRAP),
+        Runtime::Node => ("bootstrap.js", NODE_BOOTSTRAP),
+        Runtime::Shell => ("bootstrap.sh", SHELL_BOOTSTRAP),
+    };
+    let boot = dir.join(name);
+    std::fs::write(&boot, text).map_err(wd(&boot))?;
+    Ok(boot)
+}
+
+/// The invocation id a worker's stderr lines are prefixed with: the latest one, kept after the reply
+/// because the forwarder may read a line only after the reply went out (`init` before the first).
+type LogLabel = Arc<Mutex<Arc<str>>>;
+
+/// A warm interpreter process and its protocol pipes.
+#[derive(Debug)]
+pub struct Worker {
+    child: Child,
+    pid: u32,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    /// Reused request buffer: no per-request allocation for the frame.
+    frame: Vec<u8>,
+    /// Reused header-line buffer.
+    line: Vec<u8>,
+    label: LogLabel,
+    scratch: Option<PathBuf>,
+}
+
+impl Worker {
+    /// Starts a worker running `bootstrap` and waits until it reports ready (or `start_timeout` passes).
+    pub async fn start(
+        cfg: &Config,
+        bootstrap: &Path,
+        start_timeout: Duration,
+    ) -> Result<Worker, WorkerError> {
+        let dir = cfg.work_dir.as_os_str();
+        let mut cmd = Command::new(&cfg.interpreter);
+        match cfg.runtime {
+            // -B: no .pyc files; -s: no user site-packages (a read-only home anyway).
+            Runtime::Python3 => cmd.args(["-B", "-s"]).arg(bootstrap).arg(dir),
+            Runtime::Node => cmd.arg(bootstrap).arg(dir),
+            Runtime::Shell => cmd.arg(bootstrap).arg(dir),
+        };
+        match cfg.runtime {
+            Runtime::Python3 | Runtime::Node => {
+                cmd.args([&cfg.module, &cfg.function, &cfg.function_name]);
+                cmd.arg(cfg.memory_mb.to_string());
+            }
+            Runtime::Shell => {
+                cmd.arg(cfg.work_dir.join(cfg.code_file_name()))
+                    .arg(&cfg.interpreter);
+            }
+        }
+        cmd.current_dir(&cfg.work_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so a timeout kills the scripts a shell worker started too.
+            .process_group(0)
+            .kill_on_drop(true);
+        let spawn_err = |source| WorkerError::Spawn {
+            runtime: cfg.runtime,
+            interpreter: cfg.interpreter.clone(),
+            source,
+        };
+        let mut child = cmd.spawn().map_err(spawn_err)?;
+        let pid = child.id().unwrap_or(0);
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(spawn_err(std::io::Error::other("missing stdio pipe")));
+        };
+        let label: LogLabel = Arc::new(Mutex::new(Arc::from("init")));
+        tokio::spawn(forward_stderr(
+            stderr,
+            cfg.function_name.clone(),
+            label.clone(),
+        ));
+        let scratch =
+            (cfg.runtime == Runtime::Shell).then(|| cfg.work_dir.join(format!("run.{pid}")));
+        let mut worker = Worker {
+            child,
+            pid,
+            stdin,
+            stdout: BufReader::with_capacity(64 << 10, stdout),
+            frame: Vec::with_capacity(4096),
+            line: Vec::with_capacity(64),
+            label,
+            scratch,
+        };
+        match tokio::time::timeout(start_timeout, worker.read_header(0)).await {
+            Ok(Ok(Header::Ready)) => Ok(worker),
+            Ok(Ok(other)) => {
+                worker.kill().await;
+                Err(FrameError::BadHeader(format!("expected ready, got {other:?}")).into())
+            }
+            Ok(Err(e)) => {
+                worker.kill().await;
+                Err(e)
+            }
+            Err(_) => {
+                worker.kill().await;
+                Err(WorkerError::StartTimeout(start_timeout.as_millis()))
+            }
+        }
+    }
+
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends one event and reads the reply. Cancel-safe only in the sense that a cancelled call leaves
+    /// the worker mid-frame: the caller must then [`kill`](Worker::kill) it.
+    pub async fn call(
+        &mut self,
+        id: &Arc<str>,
+        remaining_ms: u64,
+        event: &[u8],
+    ) -> Result<Reply, WorkerError> {
+        if let Ok(mut label) = self.label.lock() {
+            *label = id.clone();
+        }
+        frame::encode_request(&mut self.frame, id, remaining_ms, event);
+        if let Err(e) = self.stdin.write_all(&self.frame).await {
+            return Err(self.exited_or(e.into()));
+        }
+        let header = self.read_header(MAX_RESULT_BYTES).await?;
+        let mut payload = vec![0u8; header.len()];
+        if let Err(e) = self.stdout.read_exact(&mut payload).await {
+            return Err(self.exited_or(e.into()));
+        }
+        Ok(match header {
+            Header::Ok { .. } => Reply::Ok(payload.into()),
+            Header::Error { .. } => Reply::Error(payload.into()),
+            Header::Exit { code, .. } => Reply::Exit {
+                code,
+                tail: payload.into(),
+            },
+            Header::Ready => return Err(FrameError::BadHeader("unexpected ready".into()).into()),
+        })
+    }
+
+    async fn read_header(&mut self, limit: usize) -> Result<Header, WorkerError> {
+        self.line.clear();
+        let n = match self.stdout.read_until(b'\n', &mut self.line).await {
+            Ok(n) => n,
+            Err(e) => return Err(self.exited_or(e.into())),
+        };
+        if n == 0 || self.line.last() != Some(&b'\n') {
+            return Err(self.exited_or(WorkerError::Exited("closed its protocol pipe".into())));
+        }
+        Ok(frame::parse_header(&self.line, limit)?)
+    }
+
+    /// A pipe error usually means the process died: report its exit status when it has one.
+    fn exited_or(&mut self, e: WorkerError) -> WorkerError {
+        match self.child.try_wait() {
+            Ok(Some(status)) => WorkerError::Exited(status.to_string()),
+            _ => e,
+        }
+    }
+
+    /// Kills the worker's whole process group and reaps it.
+    pub async fn kill(mut self) {
+        if let Some(pid) = i32::try_from(self.pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            // The group may already be gone (ESRCH): nothing left to kill then.
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        if let Some(dir) = self.scratch.take() {
+            // A few small files on a tmpfs: cheap enough to remove inline.
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Copies a worker's stderr (the function's logs) to the agent's, one line at a time, each prefixed with
+/// the function and the invocation that was running.
+async fn forward_stderr(stderr: tokio::process::ChildStderr, function: String, label: LogLabel) {
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::with_capacity(256);
+    let mut out = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let id = label
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_else(|_| Arc::from("?"));
+        out.clear();
+        out.extend_from_slice(format!("[{function} {id}] ").as_bytes());
+        out.extend_from_slice(&line);
+        if out.last() != Some(&b'\n') {
+            out.push(b'\n');
+        }
+        // One write per line keeps lines of concurrent workers whole.
+        let _ = std::io::stderr().lock().write_all(&out);
+    }
+}
