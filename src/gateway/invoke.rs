@@ -65,7 +65,10 @@ async fn invoke(
     if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", elapsed.as_secs_f64() * 1000.0)) {
         h.insert("x-lambda-duration-ms", v);
     }
-    gw.metrics.observe(&ns, &name, status.as_u16(), elapsed);
+    match gw.table.get(&ns, &name) {
+        Some(route) => route.metrics.observe(status.as_u16(), elapsed),
+        None => gw.metrics.observe(&ns, &name, status.as_u16(), elapsed),
+    }
     resp
 }
 
@@ -165,7 +168,16 @@ async fn forward(
         e.retry_after = Some(1);
         return Err(e);
     };
-    let uri = format!("http://{}/invoke", lease.endpoint.address);
+    let Some(uri) = lease.endpoint.invoke_uri.clone() else {
+        return Err(HttpError::new(
+            StatusCode::BAD_GATEWAY,
+            "ReplicaUnreachable",
+            format!(
+                "replica address {:?} of {ns}/{name} is not host:port",
+                lease.endpoint.address
+            ),
+        ));
+    };
     let mut out = Request::post(uri)
         .header("content-type", "application/json")
         .header("x-lambda-invocation-id", id)

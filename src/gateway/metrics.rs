@@ -55,7 +55,51 @@ impl Default for GatewayMetrics {
     }
 }
 
+/// Status codes the gateway answers, with a counter handle each.
+const CODES: [u16; 10] = [200, 400, 401, 404, 413, 429, 502, 503, 504, 500];
+
+/// One function's metric handles, resolved once per route change.
+#[derive(Debug, Clone)]
+pub struct RouteMetrics {
+    by_code: Vec<(u16, Counter)>,
+    duration: Histogram,
+}
+
+impl RouteMetrics {
+    /// Records one invocation without allocating.
+    pub fn observe(&self, code: u16, elapsed: Duration) {
+        if let Some((_, c)) = self.by_code.iter().find(|(k, _)| *k == code) {
+            c.inc();
+        }
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+}
+
 impl GatewayMetrics {
+    /// The handles of one function.
+    pub fn route(&self, ns: &str, name: &str) -> RouteMetrics {
+        RouteMetrics {
+            by_code: CODES
+                .iter()
+                .map(|&code| {
+                    let labels = InvocationLabels {
+                        namespace: ns.into(),
+                        function: name.into(),
+                        code,
+                    };
+                    (code, self.invocations.get_or_create(&labels).clone())
+                })
+                .collect(),
+            duration: self
+                .duration
+                .get_or_create(&FunctionLabels {
+                    namespace: ns.into(),
+                    function: name.into(),
+                })
+                .clone(),
+        }
+    }
+
     /// Records one invocation.
     pub fn observe(&self, ns: &str, name: &str, code: u16, elapsed: Duration) {
         self.invocations

@@ -90,7 +90,7 @@ impl Gateway {
             watcher::<FunctionSpec>(self.store.clone(), None, WatcherConfig::default(), None);
         cache
             .run(stream, |change| match change {
-                CacheChange::Applied(f) => self.table.upsert(f),
+                CacheChange::Applied(f) => self.table.upsert(f, &self.metrics),
                 CacheChange::Deleted(f) => self.table.remove(f.as_ref()),
                 CacheChange::Invalid(k, e) => tracing::warn!(function = %k, error = %e.message, "unreadable function; keeping its last good route"),
             })

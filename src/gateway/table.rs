@@ -14,6 +14,8 @@ use crate::api::{Function, Object};
 pub struct Endpoint {
     /// `host:port`
     pub address: String,
+    /// `http://host:port/invoke`, parsed once (not per request).
+    pub invoke_uri: Option<axum::http::Uri>,
     /// Swarm task id: the same address reused by a new task is a new endpoint.
     pub task_id: String,
     inflight: AtomicUsize,
@@ -24,6 +26,7 @@ impl Endpoint {
     pub fn new(address: &str, task_id: &str) -> Self {
         Endpoint {
             address: address.into(),
+            invoke_uri: format!("http://{address}/invoke").parse().ok(),
             task_id: task_id.into(),
             inflight: AtomicUsize::new(0),
         }
@@ -46,6 +49,8 @@ pub struct Route {
     pub concurrency: usize,
     pub http: bool,
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// This function's metric handles (no label allocation per request).
+    pub metrics: super::metrics::RouteMetrics,
     /// Rotates the starting point of the scan so ties spread over replicas.
     cursor: AtomicUsize,
 }
@@ -97,13 +102,9 @@ impl Route {
 /// waiting for a function's first endpoint).
 #[derive(Default)]
 pub struct Table {
-    routes: RwLock<HashMap<String, Arc<Route>>>,
+    /// namespace → name → route: lookups by `&str`, without building a key per request.
+    routes: RwLock<HashMap<String, HashMap<String, Arc<Route>>>>,
     pub changed: tokio::sync::Notify,
-}
-
-/// The table key of a function.
-pub fn route_key(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
 }
 
 impl Table {
@@ -112,16 +113,17 @@ impl Table {
         self.routes
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&route_key(namespace, name))
+            .get(namespace)
+            .and_then(|m| m.get(name))
             .cloned()
     }
 
     /// Installs the route of a function from its latest state, keeping the in-flight counts
     /// of endpoints that stay (same task, same address).
-    pub fn upsert(&self, f: &Function) {
-        let key = route_key(f.metadata.namespace(), &f.metadata.name);
+    pub fn upsert(&self, f: &Function, metrics: &super::metrics::GatewayMetrics) {
+        let (ns, name) = (f.metadata.namespace(), f.metadata.name.as_str());
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
-        let old = routes.get(&key).cloned();
+        let old = routes.get(ns).and_then(|m| m.get(name)).cloned();
         let status = f.status.clone().unwrap_or_default();
         let endpoints = status
             .endpoints
@@ -137,8 +139,8 @@ impl Table {
                     .unwrap_or_else(|| Arc::new(Endpoint::new(&e.address, &e.task_id)))
             })
             .collect();
-        routes.insert(
-            key,
+        routes.entry(ns.to_string()).or_default().insert(
+            name.to_string(),
             Arc::new(Route {
                 namespace: f.metadata.namespace().to_string(),
                 name: f.metadata.name.clone(),
@@ -147,6 +149,7 @@ impl Table {
                 concurrency: f.spec.concurrency.max(1) as usize,
                 http: f.spec.triggers.http && !f.is_deleting(),
                 endpoints,
+                metrics: metrics.route(ns, name),
                 cursor: AtomicUsize::new(0),
             }),
         );
@@ -156,17 +159,25 @@ impl Table {
 
     /// Removes a deleted function.
     pub fn remove<K: crate::api::Resource>(&self, f: &Object<K>) {
-        let key = route_key(f.metadata.namespace(), &f.metadata.name);
-        self.routes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = routes.get_mut(f.metadata.namespace()) {
+            m.remove(&f.metadata.name);
+            if m.is_empty() {
+                routes.remove(f.metadata.namespace());
+            }
+        }
+        drop(routes);
         self.changed.notify_waiters();
     }
 
     /// Number of functions known.
     pub fn len(&self) -> usize {
-        self.routes.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(HashMap::len)
+            .sum()
     }
 
     /// True when no function is known.
@@ -234,7 +245,8 @@ mod tests {
             ..Default::default()
         });
         let table = Table::default();
-        table.upsert(&f);
+        let m = super::super::metrics::GatewayMetrics::default();
+        table.upsert(&f, &m);
         let lease = table.get("default", "f").unwrap().acquire().unwrap();
         let addr = lease.endpoint.address.clone();
         f.status = Some(FunctionStatus {
@@ -244,7 +256,7 @@ mod tests {
             ],
             ..Default::default()
         });
-        table.upsert(&f);
+        table.upsert(&f, &m);
         let r = table.get("default", "f").unwrap();
         let kept = r.endpoints.iter().find(|e| e.address == addr).unwrap();
         assert_eq!(kept.inflight(), 1);
