@@ -201,6 +201,7 @@ mod tests {
             endpoints: (0..n)
                 .map(|i| Arc::new(Endpoint::new(&format!("10.0.0.{i}:80"), &format!("t{i}"))))
                 .collect(),
+            metrics: crate::gateway::metrics::GatewayMetrics::default().route("default", "f"),
             cursor: AtomicUsize::new(0),
         }
     }
