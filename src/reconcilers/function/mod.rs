@@ -168,16 +168,14 @@ pub async fn reconcile(
         // A hand edit may leave an object that parses but does not validate (or, seen only by
         // a fresh read, does not parse at all: the cache keeps the last good state). Report it
         // and leave the running service alone; the finalizer helper could not even write it.
-        let invalid = match f.validate() {
-            Err(errors) => Some(errors.to_string()),
-            Ok(()) => match ctx
-                .store
-                .get::<FunctionSpec>(f.metadata.namespace(), &f.metadata.name)
-                .await
-            {
-                Err(StoreError::Invalid { message, .. }) => Some(message),
-                _ => None,
-            },
+        // The fresh read comes first: the cached object may be the last one that parsed.
+        let invalid = match ctx
+            .store
+            .get::<FunctionSpec>(f.metadata.namespace(), &f.metadata.name)
+            .await
+        {
+            Err(StoreError::Invalid { message, .. }) => Some(message),
+            _ => f.validate().err().map(|errors| errors.to_string()),
         };
         if let Some(message) = invalid {
             return invalid_spec(&f, &ctx, &message)

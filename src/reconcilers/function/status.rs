@@ -317,7 +317,14 @@ mod tests {
             "task: non-zero exit (1)",
             "2026-11-25T10:00:04Z",
         );
-        let o = observe(&service(), &[crash.clone()], &nodes(), 1, true, false);
+        let o = observe(
+            &service(),
+            std::slice::from_ref(&crash),
+            &nodes(),
+            1,
+            true,
+            false,
+        );
         assert_eq!(
             (o.reason, o.message.as_str()),
             (reason::TASK_FAILED, "task: non-zero exit (1)")
