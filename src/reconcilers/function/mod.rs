@@ -634,6 +634,9 @@ async fn cleanup(f: &Function, ctx: &Context) -> Result<Action, FunctionError> {
             swarm.remove_secret(&id).await.map_err(&err)?;
         }
     }
+    if let Ok(mut m) = ctx.attempted.lock() {
+        m.remove(&f.key());
+    }
     Ok(Action::await_change())
 }
 

@@ -1,4 +1,0 @@
-#!/bin/sh
-echo "Content-Type: text/plain"
-echo ""
-cat /var/lambda/code
