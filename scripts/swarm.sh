@@ -91,14 +91,22 @@ manager_up() { running "$MGR/dockerd.pid" && dk version >/dev/null 2>&1; }
 swarm_state() { dk info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null; }
 link_exists() { ip link show "$1" >/dev/null 2>&1; }
 
+# bridge_mac NAME — a stable, locally administered unicast MAC for bridge NAME.
+bridge_mac() { printf '%s' "$1" | sha256sum | sed -E 's/^(..)(..)(..)(..)(..).*/02:\1:\2:\3:\4:\5/'; }
+
 # ensure_bridge NAME CIDR MARKER — create a bridge carrying CIDR; MARKER records that we made it (down deletes
 # only bridges we made).
 ensure_bridge() {
   local name=$1 cidr=$2 marker=$3
   if ! link_exists "$name"; then
-    ip link add "$name" type bridge
+    # A fixed MAC: a bridge without one takes the lowest MAC of its ports, so removing a container (or a
+    # node's veth) can change the gateway's MAC under the others' ARP caches and black-hole their replies
+    # to the host for up to a minute. (Docker pins the MAC of bridges it creates, not of ours.)
+    ip link add "$name" address "$(bridge_mac "$name")" type bridge
     touch "$marker"
   fi
+  # Also for a bridge made by an older version of this script.
+  [ "$(cat "/sys/class/net/$name/address")" = "$(bridge_mac "$name")" ] || ip link set dev "$name" address "$(bridge_mac "$name")"
   ip -4 addr show dev "$name" | grep -qF " $cidr " || ip addr add "$cidr" dev "$name"
   ip link set "$name" up
 }

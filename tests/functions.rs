@@ -295,7 +295,7 @@ fn indent(s: &str) -> String {
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
-        .connect_timeout(Duration::from_secs(1))
+        .connect_timeout(Duration::from_secs(2))
         // busybox httpd closes every connection; never race a reused one.
         .pool_max_idle_per_host(0)
         .build()
@@ -323,29 +323,8 @@ async fn code_at(client: &reqwest::Client, address: &str) -> Result<String, Stri
     resp.text().await.map_err(|e| format!("{address}: {e}"))
 }
 
-/// A transport failure (no HTTP answer) rather than a wrong answer.
-fn is_transport(e: &str) -> bool {
-    !e.contains(": HTTP ")
-}
-
-/// The code an endpoint serves, retrying transport failures for up to 20 s (see the load loop).
-async fn code_eventually(client: &reqwest::Client, address: &str) -> Result<String, String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match code_at(client, address).await {
-            Err(e) if is_transport(&e) && Instant::now() < deadline => {
-                eprintln!("transport stall, retrying: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            r => return r,
-        }
-    }
-}
-
 fn shell_fn(code: &str, replicas: u32) -> String {
-    format!(
-        "runtime: shell\ncode:\n  inline: \"{code}\"\nminReplicas: {replicas}\nresources:\n  cpuMillis: 2000\n"
-    )
+    format!("runtime: shell\ncode:\n  inline: \"{code}\"\nminReplicas: {replicas}\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,7 +341,7 @@ async fn apply_ready_rolling_code_change_without_failures_and_scaling() {
     assert_eq!(st.condition("Ready").unwrap().reason, "Running");
     let ep = &st.endpoints[0];
     assert!(!ep.task_id.is_empty() && !ep.node_id.is_empty(), "{ep:?}");
-    assert_eq!(code_eventually(&client, &ep.address).await.unwrap(), "v1");
+    assert_eq!(code_at(&client, &ep.address).await.unwrap(), "v1");
     assert_eq!(p.configs("hello").await.len(), 1);
     let events = lambda::runtime::events::events_for(&p.store, "Function", &p.ns, "hello")
         .await
@@ -381,7 +360,7 @@ async fn apply_ready_rolling_code_change_without_failures_and_scaling() {
         let done = done.clone();
         let client = client.clone();
         tokio::spawn(async move {
-            let (mut ok, mut failed, mut retried) = (0u32, Vec::new(), Vec::new());
+            let (mut ok, mut failed) = (0u32, Vec::new());
             let mut i = 0usize;
             let started = Instant::now();
             while !done.is_cancelled() {
@@ -394,45 +373,6 @@ async fn apply_ready_rolling_code_change_without_failures_and_scaling() {
                     let ep = &eps[i % eps.len()];
                     match code_at(&client, &ep.address).await {
                         Ok(_) => ok += 1,
-                        // Like the gateway: a connection that was never established reached no
-                        // function, so it is retried on a fresh read of the endpoints.
-                        Err(e) if is_transport(&e) => {
-                            // Retried for up to 20 s on fresh reads; still failing is a failure.
-                            // (On this shared host a container is now and then unreachable from
-                            // the host for seconds after it started, rollout or not.)
-                            retried.push(format!(
-                                "{e} (task {}, {:?})",
-                                ep.task_id,
-                                started.elapsed()
-                            ));
-                            let mut last = e;
-                            let deadline = Instant::now() + Duration::from_secs(20);
-                            let mut served = false;
-                            while Instant::now() < deadline {
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                                let f = store.get::<FunctionSpec>(&ns, "hello").await.expect("get");
-                                let eps = f.status.map(|s| s.endpoints).unwrap_or_default();
-                                let Some(ep2) = eps.get(i % eps.len().max(1)) else {
-                                    continue;
-                                };
-                                match code_at(&client, &ep2.address).await {
-                                    Ok(_) => {
-                                        served = true;
-                                        break;
-                                    }
-                                    Err(e) if is_transport(&e) => last = e,
-                                    Err(e) => {
-                                        last = e;
-                                        break;
-                                    }
-                                }
-                            }
-                            if served {
-                                ok += 1;
-                            } else {
-                                failed.push(format!("{last} (after retries)"));
-                            }
-                        }
                         Err(e) => failed.push(format!(
                             "{e} (task {}, {:?} after the load started)",
                             ep.task_id,
@@ -442,7 +382,7 @@ async fn apply_ready_rolling_code_change_without_failures_and_scaling() {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            (ok, failed, retried)
+            (ok, failed)
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -450,16 +390,11 @@ async fn apply_ready_rolling_code_change_without_failures_and_scaling() {
     p.apply("hello", &shell_fn("v2", 1));
     let f = p.wait_ready("hello", 1, Duration::from_secs(60)).await;
     let addr = f.status.clone().unwrap().endpoints[0].address.clone();
-    assert_eq!(code_eventually(&client, &addr).await.unwrap(), "v2");
+    assert_eq!(code_at(&client, &addr).await.unwrap(), "v2");
     let took = rollout.elapsed();
-    eprintln!(
-        "rollout: {:?} after the load started; tasks now: {}",
-        rollout.duration_since(Instant::now() - took - Duration::from_millis(500)),
-        docker(&["service", "ps", "--no-trunc", &service_name(&p.ns, "hello")]).unwrap_or_default()
-    );
     tokio::time::sleep(Duration::from_millis(2500)).await;
     done.cancel();
-    let (ok, failed, retried) = load.await.expect("load loop");
+    let (ok, failed) = load.await.expect("load loop");
     assert!(ok > 20, "too few requests during the rollout: {ok}");
     assert!(
         failed.is_empty(),
@@ -467,10 +402,7 @@ async fn apply_ready_rolling_code_change_without_failures_and_scaling() {
         failed.len(),
         ok as usize + failed.len()
     );
-    eprintln!(
-        "rollout took {took:?}; {ok} requests, none failed; {} transport stalls retried: {retried:?}",
-        retried.len()
-    );
+    eprintln!("rollout took {took:?}; {ok} requests, none failed");
     // The old code's config goes once no service needs it.
     let start = Instant::now();
     loop {
@@ -494,7 +426,7 @@ async fn apply_ready_rolling_code_change_without_failures_and_scaling() {
     addrs.dedup();
     assert_eq!(addrs.len(), 3, "{eps:?}");
     for a in &addrs {
-        assert_eq!(code_eventually(&client, a).await.unwrap(), "v2");
+        assert_eq!(code_at(&client, a).await.unwrap(), "v2");
     }
     p.apply("hello", &shell_fn("v2", 1));
     p.wait_ready("hello", 1, Duration::from_secs(60)).await;
@@ -743,5 +675,5 @@ async fn lambda_controller_process_runs_functions() {
     let _ = child.wait();
     let f = res.expect("Ready in time");
     let addr = f.status.unwrap().endpoints[0].address.clone();
-    assert_eq!(code_eventually(&http(), &addr).await.unwrap(), "p1");
+    assert_eq!(code_at(&http(), &addr).await.unwrap(), "p1");
 }
