@@ -161,10 +161,14 @@ impl Swarm {
     }
 }
 
-/// The host ports Swarm published for a task, from `Status.PortStatus`. Docker lists each
-/// host-mode port twice (IPv4 and IPv6); the result is deduplicated and sorted.
+/// The host ports Swarm published for a task, from `Status.PortStatus`, in Docker's order.
+///
+/// Docker lists each host-mode port once per address family, IPv4 first: usually the same port
+/// twice, but the two differ when the IPv4 port was taken on the node (e.g. by a client's
+/// ephemeral port, which shares the 32768+ range). Exact duplicates are dropped and the order is
+/// kept, so the first entry of a target port is its IPv4 port.
 pub fn published_ports(task: &Task) -> Vec<PublishedPort> {
-    let mut out: Vec<PublishedPort> = task
+    let all: Vec<PublishedPort> = task
         .status
         .as_ref()
         .and_then(|s| s.port_status.as_ref())
@@ -178,8 +182,12 @@ pub fn published_ports(task: &Task) -> Vec<PublishedPort> {
             })
         })
         .collect();
-    out.sort();
-    out.dedup();
+    let mut out: Vec<PublishedPort> = Vec::with_capacity(all.len());
+    for p in all {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
     out
 }
 
@@ -214,7 +222,12 @@ mod tests {
         let task = Task {
             status: Some(TaskStatus {
                 port_status: Some(PortStatus {
-                    ports: Some(vec![port(8080, 32769), port(8080, 32769), port(9090, 0)]),
+                    ports: Some(vec![
+                        port(8080, 32770),
+                        port(8080, 32769),
+                        port(8080, 32770),
+                        port(9090, 0),
+                    ]),
                 }),
                 timestamp: Some("2026-11-25T10:00:00.123456789Z".into()),
                 ..Default::default()
@@ -223,10 +236,17 @@ mod tests {
         };
         assert_eq!(
             published_ports(&task),
-            vec![PublishedPort {
-                target: 8080,
-                published: 32769
-            }]
+            vec![
+                PublishedPort {
+                    target: 8080,
+                    published: 32770
+                },
+                PublishedPort {
+                    target: 8080,
+                    published: 32769
+                }
+            ],
+            "IPv4 (listed first) stays first"
         );
         assert!(task_time(&task).is_some());
         assert!(published_ports(&Task::default()).is_empty());

@@ -92,6 +92,7 @@ pub fn observe(
         .filter_map(|t| {
             let node_id = t.node_id.clone()?;
             let host = addrs.get(&node_id)?;
+            // The first entry of a port is its IPv4 one (node addresses are IPv4).
             let port = published_ports(t)
                 .into_iter()
                 .find(|p| p.target == AGENT_PORT)?;
