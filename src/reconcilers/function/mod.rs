@@ -15,16 +15,16 @@
 //!   (deleted behind the controller's back, e.g. `etcdctl del`).
 //! - Docker's event stream triggers the affected functions, so status follows Swarm quickly.
 
+mod cleanup;
 pub mod spec;
 pub mod status;
 pub mod sweep;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::models::{Service, ServiceUpdateStatusStateEnum};
-use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ConditionStatus, Function, FunctionSpec, ObjectKey, function::FunctionStatus};
@@ -187,7 +187,7 @@ pub async fn reconcile(
     finalizer(&store, FINALIZER, f, |ev| async move {
         match ev {
             FinalizerEvent::Apply(f) => apply(&f, &ctx).await,
-            FinalizerEvent::Cleanup(f) => cleanup(&f, &ctx).await,
+            FinalizerEvent::Cleanup(f) => cleanup::cleanup(&f, &ctx).await,
         }
     })
     .await
@@ -478,7 +478,7 @@ async fn apply(f: &Function, ctx: &Context) -> Result<Action, FunctionError> {
     if obs.is_ready()
         && let Some(code) = &code
     {
-        remove_old_configs(ctx, f, &code.id).await;
+        cleanup::remove_old_configs(ctx, f, &code.id).await;
     }
     Ok(if obs.is_ready() {
         Action::await_change()
@@ -523,121 +523,6 @@ async fn record_status(
             .await;
     }
     Ok(())
-}
-
-/// Removes the function's configs other than `keep` (old code versions). A config a service
-/// still references (e.g. for rollback) is refused by Swarm and kept.
-async fn remove_old_configs(ctx: &Context, f: &Function, keep: &str) {
-    let ns = f.metadata.namespace();
-    let filter = [
-        (labels::MANAGED, "true"),
-        (labels::INSTANCE, ctx.cfg.instance.as_str()),
-        (labels::NAMESPACE, ns),
-        (labels::NAME, f.metadata.name.as_str()),
-    ];
-    let configs = match ctx.cfg.swarm.list_configs(&filter).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(function = %f.key(), error = %e, "listing old configs");
-            return;
-        }
-    };
-    for c in configs {
-        let Some(id) = c.id else { continue };
-        if id == keep {
-            continue;
-        }
-        match ctx.cfg.swarm.remove_config(&id).await {
-            Ok(()) => tracing::info!(function = %f.key(), config = %id, "removed old code config"),
-            Err(e) if e.is_conflict() => {}
-            Err(e) => tracing::warn!(function = %f.key(), error = %e, "removing old config"),
-        }
-    }
-}
-
-async fn cleanup(f: &Function, ctx: &Context) -> Result<Action, FunctionError> {
-    let swarm = &ctx.cfg.swarm;
-    let err = ctx.swarm_err(f);
-    let sname = service_name(f.metadata.namespace(), &f.metadata.name);
-    let mut service_ids: HashSet<String> = f
-        .status
-        .as_ref()
-        .and_then(|s| s.service_id.clone())
-        .into_iter()
-        .collect();
-    if let Some(svc) = swarm.inspect_service(&sname).await.map_err(&err)?
-        && owned_by_us(&svc, f, &ctx.cfg.instance)
-    {
-        service_ids.extend(svc.id.clone());
-        swarm.remove_service(&sname).await.map_err(&err)?;
-        tracing::info!(function = %f.key(), service = %sname, "removed service");
-        ctx.event(
-            f,
-            EventType::Normal,
-            "Deleted",
-            &format!("removed service {sname}"),
-        )
-        .await;
-    }
-    // Tasks outlive their service for the stop grace period; wait (bounded) so the function is
-    // gone when its object is.
-    let since = f.metadata.deletion_timestamp.unwrap_or_else(Utc::now);
-    if !service_ids.is_empty() && Utc::now() - since < TASK_DRAIN_LIMIT {
-        let tasks = swarm
-            .list_tasks(&TaskFilter::default())
-            .await
-            .map_err(&err)?;
-        let left = tasks
-            .iter()
-            .filter(|t| {
-                t.service_id
-                    .as_ref()
-                    .is_some_and(|s| service_ids.contains(s))
-                    && t.status
-                        .as_ref()
-                        .and_then(|s| s.container_status.as_ref())
-                        .and_then(|c| c.container_id.as_ref())
-                        .is_some()
-                    && !matches!(
-                        crate::swarm::task_state(t),
-                        Some(
-                            bollard::models::TaskState::SHUTDOWN
-                                | bollard::models::TaskState::FAILED
-                                | bollard::models::TaskState::COMPLETE
-                                | bollard::models::TaskState::REJECTED
-                                | bollard::models::TaskState::ORPHANED
-                                | bollard::models::TaskState::REMOVE
-                        )
-                    )
-            })
-            .count();
-        if left > 0 {
-            tracing::debug!(function = %f.key(), tasks = left, "waiting for tasks to stop");
-            return Ok(Action::requeue(Duration::from_millis(500)));
-        }
-    }
-    let uid = f.metadata.uid.clone().unwrap_or_default();
-    let filter = [
-        (labels::MANAGED, "true"),
-        (labels::INSTANCE, ctx.cfg.instance.as_str()),
-        (labels::NAMESPACE, f.metadata.namespace()),
-        (labels::NAME, f.metadata.name.as_str()),
-        (labels::UID, uid.as_str()),
-    ];
-    for c in swarm.list_configs(&filter).await.map_err(&err)? {
-        if let Some(id) = c.id {
-            swarm.remove_config(&id).await.map_err(&err)?;
-        }
-    }
-    for s in swarm.list_secrets(&filter).await.map_err(&err)? {
-        if let Some(id) = s.id {
-            swarm.remove_secret(&id).await.map_err(&err)?;
-        }
-    }
-    if let Ok(mut m) = ctx.attempted.lock() {
-        m.remove(&f.key());
-    }
-    Ok(Action::await_change())
 }
 
 /// Runs the function controller, its event trigger and its sweep until `stop`.
