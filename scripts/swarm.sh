@@ -14,7 +14,8 @@
 # /24: node k is .(k+1)), LAMBDA_SWARM_NETWORK (lambda-net), LAMBDA_SWARM_ADDR_POOL (10.252.0.0/16, overlay
 # subnets), LAMBDA_MANAGER_AVAILABILITY (active; `drain` keeps tasks off the manager),
 # LAMBDA_MANAGER_BRIDGE_CIDR (172.31.254.1/24) and LAMBDA_MANAGER_GW_SUBNET (172.31.255.0/24) for the manager
-# dockerd's own bridges, LAMBDA_SWARM_INGRESS (remove; `keep` keeps the useless-here ingress network).
+# dockerd's own bridges, named LAMBDA_MANAGER_DOCKER_BRIDGE (lambda-docker0) and LAMBDA_MANAGER_GW_BRIDGE (lambda-gw0)
+# (override all of these to run a second platform beside another in one network namespace), LAMBDA_SWARM_INGRESS (remove; `keep` keeps the useless-here ingress network).
 #
 # Kernel facts behind the choices (see /work/shared/reference/README.md): no dummy interfaces (so the manager
 # address sits on an empty bridge), no IPVS (so no routing mesh/VIPs: publish mode=host, endpoint-mode dnsrr),
@@ -40,9 +41,9 @@ ADDR_POOL=${LAMBDA_SWARM_ADDR_POOL:-10.252.0.0/16}
 AVAILABILITY=${LAMBDA_MANAGER_AVAILABILITY:-active}
 # The manager dockerd lives in the host's network namespace, where a system dockerd may also live. Give its
 # default bridge and its docker_gwbridge their own Linux names and subnets so the two never share a bridge.
-DOCKER_BRIDGE=lambda-docker0
+DOCKER_BRIDGE=${LAMBDA_MANAGER_DOCKER_BRIDGE:-lambda-docker0}
 DOCKER_BRIDGE_CIDR=${LAMBDA_MANAGER_BRIDGE_CIDR:-172.31.254.1/24}
-GW_BRIDGE=lambda-gw0
+GW_BRIDGE=${LAMBDA_MANAGER_GW_BRIDGE:-lambda-gw0}
 GW_SUBNET=${LAMBDA_MANAGER_GW_SUBNET:-172.31.255.0/24}
 DOCKER_USER_RULE=(-i "$BRIDGE" -o "$BRIDGE" -j ACCEPT)
 
@@ -90,14 +91,22 @@ manager_up() { running "$MGR/dockerd.pid" && dk version >/dev/null 2>&1; }
 swarm_state() { dk info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null; }
 link_exists() { ip link show "$1" >/dev/null 2>&1; }
 
+# bridge_mac NAME — a stable, locally administered unicast MAC for bridge NAME.
+bridge_mac() { printf '%s' "$1" | sha256sum | sed -E 's/^(..)(..)(..)(..)(..).*/02:\1:\2:\3:\4:\5/'; }
+
 # ensure_bridge NAME CIDR MARKER — create a bridge carrying CIDR; MARKER records that we made it (down deletes
 # only bridges we made).
 ensure_bridge() {
   local name=$1 cidr=$2 marker=$3
   if ! link_exists "$name"; then
-    ip link add "$name" type bridge
+    # A fixed MAC: a bridge without one takes the lowest MAC of its ports, so removing a container (or a
+    # node's veth) can change the gateway's MAC under the others' ARP caches and black-hole their replies
+    # to the host for up to a minute. (Docker pins the MAC of bridges it creates, not of ours.)
+    ip link add "$name" address "$(bridge_mac "$name")" type bridge
     touch "$marker"
   fi
+  # Also for a bridge made by an older version of this script.
+  [ "$(cat "/sys/class/net/$name/address")" = "$(bridge_mac "$name")" ] || ip link set dev "$name" address "$(bridge_mac "$name")"
   ip -4 addr show dev "$name" | grep -qF " $cidr " || ip addr add "$cidr" dev "$name"
   ip link set "$name" up
 }

@@ -13,3 +13,4 @@ pub mod openstack;
 pub mod reconcilers;
 pub mod runtime;
 pub mod store;
+pub mod swarm;

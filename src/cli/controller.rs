@@ -8,9 +8,12 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use crate::reconcilers::function::FunctionsConfig;
+use crate::reconcilers::function::spec::RuntimeImages;
 use crate::reconcilers::{self, ControllersConfig};
 use crate::runtime::Metrics;
 use crate::runtime::leader::{LeaderConfig, run_elected};
+use crate::swarm::Swarm;
 
 use super::GlobalArgs;
 
@@ -35,6 +38,50 @@ pub struct ControllerArgs {
     /// Every object is reconciled at least this often.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub resync: Duration,
+    /// Docker Swarm manager the function controller drives (unix:///path or tcp://host:port);
+    /// without it (and without DOCKER_HOST) functions are not reconciled.
+    #[arg(long, env = "DOCKER_HOST")]
+    pub docker_host: Option<String>,
+    /// Image of a runtime, `runtime=image` (repeatable); overrides
+    /// $LAMBDA_HOME/images/versions.env.
+    #[arg(long = "runtime-image", value_name = "RUNTIME=IMAGE")]
+    pub runtime_images: Vec<String>,
+    /// This platform's id in the labels of the Swarm objects it owns (default: derived from the
+    /// etcd cluster id and key prefix). Platforms sharing a Swarm need different ids.
+    #[arg(long)]
+    pub instance: Option<String>,
+}
+
+/// The runtime images: `$LAMBDA_HOME/images/versions.env` when present, then the flags.
+fn runtime_images(flags: &[String]) -> Result<RuntimeImages> {
+    let mut images = match std::env::var_os("LAMBDA_HOME") {
+        Some(home) => {
+            let path = std::path::Path::new(&home).join("images/versions.env");
+            if path.exists() {
+                RuntimeImages::from_env_file(&path)?
+            } else {
+                RuntimeImages::default()
+            }
+        }
+        None => RuntimeImages::default(),
+    };
+    for f in flags {
+        images.set_flag(f)?;
+    }
+    Ok(images)
+}
+
+/// A stable id of this platform: its etcd cluster and key prefix.
+async fn default_instance(store: &crate::store::Store) -> Result<String> {
+    use sha2::Digest;
+    let status = store
+        .client()
+        .status()
+        .await
+        .context("reading the etcd cluster id")?;
+    let cluster = status.header().map(|h| h.cluster_id()).unwrap_or(0);
+    let h = sha2::Sha256::digest(format!("{cluster:x}{}", store.keys().root()).as_bytes());
+    Ok(hex::encode(&h[..6]))
 }
 
 fn default_identity() -> String {
@@ -76,10 +123,31 @@ pub async fn run(g: &GlobalArgs, args: ControllerArgs) -> Result<()> {
         ttl: args.lease_ttl,
         request_timeout: g.etcd_timeout,
     };
+    let functions = match &args.docker_host {
+        Some(host) => {
+            let swarm = Swarm::connect(Some(host)).await?;
+            let instance = match args.instance.clone() {
+                Some(i) => i,
+                None => default_instance(&store).await?,
+            };
+            let images = runtime_images(&args.runtime_images)?;
+            eprintln!(
+                "function controller: Docker {host} (API {}), instance {instance}, images {:?}",
+                swarm.api_version(),
+                images.0
+            );
+            Some(FunctionsConfig::new(swarm, images, &instance))
+        }
+        None => {
+            eprintln!("function controller disabled: no --docker-host (or DOCKER_HOST)");
+            None
+        }
+    };
     let cfg = ControllersConfig {
         namespace: args.watch_namespace,
         event_ttl: args.event_ttl,
         resync: args.resync,
+        functions,
     };
     metrics.set_ready(true);
     eprintln!(

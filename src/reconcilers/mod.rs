@@ -1,5 +1,6 @@
 //! The reconcilers the `lambda controller` process runs, one module each (design §3).
 
+pub mod function;
 pub mod gc;
 
 use std::sync::Arc;
@@ -19,6 +20,8 @@ pub struct ControllersConfig {
     pub event_ttl: Duration,
     /// Every object is reconciled at least this often.
     pub resync: Duration,
+    /// The function controller's settings; `None` runs without it (no Docker configured).
+    pub functions: Option<function::FunctionsConfig>,
 }
 
 impl Default for ControllersConfig {
@@ -27,6 +30,7 @@ impl Default for ControllersConfig {
             namespace: None,
             event_ttl: crate::runtime::events::DEFAULT_EVENT_TTL,
             resync: Duration::from_secs(300),
+            functions: None,
         }
     }
 }
@@ -38,5 +42,14 @@ pub async fn run_all(
     cfg: ControllersConfig,
     stop: CancellationToken,
 ) {
-    gc::run(store, metrics, &cfg, stop).await;
+    let functions = async {
+        match cfg.functions.clone() {
+            Some(f) => function::run(store.clone(), metrics.clone(), &cfg, f, stop.clone()).await,
+            None => tracing::info!("function controller not started: no Docker host configured"),
+        }
+    };
+    tokio::join!(
+        gc::run(store.clone(), metrics.clone(), &cfg, stop.clone()),
+        functions
+    );
 }
