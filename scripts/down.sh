@@ -1,4 +1,11 @@
 #!/usr/bin/env bash
-# Stops what scripts/up.sh started (by recorded PIDs only).
+# Stops and removes what scripts/up.sh (`lambda up`) started: functions (their Swarm services),
+# gateway, controller, Swarm, etcd — by recorded PIDs only. `--purge` also deletes the data.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$PROJECT_ROOT"
+L="$PROJECT_ROOT/target/release/lambda"
+if [ -x "$L" ]; then
+  exec "$L" down --project-dir "$PROJECT_ROOT" "$@"
+fi
+"$PROJECT_ROOT/scripts/swarm.sh" down
 "$PROJECT_ROOT/scripts/etcd.sh" down

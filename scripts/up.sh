@@ -1,25 +1,13 @@
 #!/usr/bin/env bash
-# Brings up the local platform and shows the example objects. Idempotent: running it again is
-# harmless. `scripts/down.sh` stops what it started.
-#
-# Today: installs the build and runtime packages, builds `lambda`, starts etcd, applies
-# examples/ and lists them. (Docker Swarm workers, the controller and the gateway join as their
-# issues land.)
+# The set-up command: on a fresh machine, installs what is missing, builds `lambda`, and runs
+# `lambda up` — etcd, a Docker Swarm, the runtime images (with the static agent), the controller
+# and the gateway — then applies examples/, waits for the functions to become Ready and invokes
+# one. Idempotent: running it again is harmless. `scripts/down.sh` (= `lambda down`) removes
+# everything it created.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$PROJECT_ROOT"
 
-apt_ensure protobuf-compiler etcd-server etcd-client
+apt_ensure protobuf-compiler etcd-server etcd-client docker.io iptables iproute2 busybox-static debootstrap
 log "building lambda (release)"
 cargo build --release --locked --bin lambda
-"$PROJECT_ROOT/scripts/etcd.sh" up
-export LAMBDA_ETCD_ENDPOINTS=http://127.0.0.1:${LAMBDA_ETCD_PORT:-2379}
-L="$PROJECT_ROOT/target/release/lambda"
-log "applying examples/"
-"$L" apply -f examples/
-for kind in functions nodepools snapshotimages; do
-  log "lambda get $kind"
-  "$L" get "$kind" -o wide
-done
-echo
-echo "etcd:    $LAMBDA_ETCD_ENDPOINTS"
-echo "lambda:  $L   (try: $L describe fn hello)"
+exec "$PROJECT_ROOT/target/release/lambda" up --project-dir "$PROJECT_ROOT" "$@"

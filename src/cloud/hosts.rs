@@ -116,8 +116,19 @@ impl Hosts {
         .await
         .is_err()
         {
+            // A fixed MAC (the one scripts/swarm.sh gives the same bridge): without one a bridge
+            // takes the lowest MAC of its ports, so a host leaving can change the gateway's MAC
+            // under the others' ARP caches and black-hole their replies.
             run(
-                Command::new("ip").args(["link", "add", &self.bridge, "type", "bridge"]),
+                Command::new("ip").args([
+                    "link",
+                    "add",
+                    &self.bridge,
+                    "address",
+                    &bridge_mac(&self.bridge),
+                    "type",
+                    "bridge",
+                ]),
                 "create bridge",
             )
             .await?;
@@ -514,6 +525,17 @@ fn reap_shims(exec_root: &Path) {
     }
 }
 
+/// A stable, locally administered MAC for a bridge: `02:` + the first five bytes of the
+/// SHA-256 of its name (as `scripts/swarm.sh` computes it).
+pub fn bridge_mac(name: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(name.as_bytes());
+    format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        h[0], h[1], h[2], h[3], h[4]
+    )
+}
+
 /// A hostname from a server name: lower case, `[a-z0-9-]`, at most 63 characters.
 pub fn hostname_of(name: &str) -> String {
     let mut h: String = name
@@ -534,6 +556,25 @@ pub fn hostname_of(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bridge_mac_matches_swarm_sh() {
+        // printf lambda0 | sha256sum → the same five bytes scripts/swarm.sh uses.
+        let out = std::process::Command::new("sh")
+            .args(["-c", "printf lambda0 | sha256sum | cut -c1-10"])
+            .output()
+            .unwrap();
+        let hex = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let want = format!(
+            "02:{}:{}:{}:{}:{}",
+            &hex[0..2],
+            &hex[2..4],
+            &hex[4..6],
+            &hex[6..8],
+            &hex[8..10]
+        );
+        assert_eq!(bridge_mac("lambda0"), want);
+    }
 
     #[test]
     fn hostnames() {
