@@ -9,7 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$PROJECT_ROOT"
 
 log "checking system packages"
-apt_ensure protobuf-compiler etcd-server etcd-client openssl docker.io iptables iproute2 busybox-static
+apt_ensure protobuf-compiler etcd-server etcd-client openssl docker.io iptables iproute2 busybox-static debootstrap
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -27,6 +27,8 @@ trap cleanup EXIT
 
 # The Docker Swarm manager the Swarm tests join workers to.
 "$PROJECT_ROOT/scripts/swarm.sh" up
+# The runtime images (static agent + python3/node/shell) the end-to-end function tests run.
+"$PROJECT_ROOT/scripts/images.sh"
 # A real OpenStack for the contract suite (first start on a fresh machine: ~2 min).
 "$PROJECT_ROOT/scripts/openstack/up.sh"
 

@@ -1,0 +1,418 @@
+//! The whole invocation path end to end, as a user drives it: `lambda apply` → the function
+//! reconciler runs the real runtime images (with the real agent) as Swarm services → Ready →
+//! invoke through the gateway over HTTP (bearer token) and with `lambda invoke`. Needs the
+//! Swarm of `scripts/swarm.sh up` and the images of `scripts/images.sh` (the test command
+//! builds both; these tests fail, never skip, when they are missing).
+//!
+//! The controller and gateway run on the test's runtime, so the tests use a multi-threaded one:
+//! the blocking `lambda` CLI calls must not stall the servers they talk to.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Etcd, lambda};
+use lambda::api::{Conditions, FunctionSpec};
+use lambda::gateway::{GatewayConfig, apikeys};
+use lambda::reconcilers::function::FunctionsConfig;
+use lambda::reconcilers::function::spec::{RuntimeImages, service_name};
+use lambda::reconcilers::{self, ControllersConfig};
+use lambda::runtime::Metrics;
+use lambda::swarm::{Swarm, labels};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn swarm_env(key: &str) -> String {
+    let out = Command::new(root().join("scripts/swarm.sh"))
+        .arg("env")
+        .output()
+        .expect("scripts/swarm.sh env");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("export {key}="))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("scripts/swarm.sh env prints no {key}"))
+}
+
+/// Removes every Swarm object of this test's instance, also when the test fails.
+struct Cleanup {
+    host: String,
+    instance: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let f = format!("label={}={}", labels::INSTANCE, self.instance);
+        for kind in ["service", "config"] {
+            let out = Command::new("docker")
+                .env("DOCKER_HOST", &self.host)
+                .args([kind, "ls", "-q", "--filter", &f])
+                .output();
+            if let Ok(o) = out {
+                for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("docker")
+                        .env("DOCKER_HOST", &self.host)
+                        .args([kind, "rm", id])
+                        .output();
+                }
+            }
+        }
+    }
+}
+
+struct Platform {
+    etcd: Etcd,
+    store: lambda::store::Store,
+    swarm: Swarm,
+    ns: String,
+    gateway: String,
+    token: String,
+    http: reqwest::Client,
+    stop: CancellationToken,
+    _cleanup: Cleanup,
+}
+
+impl Platform {
+    async fn start() -> Platform {
+        let host = swarm_env("DOCKER_HOST");
+        let versions = PathBuf::from(
+            std::env::var("LAMBDA_HOME")
+                .unwrap_or_else(|_| root().join(".lambda").display().to_string()),
+        )
+        .join("images/versions.env");
+        let images = RuntimeImages::from_env_file(&versions).unwrap_or_else(|e| {
+            panic!("runtime images missing ({e}): run scripts/images.sh (scripts/test.sh does)")
+        });
+        let swarm = Swarm::connect(Some(&host))
+            .await
+            .expect("the Swarm manager is not running: run scripts/swarm.sh up");
+        let etcd = Etcd::start();
+        let store = etcd.store().await;
+        let instance = format!("p-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let ns = format!("plat-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+        let stop = CancellationToken::new();
+        let cfg = ControllersConfig {
+            namespace: Some(ns.clone()),
+            functions: Some(FunctionsConfig::new(swarm.clone(), images, &instance)),
+            ..Default::default()
+        };
+        tokio::spawn(reconcilers::run_all(
+            store.clone(),
+            Metrics::new(),
+            cfg,
+            stop.clone(),
+        ));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let gcfg = GatewayConfig {
+            listen: format!("127.0.0.1:{port}").parse().unwrap(),
+            insecure_no_auth: false,
+        };
+        let gstop = stop.clone();
+        tokio::spawn(lambda::gateway::run(store.clone(), gcfg, async move {
+            gstop.cancelled().await
+        }));
+        let (_, token) = apikeys::create(&store, "platform-test").await.unwrap();
+        Platform {
+            etcd,
+            store,
+            swarm,
+            ns,
+            gateway: format!("http://127.0.0.1:{port}"),
+            token,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            stop,
+            _cleanup: Cleanup { host, instance },
+        }
+    }
+
+    fn apply(&self, name: &str, spec: &str) {
+        let spec: String = spec.lines().map(|l| format!("  {l}\n")).collect();
+        let yaml = format!(
+            "apiVersion: lambda/v1alpha1\nkind: Function\nmetadata:\n  name: {name}\n  namespace: {}\nspec:\n{spec}",
+            self.ns
+        );
+        let (ok, out, err) = lambda(&self.etcd, &["apply", "-f", "-"], Some(&yaml));
+        assert!(ok, "lambda apply: {out}{err}");
+    }
+
+    async fn wait_ready(&self, name: &str, timeout: Duration) {
+        let t = Instant::now();
+        loop {
+            if let Ok(f) = self.store.get::<FunctionSpec>(&self.ns, name).await {
+                let s = f.status.clone().unwrap_or_default();
+                if s.is_true("Ready")
+                    && s.observed_generation == Some(f.generation())
+                    && s.ready_replicas >= 1
+                {
+                    return;
+                }
+                assert!(
+                    t.elapsed() < timeout,
+                    "{name} not Ready after {timeout:?}: {:#?}",
+                    f.status
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn invoke(&self, name: &str, body: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!(
+                "{}/v1/namespaces/{}/functions/{name}/invoke",
+                self.gateway, self.ns
+            ))
+            .bearer_auth(&self.token)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("gateway answers");
+        let code = r.status().as_u16();
+        (code, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Invokes until the gateway routes the function (it follows etcd).
+    async fn invoke_ready(&self, name: &str, body: &str) -> (u16, Value) {
+        for _ in 0..100 {
+            let r = self.invoke(name, body).await;
+            if r.0 != 503 {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("gateway never routed {name}");
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+const PY: &str = "runtime: python3\nhandler: main.handler\ncode:\n  inline: |\n    import time\n    def handler(event, context):\n        if event.get('fail'):\n            raise ValueError('bad input: ' + str(event['fail']))\n        if event.get('sleep'):\n            time.sleep(event['sleep'])\n        return {'py': event.get('x'), 'fn': context.function_name}\ntimeoutSeconds: 2\nmaxPayloadBytes: 1000\nconcurrency: 2\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_runtime_on_the_swarm_through_the_gateway() {
+    let p = Platform::start().await;
+    p.apply("py", PY);
+    p.apply("js", "runtime: node\nhandler: index.handler\ncode:\n  inline: |\n    exports.handler = async (event) => ({js: event.x * 2});\n");
+    p.apply("sh", "runtime: shell\ncode:\n  inline: |\n    #!/bin/sh\n    read ev\n    printf '{\"sh\": %s}' \"$ev\"\n");
+    for f in ["py", "js", "sh"] {
+        p.wait_ready(f, Duration::from_secs(120)).await;
+    }
+    let (code, v) = p.invoke_ready("py", r#"{"x": 7}"#).await;
+    assert_eq!((code, &v["py"]), (200, &json!(7)), "{v}");
+    let (code, v) = p.invoke_ready("js", r#"{"x": 21}"#).await;
+    assert_eq!((code, v), (200, json!({"js": 42})));
+    let (code, v) = p.invoke_ready("sh", r#"{"x": 1}"#).await;
+    assert_eq!((code, v), (200, json!({"sh": {"x": 1}})));
+
+    // Exception → 502 with the structured error.
+    let (code, v) = p.invoke("py", r#"{"fail": "nope"}"#).await;
+    assert_eq!(code, 502, "{v}");
+    assert_eq!(v["errorType"], "ValueError");
+    assert!(
+        v["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("bad input: nope")
+    );
+    assert!(v["stackTrace"].as_array().is_some_and(|s| !s.is_empty()));
+    // Overrun → 504, and the next call succeeds.
+    let (code, v) = p.invoke("py", r#"{"sleep": 5}"#).await;
+    assert_eq!(code, 504, "{v}");
+    assert_eq!(p.invoke("py", r#"{"x": 1}"#).await.0, 200);
+    // Oversize → 413.
+    let (code, _) = p
+        .invoke("py", &format!(r#"{{"x": "{}"}}"#, "a".repeat(2000)))
+        .await;
+    assert_eq!(code, 413);
+    // Over the concurrency (2 per replica x 1) → 429.
+    let slow: Vec<_> = (0..2)
+        .map(|_| p.invoke("py", r#"{"sleep": 1.5}"#))
+        .collect();
+    let probe = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        p.invoke("py", r#"{"x": 1}"#).await
+    };
+    let (done, (code, _)) = tokio::join!(futures::future::join_all(slow), probe);
+    assert_eq!(code, 429);
+    assert!(done.iter().all(|r| r.0 == 200));
+    // Unknown → 404; no token → 401.
+    assert_eq!(p.invoke("ghost", "{}").await.0, 404);
+    let r = p
+        .http
+        .post(format!(
+            "{}/v1/namespaces/{}/functions/py/invoke",
+            p.gateway, p.ns
+        ))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Malformed JSON to the CRUD API → 400 naming the problem.
+    let r = p
+        .http
+        .post(format!("{}/v1/namespaces/{}/functions", p.gateway, p.ns))
+        .bearer_auth(&p.token)
+        .body("{\"spec\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("malformed JSON at line 1"));
+
+    // `lambda invoke` as a user types it.
+    let (ok, out, err) = lambda(
+        &p.etcd,
+        &[
+            "-n",
+            &p.ns,
+            "invoke",
+            "js",
+            "-d",
+            r#"{"x": 5}"#,
+            "--gateway",
+            &p.gateway,
+            "--token",
+            &p.token,
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(out.trim()).unwrap(),
+        json!({"js": 10})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn code_update_rolls_out_without_failed_requests_and_delete_cleans_up() {
+    let p = Platform::start().await;
+    let v1 = "runtime: python3\ncode:\n  inline: |\n    def handler(event, context):\n        return {'v': 1}\nconcurrency: 4\n";
+    p.apply("roll", v1);
+    p.wait_ready("roll", Duration::from_secs(120)).await;
+    assert_eq!(p.invoke_ready("roll", "{}").await, (200, json!({"v": 1})));
+
+    // A load loop runs during the rollout; every request must succeed.
+    let failures = Arc::new(AtomicUsize::new(0));
+    let total = Arc::new(AtomicUsize::new(0));
+    let seen_v2 = Arc::new(AtomicUsize::new(0));
+    let stop = CancellationToken::new();
+    let load = {
+        let (failures, total, seen_v2, stop) = (
+            failures.clone(),
+            total.clone(),
+            seen_v2.clone(),
+            stop.clone(),
+        );
+        let (http, url, token) = (
+            p.http.clone(),
+            format!("{}/v1/namespaces/{}/functions/roll/invoke", p.gateway, p.ns),
+            p.token.clone(),
+        );
+        tokio::spawn(async move {
+            let mut errors = Vec::new();
+            while !stop.is_cancelled() {
+                total.fetch_add(1, Ordering::Relaxed);
+                match http.post(&url).bearer_auth(&token).body("{}").send().await {
+                    Ok(r) if r.status() == 200 => {
+                        if r.json::<Value>()
+                            .await
+                            .map(|v| v["v"] == 2)
+                            .unwrap_or(false)
+                        {
+                            seen_v2.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(r) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        errors.push(format!(
+                            "{} {}",
+                            r.status(),
+                            r.text().await.unwrap_or_default()
+                        ));
+                    }
+                    Err(e) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        errors.push(e.to_string());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            errors
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.apply("roll", &v1.replace("'v': 1", "'v': 2"));
+    let t = Instant::now();
+    while seen_v2.load(Ordering::Relaxed) < 20 {
+        assert!(t.elapsed() < Duration::from_secs(120), "v2 never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.wait_ready("roll", Duration::from_secs(60)).await;
+    stop.cancel();
+    let errors = load.await.unwrap();
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "failed requests during the rollout: {errors:?}"
+    );
+    assert!(total.load(Ordering::Relaxed) > 50);
+
+    // Delete → service and configs gone.
+    let (ok, _, err) = lambda(
+        &p.etcd,
+        &[
+            "-n",
+            &p.ns,
+            "delete",
+            "fn",
+            "roll",
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let svc = service_name(&p.ns, "roll");
+    assert!(
+        p.swarm
+            .list_services(&[(labels::NAME, "roll"), (labels::NAMESPACE, p.ns.as_str())])
+            .await
+            .unwrap()
+            .is_empty(),
+        "service {svc} left"
+    );
+    assert!(
+        p.swarm
+            .list_configs(&[(labels::NAME, "roll"), (labels::NAMESPACE, p.ns.as_str())])
+            .await
+            .unwrap()
+            .is_empty(),
+        "configs left"
+    );
+    assert_eq!(p.invoke("roll", "{}").await.0, 404);
+}
