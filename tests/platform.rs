@@ -209,7 +209,7 @@ impl Drop for Platform {
     }
 }
 
-const PY: &str = "runtime: python3\nhandler: main.handler\ncode:\n  inline: |\n    import time\n    def handler(event, context):\n        if event.get('fail'):\n            raise ValueError('bad input: ' + str(event['fail']))\n        if event.get('sleep'):\n            time.sleep(event['sleep'])\n        return {'py': event.get('x'), 'fn': context.function_name}\ntimeoutSeconds: 2\nmaxPayloadBytes: 1000\nconcurrency: 2\n";
+const PY: &str = "runtime: python3\nhandler: main.handler\ncode:\n  inline: |\n    import time\n    def handler(event, context):\n        if event.get('fail'):\n            raise ValueError('bad input: ' + str(event['fail']))\n        if event.get('sleep'):\n            time.sleep(event['sleep'])\n        print('handled', event.get('x'))\n        return {'py': event.get('x'), 'fn': context.function_name}\ntimeoutSeconds: 2\nmaxPayloadBytes: 1000\nconcurrency: 2\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_runtime_on_the_swarm_through_the_gateway() {

@@ -8,6 +8,7 @@ mod describe;
 mod events;
 mod get;
 mod invoke;
+mod logs;
 mod output;
 mod up;
 mod wait;
@@ -207,6 +208,8 @@ pub enum Command {
     Apikey(invoke::ApiKeyCommand),
     /// Invoke a function through the gateway and print its result.
     Invoke(invoke::InvokeArgs),
+    /// Print (and with -f follow) the logs of a function's replicas.
+    Logs(logs::LogsArgs),
     /// Authenticate against OpenStack and show the catalog, flavors, key pairs, zones.
     CloudCheck(cloud_check::CloudCheckArgs),
 }
@@ -288,6 +291,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Gateway(args) => invoke::gateway(g, args).await,
         Command::Apikey(cmd) => invoke::apikey(g, cmd).await,
         Command::Invoke(args) => invoke::invoke(g, args).await,
+        Command::Logs(args) => logs::run(g, args).await,
         Command::CloudCheck(args) => cloud_check::run(&args).await,
     }
 }
