@@ -19,7 +19,16 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 CLOUD_PID=""
 cleanup() {
-  [ -n "$CLOUD_PID" ] && kill "$CLOUD_PID" 2>/dev/null && wait "$CLOUD_PID" 2>/dev/null
+  if [ -n "$CLOUD_PID" ]; then
+    kill "$CLOUD_PID" 2>/dev/null && wait "$CLOUD_PID" 2>/dev/null
+    # lambda cloud's engines outlive it by design; the contract tests delete their servers, and
+    # this catches what a failed test left behind.
+    for d in "$LAMBDA_HOME"/cloud-contract/servers/*/; do
+      [ -d "$d" ] || continue
+      [ -f "$d/dockerd.pid" ] && kill "$(cat "$d/dockerd.pid")" 2>/dev/null
+      ip netns del "lc-$(basename "$d")" 2>/dev/null
+    done
+  fi
   "$PROJECT_ROOT/scripts/openstack/down.sh" >/dev/null 2>&1 || true
   "$PROJECT_ROOT/scripts/swarm.sh" down >/dev/null 2>&1 || true
 }

@@ -87,8 +87,25 @@ impl CloudProc {
 }
 
 impl Drop for CloudProc {
+    /// Stops the emulator and, since its engines outlive it by design, also every engine and
+    /// namespace it made — so a failed assertion leaks nothing.
     fn drop(&mut self) {
         self.stop();
+        let Ok(servers) = std::fs::read_dir(self.dir.join("servers")) else {
+            return;
+        };
+        for d in servers.flatten() {
+            if let Ok(pid) = std::fs::read_to_string(d.path().join("dockerd.pid")) {
+                let _ = Command::new("kill").arg(pid.trim()).status();
+            }
+            let _ = Command::new("ip")
+                .args([
+                    "netns",
+                    "del",
+                    &format!("lc-{}", d.file_name().to_string_lossy()),
+                ])
+                .status();
+        }
     }
 }
 
