@@ -43,7 +43,7 @@ trap cleanup EXIT
 
 export LAMBDA_OPENSTACK_CONTRACT=1
 log "cargo test (OpenStack contract suite against the real OpenStack)"
-LAMBDA_OS_ENV=$LAMBDA_HOME/openstack/env cargo test --locked --workspace --all-targets 2>&1 | tee "$LAMBDA_HOME/test.log"
+LAMBDA_OS_ENV=$LAMBDA_HOME/openstack/env cargo test --locked --workspace --all-targets --no-fail-fast 2>&1 | tee "$LAMBDA_HOME/test.log"
 status=${PIPESTATUS[0]}
 
 if [ "$status" -eq 0 ]; then
