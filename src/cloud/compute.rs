@@ -62,6 +62,21 @@ pub fn microversion(headers: &HeaderMap) -> Result<(u32, u32), ApiError> {
     }
 }
 
+/// The requested compute microversion, as an extractor: a bad one is answered by Nova's error
+/// before the handler runs.
+pub struct Microversion(pub (u32, u32));
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Microversion {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        microversion(&parts.headers).map(Microversion)
+    }
+}
+
 /// Adds Nova's response headers (microversion echo, request id).
 fn respond(v: (u32, u32), status: StatusCode, body: Value) -> Response {
     let mut h = HeaderMap::new();
@@ -111,12 +126,8 @@ fn flavor_json(cloud: &Cloud, f: &super::state::Flavor) -> Value {
 pub async fn list_flavors(
     State(cloud): State<Arc<Cloud>>,
     _auth: Auth,
-    headers: HeaderMap,
+    Microversion(v): Microversion,
 ) -> Response {
-    let v = match microversion(&headers) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
     let st = cloud.lock();
     let flavors: Vec<Value> = st.flavors.iter().map(|f| flavor_json(&cloud, f)).collect();
     respond(v, StatusCode::OK, json!({"flavors": flavors}))
@@ -126,13 +137,9 @@ pub async fn list_flavors(
 pub async fn get_flavor(
     State(cloud): State<Arc<Cloud>>,
     _auth: Auth,
-    headers: HeaderMap,
+    Microversion(v): Microversion,
     Path(id): Path<String>,
 ) -> Response {
-    let v = match microversion(&headers) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
     let st = cloud.lock();
     match st.flavors.iter().find(|f| f.id == id) {
         Some(f) => respond(v, StatusCode::OK, json!({"flavor": flavor_json(&cloud, f)})),
@@ -152,12 +159,8 @@ fn keypair_json(k: &KeyPair) -> Value {
 pub async fn list_keypairs(
     State(cloud): State<Arc<Cloud>>,
     auth: Auth,
-    headers: HeaderMap,
+    Microversion(v): Microversion,
 ) -> Response {
-    let v = match microversion(&headers) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
     let st = cloud.lock();
     let kps: Vec<Value> = st
         .keypairs
@@ -172,13 +175,9 @@ pub async fn list_keypairs(
 pub async fn get_keypair(
     State(cloud): State<Arc<Cloud>>,
     auth: Auth,
-    headers: HeaderMap,
+    Microversion(v): Microversion,
     Path(name): Path<String>,
 ) -> Response {
-    let v = match microversion(&headers) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
     let st = cloud.lock();
     match st
         .keypairs
@@ -198,13 +197,9 @@ pub async fn get_keypair(
 pub async fn create_keypair(
     State(cloud): State<Arc<Cloud>>,
     auth: Auth,
-    headers: HeaderMap,
+    Microversion(v): Microversion,
     body: Option<Json<Value>>,
 ) -> Response {
-    let v = match microversion(&headers) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
     let Some(Json(body)) = body else {
         return err(
             StatusCode::BAD_REQUEST,
@@ -259,11 +254,7 @@ pub async fn create_keypair(
 }
 
 /// `GET /compute/v2.1/os-availability-zone`
-pub async fn availability_zones(_auth: Auth, headers: HeaderMap) -> Response {
-    let v = match microversion(&headers) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
+pub async fn availability_zones(_auth: Auth, Microversion(v): Microversion) -> Response {
     respond(
         v,
         StatusCode::OK,
@@ -380,13 +371,9 @@ fn list(cloud: &Cloud, auth: &Auth, q: &ListQuery) -> Vec<Server> {
 pub async fn list_servers_detail(
     State(cloud): State<Arc<Cloud>>,
     auth: Auth,
-    headers: HeaderMap,
+    Microversion(v): Microversion,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let v = match microversion(&headers) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
     let servers: Vec<Value> = list(&cloud, &auth, &q)
         .iter()
         .map(|s| server_json(&cloud, s, v))
@@ -398,13 +385,9 @@ pub async fn list_servers_detail(
 pub async fn list_servers(
     State(cloud): State<Arc<Cloud>>,
     auth: Auth,
-    headers: HeaderMap,
+    Microversion(v): Microversion,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let v = match microversion(&headers) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
     let servers: Vec<Value> = list(&cloud, &auth, &q)
         .iter()
         .map(|s| json!({"id": s.id, "name": s.name, "links": [{"rel": "self", "href": format!("{}/compute/v2.1/servers/{}", cloud.base_url, s.id)}]}))
@@ -430,13 +413,9 @@ fn find_server(cloud: &Cloud, auth: &Auth, id: &str) -> Result<Server, ApiError>
 pub async fn get_server(
     State(cloud): State<Arc<Cloud>>,
     auth: Auth,
-    headers: HeaderMap,
+    Microversion(v): Microversion,
     Path(id): Path<String>,
 ) -> Response {
-    let v = match microversion(&headers) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
     match find_server(&cloud, &auth, &id) {
         Ok(s) => respond(
             v,
@@ -451,13 +430,9 @@ pub async fn get_server(
 pub async fn delete_server(
     State(cloud): State<Arc<Cloud>>,
     auth: Auth,
-    headers: HeaderMap,
+    Microversion(v): Microversion,
     Path(id): Path<String>,
 ) -> Response {
-    let v = match microversion(&headers) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
     let s = match find_server(&cloud, &auth, &id) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
@@ -479,13 +454,9 @@ pub async fn delete_server(
 pub async fn create_server(
     State(cloud): State<Arc<Cloud>>,
     auth: Auth,
-    headers: HeaderMap,
+    Microversion(v): Microversion,
     body: Option<Json<Value>>,
 ) -> Response {
-    let v = match microversion(&headers) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
     match build_server(&cloud, &auth, v, body.map(|b| b.0)) {
         Ok(s) => {
             let id = s.id.clone();
@@ -720,14 +691,10 @@ fn build_server(
 pub async fn server_action(
     State(cloud): State<Arc<Cloud>>,
     auth: Auth,
-    headers: HeaderMap,
+    Microversion(v): Microversion,
     Path(id): Path<String>,
     body: Option<Json<Value>>,
 ) -> Response {
-    let v = match microversion(&headers) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
     let s = match find_server(&cloud, &auth, &id) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
