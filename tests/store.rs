@@ -418,3 +418,37 @@ async fn invalid_objects_are_rejected_on_write() {
         .unwrap();
     assert!(left.trim().is_empty());
 }
+
+#[tokio::test]
+async fn create_clears_a_status_left_by_a_hand_deleted_spec() {
+    let etcd = Etcd::start();
+    let store = etcd.store().await;
+    let f = store.create(&function("ghost")).await.unwrap();
+    store
+        .update_status(
+            &f,
+            &FunctionStatus {
+                replicas: 9,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    etcd.etcdctl(&["del", "/lambda/registry/functions/default/ghost"])
+        .unwrap();
+    let again = store.create(&function("ghost")).await.unwrap();
+    assert_ne!(again.metadata.uid, f.metadata.uid);
+    assert!(
+        store
+            .get::<FunctionSpec>("default", "ghost")
+            .await
+            .unwrap()
+            .status
+            .is_none(),
+        "stale status cleared"
+    );
+    assert!(matches!(
+        store.create(&function("ghost")).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+}

@@ -73,6 +73,48 @@ async fn purge(store: &Store, ns: &str) -> Result<(), StoreError> {
             source,
         })?;
     }
+    // Compact the history the previous run left, so every run starts from a comparable etcd
+    // (an uncompacted history of deleted keys slows the compares of the store's transactions).
+    let rev = kv
+        .get(
+            "/",
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_keys_only()
+                    .with_limit(1),
+            ),
+        )
+        .await
+        .map_err(|source| StoreError::Etcd {
+            op: "revision",
+            key: "/".into(),
+            source,
+        })?
+        .header()
+        .map(|h| h.revision())
+        .unwrap_or(0);
+    if rev > 0 {
+        match kv
+            .compact(
+                rev,
+                Some(etcd_client::CompactionOptions::new().with_physical()),
+            )
+            .await
+        {
+            Ok(_) => {}
+            // Nothing written since the last compaction: already as compact as it gets.
+            Err(e)
+                if e.to_string()
+                    .contains("required revision has been compacted") => {}
+            Err(source) => {
+                return Err(StoreError::Etcd {
+                    op: "compact",
+                    key: rev.to_string(),
+                    source,
+                });
+            }
+        }
+    }
     Ok(())
 }
 
@@ -83,45 +125,55 @@ pub async fn run(store: &Store, cfg: &StoreBench) -> Result<StoreBenchReport, St
         .map(|i| object(&cfg.namespace, i))
         .collect();
 
-    // Raw puts first so the store does not benefit from a warmer etcd.
-    let payloads: Vec<(String, String)> = objects
-        .iter()
-        .map(|o| {
-            Ok((
-                format!("{}/bench-raw/{}", store.keys().root(), o.metadata.name),
-                encode_spec(o)?,
-            ))
-        })
-        .collect::<Result<_, StoreError>>()?;
-    let t = Instant::now();
-    let raw: Vec<Result<(), StoreError>> = stream::iter(payloads)
-        .map(|(k, v)| {
-            let mut kv = store.client().kv_client();
-            async move {
-                kv.put(k.clone(), v, None)
-                    .await
-                    .map(|_| ())
-                    .map_err(|source| StoreError::Etcd {
-                        op: "put",
-                        key: k,
-                        source,
-                    })
-            }
-        })
-        .buffer_unordered(cfg.concurrency)
-        .collect()
-        .await;
-    let raw_elapsed = t.elapsed();
-    raw.into_iter().collect::<Result<Vec<_>, _>>()?;
+    // Raw puts and store creates alternate in four rounds (raw, store, raw, store, …) so that
+    // drift in etcd's or the disk's speed affects both alike.
+    let rounds = 4;
+    let chunk = cfg.objects.div_ceil(rounds).max(1);
+    let mut raw_elapsed = std::time::Duration::ZERO;
+    let mut store_elapsed = std::time::Duration::ZERO;
+    let mut created: Vec<Function> = Vec::with_capacity(cfg.objects);
+    for part in objects.chunks(chunk) {
+        let payloads: Vec<(String, String)> = part
+            .iter()
+            .map(|o| {
+                Ok((
+                    format!("{}/bench-raw/{}", store.keys().root(), o.metadata.name),
+                    encode_spec(o)?,
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let t = Instant::now();
+        let raw: Vec<Result<(), StoreError>> = stream::iter(payloads)
+            .map(|(k, v)| {
+                let mut kv = store.client().kv_client();
+                async move {
+                    kv.put(k.clone(), v, None)
+                        .await
+                        .map(|_| ())
+                        .map_err(|source| StoreError::Etcd {
+                            op: "put",
+                            key: k,
+                            source,
+                        })
+                }
+            })
+            .buffer_unordered(cfg.concurrency)
+            .collect()
+            .await;
+        raw_elapsed += t.elapsed();
+        raw.into_iter().collect::<Result<Vec<_>, _>>()?;
 
-    let t = Instant::now();
-    let created: Vec<Result<Function, StoreError>> = stream::iter(objects.iter())
-        .map(|o| store.create(o))
-        .buffer_unordered(cfg.concurrency)
-        .collect()
-        .await;
-    let store_elapsed = t.elapsed();
-    let created = created.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let t = Instant::now();
+        let made: Vec<Result<Function, StoreError>> = stream::iter(part.iter())
+            .map(|o| store.create(o))
+            .buffer_unordered(cfg.concurrency)
+            .collect()
+            .await;
+        store_elapsed += t.elapsed();
+        for m in made {
+            created.push(m?);
+        }
+    }
 
     // Watch latency: one write at a time, timed until its event arrives.
     let mut watch = store.watch::<FunctionSpec>(Some(&cfg.namespace), 0).await?;

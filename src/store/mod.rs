@@ -381,24 +381,28 @@ impl Store {
         let key = obj.key();
         let spec_key = self.keys.spec_key::<K>(&key);
         let value = codec::encode_spec(&obj)?;
-        let txn = Txn::new()
-            .when([Compare::create_revision(
-                spec_key.clone(),
-                CompareOp::Equal,
-                0,
-            )])
-            .and_then([
-                TxnOp::put(
-                    spec_key.clone(),
-                    value,
-                    lease.map(|l| PutOptions::new().with_lease(l)),
-                ),
-                TxnOp::delete(self.keys.status_key::<K>(&key), None),
-            ]);
+        let status_key = self.keys.status_key::<K>(&key);
+        let put = TxnOp::put(
+            spec_key.clone(),
+            value,
+            lease.map(|l| PutOptions::new().with_lease(l)),
+        );
+        let absent = |k: &str| Compare::create_revision(k.to_string(), CompareOp::Equal, 0);
         let mut kv = self.client.kv_client();
-        let resp = self.call("create", &spec_key, kv.txn(txn)).await?;
+        // Common case: neither key exists — a single put. A status left behind by an `etcdctl
+        // del` of the spec makes the first compare fail; then a second transaction clears it.
+        let txn = Txn::new()
+            .when([absent(&spec_key), absent(&status_key)])
+            .and_then([put.clone()]);
+        let mut resp = self.call("create", &spec_key, kv.txn(txn)).await?;
         if !resp.succeeded() {
-            return Err(StoreError::AlreadyExists { kind: K::KIND, key });
+            let txn = Txn::new()
+                .when([absent(&spec_key)])
+                .and_then([put, TxnOp::delete(status_key, None)]);
+            resp = self.call("create", &spec_key, kv.txn(txn)).await?;
+            if !resp.succeeded() {
+                return Err(StoreError::AlreadyExists { kind: K::KIND, key });
+            }
         }
         let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
         obj.metadata.uid = Some(derive_uid(&spec_key, rev));
