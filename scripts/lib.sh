@@ -55,3 +55,31 @@ stop_pid() {
   done
   rm -f "$f"
 }
+
+# stop_proc FILE COMM SECONDS — SIGTERM the PID in FILE if it still is COMM (a stale file must not kill
+# whatever reused the PID), SIGKILL after SECONDS; removes FILE.
+stop_proc() {
+  local f=$1 comm=$2 t=$3 pid end
+  if pid_alive "$f" && pid=$(cat "$f") && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$comm" ]; then
+    kill "$pid" 2>/dev/null || true
+    end=$((SECONDS + t))
+    while pid_alive "$f"; do
+      [ "$SECONDS" -ge "$end" ] && { kill -9 "$pid" 2>/dev/null || true; sleep 0.2; break; }
+      sleep 0.1
+    done
+  fi
+  rm -f "$f"
+}
+
+# reap_shims EXEC_ROOT — containerd shims are detached by design: after a dockerd died hard, they and their
+# containers keep running. Kill those of this daemon only: shims whose -address is its containerd socket.
+reap_shims() {
+  local sock=$1/containerd/containerd.sock p c
+  for p in /proc/[0-9]*; do
+    [[ "$(tr '\0' ' ' 2>/dev/null <"$p/cmdline")" == *"-address $sock "* ]] || continue
+    for c in $(awk -v s="${p#/proc/}" '$4 == s {print $1}' /proc/[0-9]*/stat 2>/dev/null); do
+      kill -9 "$c" 2>/dev/null || true         # the container's init: its whole PID namespace goes with it
+    done
+    kill -9 "${p#/proc/}" 2>/dev/null || true
+  done
+}

@@ -33,42 +33,9 @@ nd() { docker -H "unix://$(node_dir "$1")/docker.sock" "${@:2}"; }   # nd NAME d
 mgr() { docker -H "$MANAGER_HOST" "$@"; }
 manager_up() { mgr version >/dev/null 2>&1; }
 netns_exists() { ip netns list | awk '{print $1}' | grep -qxF "$(netns_of "$1")"; }
-node_up() { running "$(node_dir "$1")/dockerd.pid" && nd "$1" version >/dev/null 2>&1; }
-live() { netns_exists "$1" || running "$(node_dir "$1")/dockerd.pid"; }
+node_up() { pid_alive "$(node_dir "$1")/dockerd.pid" && nd "$1" version >/dev/null 2>&1; }
+live() { netns_exists "$1" || pid_alive "$(node_dir "$1")/dockerd.pid"; }
 
-# running FILE — FILE holds the PID of a live process (not a zombie: PID 1 here reaps orphans late, and a
-# zombie still answers `kill -0`).
-running() {
-  local pid; [ -f "$1" ] && pid=$(cat "$1") && [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
-  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
-}
-# stop_proc FILE COMM SECONDS — SIGTERM the PID in FILE if it still is COMM (a stale file must not kill
-# whatever reused the PID), SIGKILL after SECONDS; removes FILE.
-stop_proc() {
-  local f=$1 comm=$2 t=$3 pid end
-  if running "$f" && pid=$(cat "$f") && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$comm" ]; then
-    kill "$pid" 2>/dev/null || true
-    end=$((SECONDS + t))
-    while running "$f"; do
-      [ "$SECONDS" -ge "$end" ] && { kill -9 "$pid" 2>/dev/null || true; sleep 0.2; break; }
-      sleep 0.1
-    done
-  fi
-  rm -f "$f"
-}
-
-# reap_shims EXEC_ROOT — containerd shims are detached by design: after a dockerd died hard, they and their
-# containers keep running. Kill those of this daemon only: shims whose -address is its containerd socket.
-reap_shims() {
-  local sock=$1/containerd/containerd.sock p c
-  for p in /proc/[0-9]*; do
-    [[ "$(tr '\0' ' ' 2>/dev/null <"$p/cmdline")" == *"-address $sock "* ]] || continue
-    for c in $(awk -v s="${p#/proc/}" '$4 == s {print $1}' /proc/[0-9]*/stat 2>/dev/null); do
-      kill -9 "$c" 2>/dev/null || true         # the container's init: its whole PID namespace goes with it
-    done
-    kill -9 "${p#/proc/}" 2>/dev/null || true
-  done
-}
 
 all_names() { local d; for d in "$NODES"/*/; do [ -d "$d" ] && basename "$d"; done; true; }
 names() { local n; for n in $(all_names); do live "$n" && echo "$n"; done; true; }
@@ -164,7 +131,7 @@ add() {
   if node_up "$name"; then
     log "node $name: dockerd already running (pid $(cat "$d/dockerd.pid"))"
   else
-    running "$d/dockerd.pid" && die "dockerd of $name (pid $(cat "$d/dockerd.pid")) runs but does not answer"
+    pid_alive "$d/dockerd.pid" && die "dockerd of $name (pid $(cat "$d/dockerd.pid")) runs but does not answer"
     log "node $name: starting dockerd"
     start_dockerd "$name"
   fi
@@ -223,7 +190,7 @@ remove() {
     # Task containers of earlier swarms can survive in the kept data dir; they belong to no swarm any more.
     nd "$name" ps -aq --filter label=com.docker.swarm.task.id | xargs -r docker -H "unix://$d/docker.sock" rm -f >/dev/null 2>&1 || true
   fi
-  if running "$d/dockerd.pid"; then
+  if pid_alive "$d/dockerd.pid"; then
     log "node $name: stopping dockerd (pid $(cat "$d/dockerd.pid"))"
     stop_proc "$d/dockerd.pid" dockerd 30
   fi

@@ -52,42 +52,9 @@ DOCKER_USER_RULE=(-i "$BRIDGE" -o "$BRIDGE" -j ACCEPT)
 DAEMON_ENV=(DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9
             NO_PROXY="$SUBNET,127.0.0.0/8,localhost")
 
-# running FILE — FILE holds the PID of a live process (not a zombie: PID 1 here reaps orphans late, and a
-# zombie still answers `kill -0`).
-running() {
-  local pid; [ -f "$1" ] && pid=$(cat "$1") && [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
-  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
-}
-# stop_proc FILE COMM SECONDS — SIGTERM the PID in FILE if it still is COMM (a stale file must not kill
-# whatever reused the PID), SIGKILL after SECONDS; removes FILE.
-stop_proc() {
-  local f=$1 comm=$2 t=$3 pid end
-  if running "$f" && pid=$(cat "$f") && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$comm" ]; then
-    kill "$pid" 2>/dev/null || true
-    end=$((SECONDS + t))
-    while running "$f"; do
-      [ "$SECONDS" -ge "$end" ] && { kill -9 "$pid" 2>/dev/null || true; sleep 0.2; break; }
-      sleep 0.1
-    done
-  fi
-  rm -f "$f"
-}
-
-# reap_shims EXEC_ROOT — containerd shims are detached by design: after a dockerd died hard, they and their
-# containers keep running. Kill those of this daemon only: shims whose -address is its containerd socket.
-reap_shims() {
-  local sock=$1/containerd/containerd.sock p c
-  for p in /proc/[0-9]*; do
-    [[ "$(tr '\0' ' ' 2>/dev/null <"$p/cmdline")" == *"-address $sock "* ]] || continue
-    for c in $(awk -v s="${p#/proc/}" '$4 == s {print $1}' /proc/[0-9]*/stat 2>/dev/null); do
-      kill -9 "$c" 2>/dev/null || true         # the container's init: its whole PID namespace goes with it
-    done
-    kill -9 "${p#/proc/}" 2>/dev/null || true
-  done
-}
 
 dk() { docker "$@"; }   # always the manager: DOCKER_HOST is exported above
-manager_up() { running "$MGR/dockerd.pid" && dk version >/dev/null 2>&1; }
+manager_up() { pid_alive "$MGR/dockerd.pid" && dk version >/dev/null 2>&1; }
 swarm_state() { dk info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null; }
 link_exists() { ip link show "$1" >/dev/null 2>&1; }
 
@@ -116,7 +83,7 @@ ensure_bridge() {
 other_dockerd_here() {
   local me p ours=""
   me=$(readlink /proc/self/ns/net)
-  running "$MGR/dockerd.pid" && ours=$(cat "$MGR/dockerd.pid")
+  pid_alive "$MGR/dockerd.pid" && ours=$(cat "$MGR/dockerd.pid")
   for p in $(pgrep -x dockerd); do
     [ "$p" = "$ours" ] && continue
     [ "$(readlink "/proc/$p/ns/net" 2>/dev/null)" = "$me" ] && return 0
@@ -153,7 +120,7 @@ up() {
   if manager_up; then
     log "manager dockerd already running (pid $(cat "$MGR/dockerd.pid"))"
   else
-    running "$MGR/dockerd.pid" && die "dockerd pid $(cat "$MGR/dockerd.pid") runs but does not answer on $SOCK"
+    pid_alive "$MGR/dockerd.pid" && die "dockerd pid $(cat "$MGR/dockerd.pid") runs but does not answer on $SOCK"
     start_manager
   fi
 
@@ -228,7 +195,7 @@ down() {
     log "leaving the swarm"
     dk swarm leave --force >/dev/null || true
   fi
-  if running "$MGR/dockerd.pid"; then
+  if pid_alive "$MGR/dockerd.pid"; then
     log "stopping manager dockerd (pid $(cat "$MGR/dockerd.pid"))"
     stop_proc "$MGR/dockerd.pid" dockerd 30
   fi

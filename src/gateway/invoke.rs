@@ -53,7 +53,13 @@ async fn invoke(
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(String::from)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let (status, mut resp) = match forward(&gw, &ns, &name, &id, req).await {
+    // One table lookup per request: the route serves both forwarding and its metric handles.
+    let route = route_with_endpoints(&gw, &ns, &name).await;
+    let result = match &route {
+        Ok(r) => forward(&gw, r, &ns, &name, &id, req).await,
+        Err(e) => Err(e.clone()),
+    };
+    let (status, mut resp) = match result {
         Ok(r) => (r.status(), r),
         Err(e) => (e.status, e.into_response()),
     };
@@ -65,9 +71,9 @@ async fn invoke(
     if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", elapsed.as_secs_f64() * 1000.0)) {
         h.insert("x-lambda-duration-ms", v);
     }
-    match gw.table.get(&ns, &name) {
-        Some(route) => route.metrics.observe(status.as_u16(), elapsed),
-        None => gw.metrics.observe(&ns, &name, status.as_u16(), elapsed),
+    match &route {
+        Ok(r) => r.metrics.observe(status.as_u16(), elapsed),
+        Err(_) => gw.metrics.observe(&ns, &name, status.as_u16(), elapsed),
     }
     resp
 }
@@ -111,12 +117,12 @@ async fn route_with_endpoints(gw: &Gateway, ns: &str, name: &str) -> Result<Arc<
 
 async fn forward(
     gw: &Gateway,
+    route: &Route,
     ns: &str,
     name: &str,
     id: &str,
     req: Request<Body>,
 ) -> Result<Response, HttpError> {
-    let route = route_with_endpoints(gw, ns, name).await?;
     let too_large = || {
         HttpError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
