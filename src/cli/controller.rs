@@ -4,10 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use crate::openstack::{CloudConfig, OpenStack};
+use crate::reconcilers::cluster::{ClusterConfig, ClusterTimings};
 use crate::reconcilers::function::FunctionsConfig;
 use crate::reconcilers::function::spec::RuntimeImages;
 use crate::reconcilers::{self, ControllersConfig};
@@ -50,6 +52,46 @@ pub struct ControllerArgs {
     /// etcd cluster id and key prefix). Platforms sharing a Swarm need different ids.
     #[arg(long)]
     pub instance: Option<String>,
+    /// Read the cloud credentials from this openrc file (`export OS_...` lines) instead of the
+    /// environment. Without it, `OS_CLOUD` (clouds.yaml) or `OS_AUTH_URL` in the environment
+    /// enable the node-side controllers (snapshot images, node pools' VMs, Swarm membership).
+    #[arg(long, env = "LAMBDA_OPENRC")]
+    pub openrc: Option<std::path::PathBuf>,
+    /// `host:port` of the Swarm manager that worker VMs join.
+    #[arg(long, env = "LAMBDA_SWARM_JOIN_ADDR")]
+    pub swarm_join_addr: Option<String>,
+    /// Serve the snapshot builder endpoint (runtime image download, phone home) here; it must
+    /// be reachable from builder VMs, e.g. 10.251.0.1:9466.
+    #[arg(long)]
+    pub builder_listen: Option<SocketAddr>,
+    /// The URL builder VMs use for that endpoint (default: http://<--builder-listen>).
+    #[arg(long)]
+    pub builder_url: Option<String>,
+    /// A Swarm node `down` longer than this gets its Node replaced.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub node_down_grace: Duration,
+    /// Longest wait for a removed node's tasks to move elsewhere before it is removed anyway.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub node_drain_timeout: Duration,
+    /// An ACTIVE VM that has not joined the Swarm after this gets its Node replaced.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub node_join_timeout: Duration,
+    /// Swarm placement constraint of every function service (repeatable), e.g.
+    /// `node.role==worker` to keep functions off the manager.
+    #[arg(long = "function-constraint", value_name = "CONSTRAINT")]
+    pub function_constraints: Vec<String>,
+}
+
+/// The cloud of `--openrc`, or of the environment when it names one (`None` when neither).
+fn cloud_config(openrc: &Option<std::path::PathBuf>) -> Result<Option<CloudConfig>> {
+    if let Some(path) = openrc {
+        return Ok(Some(CloudConfig::from_openrc_file(path)?));
+    }
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
+    if set("OS_CLOUD") || set("OS_AUTH_URL") {
+        return Ok(Some(CloudConfig::from_env()?));
+    }
+    Ok(None)
 }
 
 /// The runtime images: `$LAMBDA_HOME/images/versions.env` when present, then the flags.
@@ -123,31 +165,94 @@ pub async fn run(g: &GlobalArgs, args: ControllerArgs) -> Result<()> {
         ttl: args.lease_ttl,
         request_timeout: g.etcd_timeout,
     };
-    let functions = match &args.docker_host {
+    let instance = match args.instance.clone() {
+        Some(i) => i,
+        None => default_instance(&store).await?,
+    };
+    let images = runtime_images(&args.runtime_images)?;
+    let swarm = match &args.docker_host {
         Some(host) => {
             let swarm = Swarm::connect(Some(host)).await?;
-            let instance = match args.instance.clone() {
-                Some(i) => i,
-                None => default_instance(&store).await?,
-            };
-            let images = runtime_images(&args.runtime_images)?;
             eprintln!(
                 "function controller: Docker {host} (API {}), instance {instance}, images {:?}",
                 swarm.api_version(),
                 images.0
             );
-            Some(FunctionsConfig::new(swarm, images, &instance))
+            Some(swarm)
         }
         None => {
             eprintln!("function controller disabled: no --docker-host (or DOCKER_HOST)");
             None
         }
     };
+    let functions = swarm.clone().map(|swarm| {
+        let mut f = FunctionsConfig::new(swarm, images.clone(), &instance);
+        f.constraints = args.function_constraints.clone();
+        f
+    });
+    let cluster = match (cloud_config(&args.openrc)?, &swarm) {
+        (None, _) => {
+            eprintln!(
+                "node controllers disabled: no cloud (set OS_CLOUD or OS_AUTH_URL, or --openrc)"
+            );
+            None
+        }
+        (Some(_), None) => bail!("a cloud is configured but no Swarm manager: set --docker-host"),
+        (Some(cloud), Some(swarm)) => {
+            let join_addr = args.swarm_join_addr.clone().context(
+                "a cloud is configured: --swarm-join-addr (the manager address VMs join) is required",
+            )?;
+            let cloud = OpenStack::connect(cloud)
+                .await
+                .context("connecting to the cloud")?;
+            let builder_url = args
+                .builder_url
+                .clone()
+                .or_else(|| args.builder_listen.map(|a| format!("http://{a}")));
+            eprintln!(
+                "node controllers: cloud {}, swarm join {join_addr}, builder endpoint {}",
+                cloud.session().config().auth_url,
+                builder_url
+                    .as_deref()
+                    .unwrap_or("(none: snapshot builds cannot run)")
+            );
+            Some(ClusterConfig {
+                cloud,
+                swarm: swarm.clone(),
+                join_addr,
+                advertise_addr: None,
+                instance: instance.clone(),
+                images: images.clone(),
+                builder_url,
+                timings: ClusterTimings {
+                    down_grace: args.node_down_grace,
+                    drain_timeout: args.node_drain_timeout,
+                    join_timeout: args.node_join_timeout,
+                    ..ClusterTimings::default()
+                },
+            })
+        }
+    };
+    let builder = match (&cluster, args.builder_listen) {
+        (Some(c), Some(addr)) => {
+            let (bound, task) = reconcilers::snapshot::endpoint::serve(
+                addr,
+                store.clone(),
+                c.clone(),
+                stop.clone(),
+            )
+            .await?;
+            eprintln!("builder endpoint listening on {bound}");
+            Some(task)
+        }
+        _ => None,
+    };
     let cfg = ControllersConfig {
         namespace: args.watch_namespace,
         event_ttl: args.event_ttl,
         resync: args.resync,
         functions,
+        cluster,
     };
     metrics.set_ready(true);
     eprintln!(
@@ -165,6 +270,9 @@ pub async fn run(g: &GlobalArgs, args: ControllerArgs) -> Result<()> {
     stop.cancel();
     if let Some(s) = server {
         s.await.context("metrics server task")??;
+    }
+    if let Some(b) = builder {
+        b.await.context("builder endpoint task")?;
     }
     Ok(())
 }

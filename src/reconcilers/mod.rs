@@ -1,7 +1,12 @@
 //! The reconcilers the `lambda controller` process runs, one module each (design §3).
 
+pub mod cluster;
 pub mod function;
 pub mod gc;
+pub mod membership;
+pub mod node;
+pub mod nodepool;
+pub mod snapshot;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +27,9 @@ pub struct ControllersConfig {
     pub resync: Duration,
     /// The function controller's settings; `None` runs without it (no Docker configured).
     pub functions: Option<function::FunctionsConfig>,
+    /// The node-side controllers' settings (snapshot, node, membership); `None` runs without
+    /// them (no cloud configured). Node pools are reconciled either way.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 impl Default for ControllersConfig {
@@ -31,6 +39,7 @@ impl Default for ControllersConfig {
             event_ttl: crate::runtime::events::DEFAULT_EVENT_TTL,
             resync: Duration::from_secs(300),
             functions: None,
+            cluster: None,
         }
     }
 }
@@ -48,8 +57,36 @@ pub async fn run_all(
             None => tracing::info!("function controller not started: no Docker host configured"),
         }
     };
+    let cluster = async {
+        match cfg.cluster.clone() {
+            Some(c) => {
+                tokio::join!(
+                    snapshot::run(
+                        store.clone(),
+                        metrics.clone(),
+                        &cfg,
+                        c.clone(),
+                        stop.clone()
+                    ),
+                    node::run(
+                        store.clone(),
+                        metrics.clone(),
+                        &cfg,
+                        c.clone(),
+                        stop.clone()
+                    ),
+                    membership::run(store.clone(), metrics.clone(), &cfg, c, stop.clone()),
+                );
+            }
+            None => tracing::info!(
+                "snapshot, node and membership controllers not started: no cloud configured"
+            ),
+        }
+    };
     tokio::join!(
         gc::run(store.clone(), metrics.clone(), &cfg, stop.clone()),
-        functions
+        nodepool::run(store.clone(), metrics.clone(), &cfg, stop.clone()),
+        functions,
+        cluster,
     );
 }

@@ -2,6 +2,8 @@
 //! temporary data dir, stopped when dropped. Fails loudly when etcd cannot start.
 #![allow(dead_code)]
 
+pub mod cloud;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -82,6 +82,8 @@ pub struct FunctionsConfig {
     pub poll_every: Duration,
     /// Requeue delay while a function is not ready.
     pub not_ready_requeue: Duration,
+    /// Swarm placement constraints of every function service (e.g. `node.role==worker`).
+    pub constraints: Vec<String>,
 }
 
 impl std::fmt::Debug for FunctionsConfig {
@@ -109,6 +111,7 @@ impl FunctionsConfig {
             sweep_every: Duration::from_secs(30),
             poll_every: Duration::from_secs(10),
             not_ready_requeue: Duration::from_secs(1),
+            constraints: Vec::new(),
         }
     }
 }
@@ -370,6 +373,7 @@ async fn apply(f: &Function, ctx: &Context) -> Result<Action, FunctionError> {
         replicas,
         instance: &ctx.cfg.instance,
         tuning: &ctx.cfg.tuning,
+        constraints: &ctx.cfg.constraints,
     });
     let desired_hash = label_of(Some(&desired), labels::SPEC_HASH).unwrap_or_default();
     let sname = service_name(ns, name);

@@ -12,7 +12,7 @@ use bollard::models::{
     ServiceSpecRollbackConfigOrderEnum, ServiceSpecUpdateConfig,
     ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, TaskSpec,
     TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile,
-    TaskSpecContainerSpecFile1, TaskSpecContainerSpecSecrets, TaskSpecResources,
+    TaskSpecContainerSpecFile1, TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecResources,
     TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
 };
 use sha2::{Digest, Sha256};
@@ -218,6 +218,8 @@ pub struct ServiceInputs<'a> {
     pub replicas: u32,
     pub instance: &'a str,
     pub tuning: &'a ServiceTuning,
+    /// Swarm placement constraints of every function (e.g. `node.role==worker`).
+    pub constraints: &'a [String],
 }
 
 fn nanos(d: Duration) -> i64 {
@@ -333,6 +335,10 @@ pub fn service_spec(i: &ServiceInputs<'_>) -> ServiceSpec {
                 memory_bytes: Some(mb),
                 ..Default::default()
             }),
+            ..Default::default()
+        }),
+        placement: (!i.constraints.is_empty()).then(|| TaskSpecPlacement {
+            constraints: Some(i.constraints.to_vec()),
             ..Default::default()
         }),
         restart_policy: Some(TaskSpecRestartPolicy {
@@ -500,6 +506,7 @@ mod tests {
             replicas: 2,
             instance: "inst",
             tuning: &tuning,
+            constraints: &[],
         };
         let s = service_spec(&inputs);
         assert_eq!(s.name.as_deref(), Some("lambda-team-a-hello"));
@@ -613,6 +620,7 @@ mod tests {
             replicas: 1,
             instance: "i",
             tuning: &tuning,
+            constraints: &[],
         });
         let c = s.task_template.unwrap().container_spec.unwrap();
         assert!(c.configs.is_none() && c.secrets.is_none());

@@ -1,0 +1,107 @@
+//! `lambda cloud` as a child process for tests: its own data dir, a bridge and address range,
+//! stopped when dropped — together with every engine and namespace it made (they outlive the
+//! emulator by design), so a failed assertion leaks nothing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `lambda cloud`.
+pub struct CloudProc {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub port: u16,
+    args: Vec<String>,
+}
+
+impl CloudProc {
+    pub fn start(dir: &Path, bridge: &str, cidr: &str, first_host: u8) -> CloudProc {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let args = vec![
+            "cloud".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--data-dir".into(),
+            dir.display().to_string(),
+            "--bridge".into(),
+            bridge.into(),
+            "--bridge-cidr".into(),
+            cidr.into(),
+            "--first-host".into(),
+            first_host.to_string(),
+        ];
+        let mut c = CloudProc {
+            child: None,
+            dir: dir.to_path_buf(),
+            port,
+            args,
+        };
+        c.spawn();
+        c
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.with_extension("log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_lambda"))
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start lambda cloud");
+        self.child = Some(child);
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "lambda cloud did not listen: {}",
+                std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn openrc(&self, file: &str) -> HashMap<String, String> {
+        std::fs::read_to_string(self.dir.join(file))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}
+
+impl Drop for CloudProc {
+    /// Stops the emulator and, since its engines outlive it by design, also every engine and
+    /// namespace it made — so a failed assertion leaks nothing.
+    fn drop(&mut self) {
+        self.stop();
+        let Ok(servers) = std::fs::read_dir(self.dir.join("servers")) else {
+            return;
+        };
+        for d in servers.flatten() {
+            if let Ok(pid) = std::fs::read_to_string(d.path().join("dockerd.pid")) {
+                let _ = Command::new("kill").arg(pid.trim()).status();
+            }
+            let _ = Command::new("ip")
+                .args([
+                    "netns",
+                    "del",
+                    &format!("lc-{}", d.file_name().to_string_lossy()),
+                ])
+                .status();
+        }
+    }
+}
