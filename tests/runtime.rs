@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Etcd, function, lambda};
-use lambda::api::{FunctionSpec, NodePoolSpec, NodeSpec, Object, OwnerReference};
+use lambda::api::{FunctionSpec, NodePoolSpec, NodeSpec, Object};
 use lambda::reconcilers::{self, ControllersConfig};
 use lambda::runtime::watcher::watcher_from;
 use lambda::runtime::{Cache, EventType, Metrics, Recorder, WatcherConfig, watcher};
@@ -166,32 +166,10 @@ async fn etcd_killed_and_restarted_mid_watch_loses_nothing() {
     task.abort();
 }
 
-fn pool_yaml(name: &str) -> String {
+fn pool_yaml(name: &str, replicas: u32) -> String {
     format!(
-        "apiVersion: lambda/v1alpha1\nkind: NodePool\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  image:\n    glanceImage: worker\n  flavor: m1.small\n"
+        "apiVersion: lambda/v1alpha1\nkind: NodePool\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  image:\n    glanceImage: worker\n  flavor: m1.small\n  replicas: {replicas}\n  maxSurge: 5\n"
     )
-}
-
-async fn owned_node(store: &Store, pool: &str, name: &str) -> Object<NodeSpec> {
-    let p = store.get::<NodePoolSpec>("default", pool).await.unwrap();
-    let spec = NodeSpec {
-        pool: pool.into(),
-        image: "worker".into(),
-        flavor: "m1.small".into(),
-        network: None,
-        key_pair: None,
-        security_groups: vec![],
-        availability_zone: None,
-    };
-    let mut n = Object::new("default", name, spec);
-    n.metadata.owner_references.push(OwnerReference {
-        api_version: "lambda/v1alpha1".into(),
-        kind: "NodePool".into(),
-        name: pool.into(),
-        uid: p.metadata.uid.clone().unwrap(),
-        controller: Some(true),
-    });
-    store.create(&n).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,29 +190,36 @@ async fn gc_controller_bookkeeping_finalizer_orphans_and_events() {
     ));
 
     // A pool written by hand with etcdctl is reconciled: finalizer added, status written.
-    etcd.put("/lambda/registry/nodepools/default/p1", &pool_yaml("p1"));
+    etcd.put("/lambda/registry/nodepools/default/p1", &pool_yaml("p1", 2));
     eventually(
         "hand-written pool reconciled",
         Duration::from_secs(10),
         async || {
             let p = store.get::<NodePoolSpec>("default", "p1").await.ok()?;
-            (p.metadata.finalizers == [reconcilers::gc::POOL_FINALIZER] && p.status.is_some())
+            (p.metadata.finalizers == [reconcilers::nodepool::FINALIZER] && p.status.is_some())
                 .then_some(())
         },
     )
     .await;
-    owned_node(&store, "p1", "n1").await;
-    owned_node(&store, "p1", "n2").await;
+    // The pool makes its nodes (no cloud here: just the objects), owned by it and listed.
     eventually(
         "pool status lists its nodes",
         Duration::from_secs(10),
         async || {
-            let s = store
-                .get::<NodePoolSpec>("default", "p1")
-                .await
-                .ok()?
-                .status?;
-            (s.nodes == ["n1", "n2"] && s.replicas == 2).then_some(())
+            let p = store.get::<NodePoolSpec>("default", "p1").await.ok()?;
+            let uid = p.metadata.uid.clone()?;
+            let s = p.status?;
+            let nodes = store.list::<NodeSpec>(Some("default")).await.ok()?.items;
+            let mut names: Vec<String> = nodes.iter().map(|n| n.metadata.name.clone()).collect();
+            names.sort();
+            (s.nodes == names
+                && s.replicas == 2
+                && nodes.iter().all(|n| {
+                    n.metadata.name.starts_with("p1-")
+                        && n.metadata.owner_references[0].uid == uid
+                        && n.spec.image == "worker"
+                }))
+            .then_some(())
         },
     )
     .await;
@@ -248,7 +233,7 @@ async fn gc_controller_bookkeeping_finalizer_orphans_and_events() {
         v["kvs"][0]["mod_revision"].as_i64().unwrap()
     };
     let before = status_rev();
-    let runs = metrics.controller("nodepool-nodes").reconciles;
+    let runs = metrics.controller("nodepool").reconciles;
     let n0 = runs.get();
     let mut p1 = store.get::<NodePoolSpec>("default", "p1").await.unwrap();
     p1.metadata.labels.insert("touched".into(), "yes".into());
@@ -276,22 +261,17 @@ async fn gc_controller_bookkeeping_finalizer_orphans_and_events() {
     .await;
 
     // A pool removed behind the controller's back: its node is an orphan and is swept.
-    etcd.put("/lambda/registry/nodepools/default/p2", &pool_yaml("p2"));
-    eventually(
-        "p2 has its finalizer",
-        Duration::from_secs(10),
-        async || {
-            let p = store.get::<NodePoolSpec>("default", "p2").await.ok()?;
-            (!p.metadata.finalizers.is_empty()).then_some(())
-        },
-    )
+    etcd.put("/lambda/registry/nodepools/default/p2", &pool_yaml("p2", 1));
+    let orphan = eventually("p2 has its node", Duration::from_secs(10), async || {
+        let nodes = store.list::<NodeSpec>(Some("default")).await.ok()?.items;
+        nodes.first().map(|n| n.metadata.name.clone())
+    })
     .await;
-    owned_node(&store, "p2", "orphan").await;
     etcd.etcdctl(&["del", "/lambda/registry/nodepools/default/p2"])
         .unwrap();
     eventually("orphan swept", Duration::from_secs(10), async || {
         let gone = store
-            .get::<NodeSpec>("default", "orphan")
+            .get::<NodeSpec>("default", &orphan)
             .await
             .is_err_and(|e| e.is_not_found());
         gone.then_some(())
@@ -300,7 +280,7 @@ async fn gc_controller_bookkeeping_finalizer_orphans_and_events() {
     let (ok, out, err) = lambda(&etcd, &["get", "events"], None);
     assert!(ok, "{err}");
     assert!(
-        out.contains("OwnerGone") && out.contains("node/orphan"),
+        out.contains("OwnerGone") && out.contains(&format!("node/{orphan}")),
         "{out}"
     );
     // Events live on a lease.
@@ -315,7 +295,7 @@ async fn gc_controller_bookkeeping_finalizer_orphans_and_events() {
 
     let m = metrics.encode();
     assert!(
-        m.contains("lambda_reconciles_total{controller=\"nodepool-nodes\"}"),
+        m.contains("lambda_reconciles_total{controller=\"nodepool\"}"),
         "{m}"
     );
     stop.cancel();
@@ -329,7 +309,7 @@ async fn gc_controller_bookkeeping_finalizer_orphans_and_events() {
 async fn events_aggregate_and_show_in_describe() {
     let etcd = Etcd::start();
     let store = etcd.store().await;
-    etcd.put("/lambda/registry/nodepools/default/p", &pool_yaml("p"));
+    etcd.put("/lambda/registry/nodepools/default/p", &pool_yaml("p", 0));
     let p = store.get::<NodePoolSpec>("default", "p").await.unwrap();
     let rec = Recorder::new(store.clone(), "test", Duration::from_secs(60));
     for _ in 0..3 {
@@ -437,7 +417,7 @@ async fn two_controllers_one_leader_and_failover_within_ttl() {
     assert!(http_get(lport, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200")));
     assert!(http_get(sport, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")));
 
-    etcd.put("/lambda/registry/nodepools/default/p1", &pool_yaml("p1"));
+    etcd.put("/lambda/registry/nodepools/default/p1", &pool_yaml("p1", 2));
     eventually(
         "the leader reconciles",
         Duration::from_secs(10),
@@ -480,7 +460,7 @@ async fn two_controllers_one_leader_and_failover_within_ttl() {
         takeover <= Duration::from_secs(5),
         "takeover took {takeover:?}"
     );
-    etcd.put("/lambda/registry/nodepools/default/p2", &pool_yaml("p2"));
+    etcd.put("/lambda/registry/nodepools/default/p2", &pool_yaml("p2", 0));
     eventually(
         "the new leader reconciles",
         Duration::from_secs(10),

@@ -39,6 +39,12 @@ pub struct NodeStatus {
     /// Nova server id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_id: Option<String>,
+    /// Nova server name (also the VM's host name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Consecutive servers of this node that ended in ERROR (recreated with backoff).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub server_failures: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
     /// Nova's server status (`BUILD`, `ACTIVE`, `ERROR`, …).
@@ -54,6 +60,10 @@ pub struct NodeStatus {
     pub swarm_availability: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Conditions for NodeStatus {

@@ -4,6 +4,7 @@
 mod codec;
 mod config;
 mod keys;
+mod status;
 mod watch;
 
 use std::sync::Arc;

@@ -24,6 +24,8 @@ pub struct TaskFilter {
     pub labels: Vec<(String, String)>,
     /// Only tasks whose desired state is this (`running`, `shutdown`, `accepted`).
     pub desired_state: Option<String>,
+    /// Only tasks on this node (id or name).
+    pub node: Option<String>,
 }
 
 /// One host port Swarm published for a task (host-mode publishing).
@@ -148,6 +150,9 @@ impl Swarm {
         }
         if let Some(d) = &filter.desired_state {
             f.insert("desired-state".into(), vec![d.clone()]);
+        }
+        if let Some(n) = &filter.node {
+            f.insert("node".into(), vec![n.clone()]);
         }
         let opts = ListTasksOptionsBuilder::default().filters(&f).build();
         let object = match &filter.service {

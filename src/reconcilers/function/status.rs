@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{Node, Service, ServiceUpdateStatusStateEnum, Task, TaskState};
+use bollard::models::{
+    Node, NodeSpecAvailabilityEnum, NodeState, Service, ServiceUpdateStatusStateEnum, Task,
+    TaskState,
+};
 use chrono::{DateTime, Utc};
 
 use crate::api::ConditionStatus;
@@ -77,8 +80,17 @@ pub fn observe(
     up_to_date: bool,
     rolled_back: bool,
 ) -> Observed {
+    // A draining or down node's tasks are on their way out: the gateway stops sending them
+    // new requests at once (in-flight ones finish; the agent drains on SIGTERM).
+    let serving = |n: &&Node| {
+        let draining =
+            n.spec.as_ref().and_then(|s| s.availability) == Some(NodeSpecAvailabilityEnum::DRAIN);
+        let state = n.status.as_ref().and_then(|s| s.state);
+        !draining && state.is_none_or(|s| s == NodeState::READY)
+    };
     let addrs: HashMap<String, String> = nodes
         .iter()
+        .filter(serving)
         .filter_map(|n| Some((n.id.clone()?, node_address(n)?)))
         .collect();
     let live = |t: &&Task| t.desired_state == Some(TaskState::RUNNING);
@@ -276,6 +288,42 @@ mod tests {
         let addrs: Vec<_> = o.endpoints.iter().map(|e| e.address.as_str()).collect();
         assert_eq!(addrs, ["10.251.0.2:32768", "10.251.0.2:32769"]);
         assert_eq!(o.endpoints[0].node_id, "n1");
+    }
+
+    #[test]
+    fn no_endpoints_on_draining_or_down_nodes() {
+        let tasks = [task(
+            "t1",
+            "n1",
+            TaskState::RUNNING,
+            TaskState::RUNNING,
+            32768,
+        )];
+        let mut n = nodes();
+        n[0].spec = Some(bollard::models::NodeSpec {
+            availability: Some(NodeSpecAvailabilityEnum::DRAIN),
+            ..Default::default()
+        });
+        assert!(
+            observe(&service(), &tasks, &n, 1, true, false)
+                .endpoints
+                .is_empty()
+        );
+        let mut n = nodes();
+        n[0].status.as_mut().unwrap().state = Some(NodeState::DOWN);
+        assert!(
+            observe(&service(), &tasks, &n, 1, true, false)
+                .endpoints
+                .is_empty()
+        );
+        let mut n = nodes();
+        n[0].status.as_mut().unwrap().state = Some(NodeState::READY);
+        assert_eq!(
+            observe(&service(), &tasks, &n, 1, true, false)
+                .endpoints
+                .len(),
+            1
+        );
     }
 
     #[test]

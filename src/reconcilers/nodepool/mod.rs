@@ -1,19 +1,535 @@
-//! The nodepool reconciler (in progress).
+//! The nodepool reconciler: keeps `replicas` (the autoscaler's `status.desiredReplicas` when it
+//! has one; both clamped to min/max) `Node` objects owned by each pool, built from the pool's
+//! node template (its image — a `SnapshotImage`'s built Glance image or a Glance image —,
+//! flavor, network, key pair, security groups, availability zone). The decision itself is the
+//! pure [`plan::decide`] (max surge, scale-down victims by fewest tasks, rolling one at a time).
+//!
+//! - Creations and deletions are remembered until the node cache shows them (Kubernetes'
+//!   "expectations"), so a reconcile that runs before the watch delivers its own writes does not
+//!   create or delete twice.
+//! - Status: `replicas`, `readyReplicas`, `nodes`, conditions `ImageReady` and `Ready`.
+//! - Finalizer [`FINALIZER`]: deleting a pool deletes its nodes (each drained and its server
+//!   deleted by their own finalizers) and waits for them to go.
 
-use std::sync::Arc;
+pub mod plan;
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::Metrics;
-use crate::store::Store;
+use crate::api::meta::OwnerReference;
+use crate::api::{
+    API_VERSION, ConditionStatus, Conditions, NodePoolSpec, NodeSpec, Object, ObjectKey, Resource,
+    SnapshotImageSpec,
+};
+use crate::runtime::conditions::set_condition;
+use crate::runtime::finalizer::FinalizerError;
+use crate::runtime::status::patch_status;
+use crate::runtime::{
+    Action, Cache, Controller, ControllerConfig, EventType, FinalizerEvent, Metrics, Recorder,
+    finalizer,
+};
+use crate::store::{Store, StoreError};
+use crate::swarm::{Swarm, TaskFilter};
 
 use super::ControllersConfig;
+use super::node::{HEALTHY, READY};
+use plan::{NodeView, decide};
+
+/// The finalizer this controller puts on node pools.
+pub const FINALIZER: &str = "lambda/nodepool-nodes";
+/// Label on every node naming its pool.
+pub const POOL_LABEL: &str = "lambda.pool";
+/// Condition: the pool has an image to boot nodes from.
+pub const IMAGE_READY: &str = "ImageReady";
+/// How long a write is expected to show up in the cache before it is forgotten.
+const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+/// Requeue while the pool converges (node changes trigger it anyway).
+const PROGRESS_REQUEUE: Duration = Duration::from_secs(2);
+
+/// Errors of the nodepool reconciler.
+#[derive(Debug, thiserror::Error)]
+pub enum NodePoolError {
+    #[error("NodePool {pool}: {op} Node {node}: {source}")]
+    Node {
+        pool: ObjectKey,
+        op: &'static str,
+        node: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("writing status of NodePool {pool}: {source}")]
+    Status {
+        pool: ObjectKey,
+        #[source]
+        source: StoreError,
+    },
+}
+
+#[derive(Default)]
+struct Expectations {
+    created: HashMap<String, Instant>,
+    deleted: HashMap<String, Instant>,
+}
+
+/// What the reconciles share.
+pub struct Context {
+    pub store: Store,
+    /// Nodes (fed by the controller's `owns()`).
+    pub nodes: Cache<NodeSpec>,
+    /// Snapshot images (their built image ids).
+    pub snapshots: Cache<SnapshotImageSpec>,
+    /// The Swarm manager, to count tasks per node (scale-down victims); `None`: all count 0.
+    pub swarm: Option<Swarm>,
+    pub recorder: Recorder,
+    /// Pool uid → writes not yet seen in the cache.
+    expectations: Mutex<HashMap<String, Expectations>>,
+}
+
+impl Context {
+    /// A context around the caches the controller feeds.
+    pub fn new(
+        store: Store,
+        nodes: Cache<NodeSpec>,
+        snapshots: Cache<SnapshotImageSpec>,
+        swarm: Option<Swarm>,
+        recorder: Recorder,
+    ) -> Self {
+        Context {
+            store,
+            nodes,
+            snapshots,
+            swarm,
+            recorder,
+            expectations: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Forgets expectations the cache now shows (or that are too old); returns the names
+    /// created but not yet seen, and those deleted but not yet seen as deleting.
+    fn pending(
+        &self,
+        pool_uid: &str,
+        owned: &[Arc<Object<NodeSpec>>],
+    ) -> (Vec<String>, Vec<String>) {
+        let Ok(mut all) = self.expectations.lock() else {
+            return (Vec::new(), Vec::new());
+        };
+        let e = all.entry(pool_uid.to_string()).or_default();
+        let now = Instant::now();
+        let seen = |name: &str| owned.iter().find(|n| n.metadata.name == name);
+        e.created
+            .retain(|name, at| seen(name).is_none() && now - *at < EXPECTATION_TTL);
+        e.deleted.retain(|name, at| {
+            seen(name).is_some_and(|n| !n.is_deleting()) && now - *at < EXPECTATION_TTL
+        });
+        (
+            e.created.keys().cloned().collect(),
+            e.deleted.keys().cloned().collect(),
+        )
+    }
+
+    fn expect(&self, pool_uid: &str, created: Option<String>, deleted: Option<String>) {
+        if let Ok(mut all) = self.expectations.lock() {
+            let e = all.entry(pool_uid.to_string()).or_default();
+            let now = Instant::now();
+            if let Some(c) = created {
+                e.created.insert(c, now);
+            }
+            if let Some(d) = deleted {
+                e.deleted.insert(d, now);
+            }
+        }
+    }
+
+    async fn event(&self, p: &Object<NodePoolSpec>, type_: EventType, reason: &str, msg: &str) {
+        if let Err(e) = self.recorder.publish(p, type_, reason, msg).await {
+            tracing::warn!(pool = %p.key(), error = %e, "recording event");
+        }
+    }
+
+    /// Running tasks per Swarm node id.
+    async fn tasks_per_node(&self) -> HashMap<String, u32> {
+        let mut m = HashMap::new();
+        let Some(swarm) = &self.swarm else {
+            return m;
+        };
+        let filter = TaskFilter {
+            desired_state: Some("running".into()),
+            ..Default::default()
+        };
+        match swarm.list_tasks(&filter).await {
+            Ok(tasks) => {
+                for t in tasks {
+                    if let Some(n) = t.node_id {
+                        *m.entry(n).or_insert(0) += 1;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "counting tasks per node; scale-down ignores load")
+            }
+        }
+        m
+    }
+}
+
+/// The image a pool's new nodes boot from, or why there is none (reason, message).
+pub fn resolve_image(
+    pool: &Object<NodePoolSpec>,
+    snapshots: &Cache<SnapshotImageSpec>,
+) -> Result<String, (&'static str, String)> {
+    if let Some(g) = &pool.spec.image.glance_image {
+        return Ok(g.clone());
+    }
+    let Some(name) = &pool.spec.image.snapshot_image else {
+        return Err(("NoImage", "spec.image names no image".into()));
+    };
+    let key = ObjectKey::new(pool.metadata.namespace(), name);
+    let Some(si) = snapshots.get(&key) else {
+        return Err((
+            "SnapshotImageNotFound",
+            format!("SnapshotImage {key} does not exist"),
+        ));
+    };
+    match si.status.as_ref().and_then(|s| s.image_id.clone()) {
+        Some(id) => Ok(id),
+        None => {
+            let why = si
+                .status
+                .as_ref()
+                .and_then(|s| s.condition(READY))
+                .map(|c| format!("{}: {}", c.reason, c.message))
+                .unwrap_or_else(|| "not built yet".into());
+            Err((
+                "SnapshotImageNotReady",
+                format!("SnapshotImage {key} has no built image yet ({why})"),
+            ))
+        }
+    }
+}
+
+/// The node spec every node of `pool` should have (with `image` to boot from).
+pub fn template(pool: &Object<NodePoolSpec>, image: &str) -> NodeSpec {
+    let s = &pool.spec;
+    NodeSpec {
+        pool: pool.metadata.name.clone(),
+        image: image.to_string(),
+        flavor: s.flavor.clone(),
+        network: s.network.clone(),
+        key_pair: s.key_pair.clone(),
+        security_groups: s.security_groups.clone(),
+        availability_zone: s.availability_zone.clone(),
+    }
+}
+
+/// The replica count a pool converges to: the autoscaler's wish or `spec.replicas`, clamped.
+pub fn desired(pool: &Object<NodePoolSpec>) -> u32 {
+    let s = &pool.spec;
+    let want = pool
+        .status
+        .as_ref()
+        .and_then(|st| st.desired_replicas)
+        .filter(|_| s.autoscaling.as_ref().is_some_and(|a| a.enabled))
+        .unwrap_or(s.replicas);
+    want.clamp(s.min_replicas, s.max_replicas.max(s.min_replicas))
+}
+
+fn new_node(pool: &Object<NodePoolSpec>, spec: NodeSpec) -> Object<NodeSpec> {
+    let suffix: String = uuid::Uuid::new_v4().simple().to_string()[..5].to_string();
+    let mut name = format!("{}-{suffix}", pool.metadata.name);
+    if name.len() > 63 {
+        name = format!("{}-{suffix}", &pool.metadata.name[..57]);
+    }
+    let mut n = Object::new(pool.metadata.namespace(), &name, spec);
+    n.metadata.labels = BTreeMap::from([(POOL_LABEL.to_string(), pool.metadata.name.clone())]);
+    n.metadata.owner_references = vec![OwnerReference {
+        api_version: API_VERSION.to_string(),
+        kind: NodePoolSpec::KIND.to_string(),
+        name: pool.metadata.name.clone(),
+        uid: pool.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+    }];
+    n
+}
+
+fn views(
+    live: &[&Arc<Object<NodeSpec>>],
+    pending: &[String],
+    tmpl: Option<&NodeSpec>,
+    tasks: &HashMap<String, u32>,
+) -> Vec<NodeView> {
+    let mut v: Vec<NodeView> = live
+        .iter()
+        .map(|n| {
+            let st = n.status.as_ref();
+            NodeView {
+                name: n.metadata.name.clone(),
+                ready: st.is_some_and(|s| s.is_true(READY)),
+                healthy: !st
+                    .and_then(|s| s.condition(HEALTHY))
+                    .is_some_and(|c| c.status == ConditionStatus::False),
+                current: tmpl.is_none_or(|t| n.spec == *t),
+                tasks: st
+                    .and_then(|s| s.swarm_node_id.as_ref())
+                    .and_then(|id| tasks.get(id))
+                    .copied()
+                    .unwrap_or(0),
+                created: n
+                    .metadata
+                    .uid
+                    .as_deref()
+                    .and_then(crate::store::create_revision_of_uid)
+                    .unwrap_or(i64::MAX),
+            }
+        })
+        .collect();
+    v.extend(pending.iter().map(|name| NodeView {
+        name: name.clone(),
+        ready: false,
+        healthy: true,
+        current: true,
+        tasks: 0,
+        created: i64::MAX,
+    }));
+    v
+}
+
+async fn apply(pool: &Object<NodePoolSpec>, ctx: &Context) -> Result<Action, NodePoolError> {
+    let key = pool.key();
+    let uid = pool.metadata.uid.clone().unwrap_or_default();
+    let generation = pool.generation();
+    let image = resolve_image(pool, &ctx.snapshots);
+    let tmpl = image.as_ref().ok().map(|i| template(pool, i));
+    let want = desired(pool);
+    let owned = ctx.nodes.by_owner(&uid);
+    let (pending_created, pending_deleted) = ctx.pending(&uid, &owned);
+    let live: Vec<&Arc<Object<NodeSpec>>> = owned
+        .iter()
+        .filter(|n| !n.is_deleting() && !pending_deleted.contains(&n.metadata.name))
+        .collect();
+    let tasks = ctx.tasks_per_node().await;
+    let nodes = views(&live, &pending_created, tmpl.as_ref(), &tasks);
+    let plan = decide(&nodes, want, pool.spec.max_surge, tmpl.is_some());
+
+    for (name, why) in &plan.delete {
+        match ctx.store.delete::<NodeSpec>(&key.namespace, name).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(source) => {
+                return Err(NodePoolError::Node {
+                    pool: key,
+                    op: "deleting",
+                    node: name.clone(),
+                    source,
+                });
+            }
+        }
+        ctx.expect(&uid, None, Some(name.clone()));
+        let msg = format!("deleting node {name} ({why})");
+        ctx.event(pool, EventType::Normal, "DeletingNode", &msg)
+            .await;
+    }
+    if let Some(t) = &tmpl {
+        for _ in 0..plan.create {
+            let n = new_node(pool, t.clone());
+            let name = n.metadata.name.clone();
+            ctx.store
+                .create(&n)
+                .await
+                .map_err(|source| NodePoolError::Node {
+                    pool: key.clone(),
+                    op: "creating",
+                    node: name.clone(),
+                    source,
+                })?;
+            ctx.expect(&uid, Some(name.clone()), None);
+            let msg = format!("created node {name} (image {})", t.image);
+            ctx.event(pool, EventType::Normal, "CreatedNode", &msg)
+                .await;
+        }
+    }
+
+    let deleted: Vec<&str> = plan.delete.iter().map(|(n, _)| n.as_str()).collect();
+    let remaining: Vec<&NodeView> = nodes
+        .iter()
+        .filter(|n| !deleted.contains(&n.name.as_str()))
+        .collect();
+    let replicas = remaining.len() as u32 + plan.create;
+    let ready = remaining.iter().filter(|n| n.ready).count() as u32;
+    let outdated = remaining.iter().filter(|n| !n.current).count();
+    let mut names: Vec<String> = owned.iter().map(|n| n.metadata.name.clone()).collect();
+    names.extend(pending_created.iter().cloned());
+    names.sort();
+    names.dedup();
+    let (status, reason, message) = if let Err((r, m)) = &image
+        && ready < want
+    {
+        (ConditionStatus::False, r.to_string(), m.clone())
+    } else if outdated > 0 {
+        (
+            ConditionStatus::False,
+            "RollingUpdate".into(),
+            format!("{outdated} node(s) to move onto the current template; {ready}/{want} ready"),
+        )
+    } else if replicas < want || !plan.is_empty() && plan.create > 0 {
+        (
+            ConditionStatus::False,
+            "ScalingUp".into(),
+            format!("{ready}/{want} nodes ready"),
+        )
+    } else if replicas > want || !plan.delete.is_empty() {
+        (
+            ConditionStatus::False,
+            "ScalingDown".into(),
+            format!("{replicas} nodes, want {want}"),
+        )
+    } else if ready < want {
+        (
+            ConditionStatus::False,
+            "NodesNotReady".into(),
+            format!("{ready}/{want} nodes ready"),
+        )
+    } else {
+        (
+            ConditionStatus::True,
+            "Ready".into(),
+            format!("{ready}/{want} nodes ready"),
+        )
+    };
+    let converged = status == ConditionStatus::True;
+    patch_status(&ctx.store, pool, |s| {
+        s.observed_generation = Some(generation);
+        s.replicas = replicas;
+        s.ready_replicas = ready;
+        s.nodes = names.clone();
+        match &image {
+            Ok(i) => set_condition(
+                &mut s.conditions,
+                IMAGE_READY,
+                ConditionStatus::True,
+                "Resolved",
+                &format!("new nodes boot from image {i}"),
+                Some(generation),
+            ),
+            Err((r, m)) => set_condition(
+                &mut s.conditions,
+                IMAGE_READY,
+                ConditionStatus::False,
+                r,
+                m,
+                Some(generation),
+            ),
+        };
+        set_condition(
+            &mut s.conditions,
+            READY,
+            status,
+            &reason,
+            &message,
+            Some(generation),
+        );
+    })
+    .await
+    .map_err(|source| NodePoolError::Status { pool: key, source })?;
+    Ok(if converged {
+        Action::await_change()
+    } else {
+        Action::requeue(PROGRESS_REQUEUE)
+    })
+}
+
+async fn cleanup(pool: &Object<NodePoolSpec>, ctx: &Context) -> Result<Action, NodePoolError> {
+    let uid = pool.metadata.uid.clone().unwrap_or_default();
+    let owned = ctx.nodes.by_owner(&uid);
+    if owned.is_empty() {
+        return Ok(Action::await_change());
+    }
+    for n in owned.iter().filter(|n| !n.is_deleting()) {
+        match ctx
+            .store
+            .delete::<NodeSpec>(n.metadata.namespace(), &n.metadata.name)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(source) => {
+                return Err(NodePoolError::Node {
+                    pool: pool.key(),
+                    op: "deleting",
+                    node: n.metadata.name.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    // Nodes have cleanup of their own (drain, server): wait for them to go.
+    Ok(Action::requeue(PROGRESS_REQUEUE))
+}
+
+/// Reconciles one pool (finalizer, apply or cleanup).
+pub async fn reconcile(
+    pool: Arc<Object<NodePoolSpec>>,
+    ctx: Arc<Context>,
+) -> Result<Action, FinalizerError<NodePoolError>> {
+    let store = ctx.store.clone();
+    finalizer(&store, FINALIZER, pool, |ev| async move {
+        match ev {
+            FinalizerEvent::Apply(p) => apply(&p, &ctx).await,
+            FinalizerEvent::Cleanup(p) => cleanup(&p, &ctx).await,
+        }
+    })
+    .await
+}
 
 /// Runs the nodepool controller until `stop`.
 pub async fn run(
-    _store: Store,
-    _metrics: Arc<Metrics>,
-    _cfg: &ControllersConfig,
-    _stop: CancellationToken,
+    store: Store,
+    metrics: Arc<Metrics>,
+    cfg: &ControllersConfig,
+    stop: CancellationToken,
 ) {
+    let ns = cfg.namespace.as_deref();
+    let mut ccfg = ControllerConfig::named("nodepool");
+    ccfg.runner.resync = Some(cfg.resync);
+    let controller = Controller::<NodePoolSpec>::new(store.clone(), ns, ccfg)
+        .with_metrics(metrics)
+        .graceful_shutdown_on(stop);
+    let swarm = cfg
+        .cluster
+        .as_ref()
+        .map(|c| c.swarm.clone())
+        .or_else(|| cfg.functions.as_ref().map(|f| f.swarm.clone()));
+    let ctx = Arc::new(Context::new(
+        store.clone(),
+        Cache::new(),
+        Cache::new(),
+        swarm,
+        Recorder::new(store, "controller/nodepool", cfg.event_ttl),
+    ));
+    let pools = controller.cache();
+    let controller = controller
+        .owns(ctx.nodes.clone())
+        // A snapshot image built (or rebuilt) triggers the pools booting from it.
+        .watches(
+            ctx.snapshots.clone(),
+            move |si: &Object<SnapshotImageSpec>| {
+                pools
+                    .list()
+                    .iter()
+                    .filter(|p| {
+                        p.metadata.namespace() == si.metadata.namespace()
+                            && p.spec.image.snapshot_image.as_deref()
+                                == Some(si.metadata.name.as_str())
+                    })
+                    .map(|p| p.key())
+                    .collect()
+            },
+        );
+    controller
+        .run(reconcile, |_, _, _| Action::backoff(), ctx)
+        .await;
 }
