@@ -161,65 +161,83 @@ async fn forward(
             ));
         }
     };
-    let Some(lease) = route.acquire() else {
-        let mut e = HttpError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TooManyRequests",
-            format!(
-                "function {ns}/{name} is at its concurrency ({} per replica x {} replicas)",
-                route.concurrency,
-                route.endpoints.len()
-            ),
-        );
-        e.retry_after = Some(1);
-        return Err(e);
-    };
-    let Some(uri) = lease.endpoint.invoke_uri.clone() else {
-        return Err(HttpError::new(
-            StatusCode::BAD_GATEWAY,
-            "ReplicaUnreachable",
-            format!(
-                "replica address {:?} of {ns}/{name} is not host:port",
-                lease.endpoint.address
-            ),
-        ));
-    };
-    let mut out = Request::post(uri)
-        .header("content-type", "application/json")
-        .header("x-lambda-invocation-id", id)
-        .header(
-            "x-lambda-deadline-ms",
-            route.timeout.as_millis().to_string(),
-        )
-        .body(Full::new(body))
-        .map_err(|e| {
-            HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string())
-        })?;
-    out.headers_mut()
-        .insert("connection", HeaderValue::from_static("keep-alive"));
-    let sent = tokio::time::timeout(route.timeout + GRACE, gw.client.request(out)).await;
-    let resp = match sent {
-        Err(_) => {
-            return Err(HttpError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "Timeout",
+    // A replica that refuses the connection never saw the request (its task is stopping, or
+    // its node is draining): the request goes to another replica, at most twice.
+    let mut refused: Vec<Arc<str>> = Vec::new();
+    let (lease, resp) = loop {
+        let skip: Vec<&str> = refused.iter().map(|a| &**a).collect();
+        let Some(lease) = route.acquire_except(&skip) else {
+            if let Some(last) = refused.last() {
+                return Err(HttpError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "ReplicaUnreachable",
+                    format!(
+                        "replica {last} of {ns}/{name} refused the connection and no other is free"
+                    ),
+                ));
+            }
+            let mut e = HttpError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
                 format!(
-                    "function {ns}/{name} did not answer within its timeout of {:?}",
-                    route.timeout
+                    "function {ns}/{name} is at its concurrency ({} per replica x {} replicas)",
+                    route.concurrency,
+                    route.endpoints.len()
                 ),
-            ));
-        }
-        Ok(Err(e)) => {
+            );
+            e.retry_after = Some(1);
+            return Err(e);
+        };
+        let Some(uri) = lease.endpoint.invoke_uri.clone() else {
             return Err(HttpError::new(
                 StatusCode::BAD_GATEWAY,
                 "ReplicaUnreachable",
                 format!(
-                    "replica {} of {ns}/{name} is unreachable: {e}",
+                    "replica address {:?} of {ns}/{name} is not host:port",
                     lease.endpoint.address
                 ),
             ));
+        };
+        let mut out = Request::post(uri)
+            .header("content-type", "application/json")
+            .header("x-lambda-invocation-id", id)
+            .header(
+                "x-lambda-deadline-ms",
+                route.timeout.as_millis().to_string(),
+            )
+            .body(Full::new(body.clone()))
+            .map_err(|e| {
+                HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string())
+            })?;
+        out.headers_mut()
+            .insert("connection", HeaderValue::from_static("keep-alive"));
+        let sent = tokio::time::timeout(route.timeout + GRACE, gw.client.request(out)).await;
+        match sent {
+            Err(_) => {
+                return Err(HttpError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "Timeout",
+                    format!(
+                        "function {ns}/{name} did not answer within its timeout of {:?}",
+                        route.timeout
+                    ),
+                ));
+            }
+            Ok(Err(e)) if e.is_connect() && refused.len() < 2 => {
+                refused.push(Arc::from(lease.endpoint.address.as_str()));
+            }
+            Ok(Err(e)) => {
+                return Err(HttpError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "ReplicaUnreachable",
+                    format!(
+                        "replica {} of {ns}/{name} is unreachable: {e}",
+                        lease.endpoint.address
+                    ),
+                ));
+            }
+            Ok(Ok(r)) => break (lease, r),
         }
-        Ok(Ok(r)) => r,
     };
     // The agent answers only once the function finished: the slot is free now.
     drop(lease);

@@ -70,6 +70,12 @@ impl Route {
     /// Picks the endpoint with the fewest requests in flight, if one is under the function's
     /// concurrency; `None` means every replica is full (429) or there is none.
     pub fn acquire(&self) -> Option<Lease> {
+        self.acquire_except(&[])
+    }
+
+    /// [`Route::acquire`] among the endpoints whose address is not in `skip` (replicas that
+    /// refused a connection for this request).
+    pub fn acquire_except(&self, skip: &[&str]) -> Option<Lease> {
         // Ties rotate (round robin among the least loaded); a CAS loop keeps the per-endpoint
         // limit exact under races.
         let n = self.endpoints.len();
@@ -80,6 +86,7 @@ impl Route {
         loop {
             let best = (0..n)
                 .map(|i| &self.endpoints[(start + i) % n])
+                .filter(|e| !skip.contains(&e.address.as_str()))
                 .min_by_key(|e| e.inflight())?;
             let cur = best.inflight();
             if cur >= self.concurrency {

@@ -189,3 +189,53 @@ pub fn function(name: &str) -> lambda::api::Function {
         serde_saphyr::from_str("runtime: shell\ncode:\n  inline: cat\n").expect("spec");
     lambda::api::Function::new("default", name, spec)
 }
+
+/// The project checkout.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One `export KEY=value` of `scripts/swarm.sh env` (the Swarm the test command started).
+pub fn swarm_env(key: &str) -> String {
+    let out = Command::new(root().join("scripts/swarm.sh"))
+        .arg("env")
+        .output()
+        .expect("scripts/swarm.sh env");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("export {key}="))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("scripts/swarm.sh env prints no {key}: run scripts/swarm.sh up"))
+}
+
+/// The runtime images `scripts/images.sh` built (fails loudly when it has not run).
+pub fn runtime_images() -> lambda::reconcilers::function::spec::RuntimeImages {
+    let home = std::env::var("LAMBDA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join(".lambda"));
+    let versions = home.join("images/versions.env");
+    lambda::reconcilers::function::spec::RuntimeImages::from_env_file(&versions).unwrap_or_else(
+        |e| panic!("runtime images missing ({e}): run scripts/images.sh (scripts/test.sh does)"),
+    )
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, or panics naming `what` after `timeout`.
+pub async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

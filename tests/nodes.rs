@@ -1,0 +1,655 @@
+//! Node pools end to end on `lambda cloud` + the real Swarm: a pool's Nodes become Nova servers
+//! (Docker engines in network namespaces) booted from an image holding the runtime images,
+//! whose user-data joins them to the Swarm; functions spread onto them and answer through the
+//! gateway while the pool scales 2 → 3 → 1 under load; a worker whose engine is killed behind
+//! the controller's back is replaced; a controller killed mid-scale-up makes no duplicate
+//! servers; deleting the pool leaves no server, Swarm node or namespace behind.
+//!
+//! Needs `scripts/swarm.sh up` and `scripts/images.sh` (the test command runs both); fails
+//! loudly without them. Uses addresses 10.251.0.170–199 of the project bridge.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::cloud::CloudProc;
+use common::{Etcd, eventually, lambda, runtime_images, swarm_env};
+use lambda::api::{Conditions, FunctionSpec, NodePoolSpec, NodeSpec, Object};
+use lambda::gateway::{GatewayConfig, apikeys};
+use lambda::openstack::{CloudConfig, OpenStack, ServerFilter, ServerStatus};
+use lambda::reconcilers::cluster::{ClusterConfig, ClusterTimings, instance_tag, owner_tag};
+use lambda::reconcilers::function::FunctionsConfig;
+use lambda::reconcilers::{self, ControllersConfig};
+use lambda::runtime::Metrics;
+use lambda::swarm::{Swarm, labels};
+use tokio_util::sync::CancellationToken;
+
+/// Everything one test runs on; cleans up Swarm objects, engines and namespaces when dropped.
+struct Bed {
+    etcd: Etcd,
+    store: lambda::store::Store,
+    cloud: CloudProc,
+    os: OpenStack,
+    swarm: Swarm,
+    host: String,
+    instance: String,
+    ns: String,
+    gateway: String,
+    token: String,
+    cfg: ControllersConfig,
+    controller: Option<(tokio::task::JoinHandle<()>, CancellationToken)>,
+    stop: CancellationToken,
+    _tmp: tempfile::TempDir,
+}
+
+impl Bed {
+    async fn start(first_host: u8) -> Bed {
+        let host = swarm_env("DOCKER_HOST");
+        let join_addr = swarm_env("LAMBDA_SWARM_JOIN_ADDR");
+        let images = runtime_images();
+        let swarm = Swarm::connect(Some(&host))
+            .await
+            .expect("the Swarm manager is not running: run scripts/swarm.sh up");
+        let tmp = tempfile::tempdir().unwrap();
+        let cloud = CloudProc::start(
+            &tmp.path().join("cloud"),
+            "lambda0",
+            "10.251.0.1/24",
+            first_host,
+        );
+        let os =
+            OpenStack::connect(CloudConfig::from_openrc_file(&cloud.dir.join("openrc")).unwrap())
+                .await
+                .expect("connect to lambda cloud");
+        let etcd = Etcd::start();
+        let store = etcd.store().await;
+        let instance = format!("n-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let ns = format!("nodes-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+        let mut functions = FunctionsConfig::new(swarm.clone(), images.clone(), &instance);
+        // Functions run on this test's workers only (not the manager, not other tests' nodes).
+        functions.constraints = vec![format!("node.labels.{}=={instance}", labels::INSTANCE)];
+        let cluster = ClusterConfig {
+            cloud: os.clone(),
+            swarm: swarm.clone(),
+            join_addr,
+            advertise_addr: None,
+            instance: instance.clone(),
+            images,
+            builder_url: None,
+            timings: ClusterTimings {
+                poll: Duration::from_millis(500),
+                join_timeout: Duration::from_secs(60),
+                down_grace: Duration::from_secs(5),
+                drain_timeout: Duration::from_secs(30),
+                error_backoff: Duration::from_secs(1),
+                error_backoff_max: Duration::from_secs(10),
+                sweep_every: Duration::from_secs(5),
+            },
+        };
+        let cfg = ControllersConfig {
+            namespace: Some(ns.clone()),
+            functions: Some(functions),
+            cluster: Some(cluster),
+            ..Default::default()
+        };
+        let stop = CancellationToken::new();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let gcfg = GatewayConfig {
+            listen: format!("127.0.0.1:{port}").parse().unwrap(),
+            insecure_no_auth: false,
+        };
+        let gstop = stop.clone();
+        tokio::spawn(lambda::gateway::run(store.clone(), gcfg, async move {
+            gstop.cancelled().await
+        }));
+        let (_, token) = apikeys::create(&store, "nodes-test").await.unwrap();
+        let mut bed = Bed {
+            etcd,
+            store,
+            cloud,
+            os,
+            swarm,
+            host,
+            instance,
+            ns,
+            gateway: format!("http://127.0.0.1:{port}"),
+            token,
+            cfg,
+            controller: None,
+            stop,
+            _tmp: tmp,
+        };
+        bed.start_controller();
+        bed
+    }
+
+    fn start_controller(&mut self) {
+        let stop = self.stop.child_token();
+        let h = tokio::spawn(reconcilers::run_all(
+            self.store.clone(),
+            Metrics::new(),
+            self.cfg.clone(),
+            stop.clone(),
+        ));
+        self.controller = Some((h, stop));
+    }
+
+    /// Aborts the controller mid-flight, like a crash (no graceful stop).
+    async fn kill_controller(&mut self) {
+        if let Some((h, _)) = self.controller.take() {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+
+    fn apply(&self, yaml: &str) {
+        let (ok, out, err) = lambda(
+            &self.etcd,
+            &["apply", "-n", &self.ns, "-f", "-"],
+            Some(yaml),
+        );
+        assert!(ok, "lambda apply failed: {out}{err}");
+    }
+
+    /// A Glance image whose engines hold the shell runtime image: a server from `debian-12`,
+    /// the image loaded into its engine, `createImage`, the server deleted.
+    async fn worker_image(&self, shell_image: &str) -> String {
+        use lambda::openstack::{NetworkSpec, ServerSpec};
+        let c = self.os.compute();
+        let id = self
+            .os
+            .create_server(&ServerSpec {
+                name: "image-builder".into(),
+                flavor: "m1.tiny".into(),
+                image: "debian-12".into(),
+                networks: NetworkSpec::Named(vec!["lambda-net".into()]),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        c.wait_for_server(&id, ServerStatus::Active, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let sock = format!(
+            "unix://{}/servers/{}/docker.sock",
+            self.cloud.dir.display(),
+            &id[..8]
+        );
+        let st = Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "docker -H {} save {shell_image} | docker -H {sock} load -q",
+                    self.host
+                ),
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "loading {shell_image} into the builder");
+        let image = c
+            .create_image(
+                &id,
+                &format!("worker-{}", self.instance),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        self.os
+            .image()
+            .wait_for_active(&image, Duration::from_secs(120))
+            .await
+            .unwrap();
+        c.delete_server(&id).await.unwrap();
+        c.wait_for_server_gone(&id, Duration::from_secs(60))
+            .await
+            .unwrap();
+        image
+    }
+
+    async fn nodes(&self) -> Vec<Object<NodeSpec>> {
+        self.store
+            .list::<NodeSpec>(Some(&self.ns))
+            .await
+            .unwrap()
+            .items
+    }
+
+    async fn servers(&self) -> Vec<lambda::openstack::Server> {
+        self.os
+            .compute()
+            .list_servers(&ServerFilter {
+                tags: vec![instance_tag(&self.instance)],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Swarm nodes labelled as this instance's: id → (state, availability).
+    async fn swarm_nodes(&self) -> HashMap<String, String> {
+        self.swarm
+            .list_nodes()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|n| {
+                n.spec
+                    .as_ref()
+                    .and_then(|s| s.labels.as_ref())
+                    .and_then(|l| l.get(labels::INSTANCE))
+                    == Some(&self.instance)
+            })
+            .map(|n| {
+                let st = n
+                    .status
+                    .and_then(|s| s.state)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                (n.id.unwrap_or_default(), st)
+            })
+            .collect()
+    }
+
+    /// Waits until the pool has `n` Ready nodes, `n` servers and `n` ready Swarm workers, and
+    /// nothing else; returns the nodes.
+    async fn wait_pool(&self, pool: &str, n: usize, timeout: Duration) -> Vec<Object<NodeSpec>> {
+        let mut last = String::new();
+        let start = Instant::now();
+        loop {
+            let nodes = self.nodes().await;
+            let servers = self.servers().await;
+            let swarm = self.swarm_nodes().await;
+            let p = self
+                .store
+                .get::<NodePoolSpec>(&self.ns, pool)
+                .await
+                .unwrap();
+            let ready = nodes
+                .iter()
+                .filter(|x| x.status.as_ref().is_some_and(|s| s.is_true("Ready")))
+                .count();
+            let ps = p.status.clone().unwrap_or_default();
+            let now = format!(
+                "nodes {} (ready {ready}), servers {}, swarm {:?}, pool {}/{} {:?}",
+                nodes.len(),
+                servers.len(),
+                swarm.values().collect::<Vec<_>>(),
+                ps.ready_replicas,
+                ps.replicas,
+                ps.condition("Ready")
+                    .map(|c| format!("{} {}", c.reason, c.message))
+            );
+            if nodes.len() == n
+                && ready == n
+                && servers.len() == n
+                && swarm.len() == n
+                && swarm.values().all(|s| s == "ready")
+                && ps.ready_replicas == n as u32
+                && ps.is_true("Ready")
+            {
+                eprintln!("pool {pool} at {n} after {:?}: {now}", start.elapsed());
+                return nodes;
+            }
+            if now != last {
+                eprintln!("[{:>5.1}s] {now}", start.elapsed().as_secs_f64());
+                last = now;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "pool {pool} not at {n} after {timeout:?}: {last}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    async fn invoke(&self, http: &reqwest::Client, name: &str) -> Result<String, String> {
+        let url = format!(
+            "{}/v1/namespaces/{}/functions/{name}/invoke",
+            self.gateway, self.ns
+        );
+        let r = http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .body("{\"n\": 1}")
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status();
+        let text = r.text().await.map_err(|e| e.to_string())?;
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(format!("{status}: {text}"))
+        }
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        let f = format!("label={}={}", labels::INSTANCE, self.instance);
+        for kind in ["service", "config", "node"] {
+            let out = Command::new("docker")
+                .env("DOCKER_HOST", &self.host)
+                .args([kind, "ls", "-q", "--filter", &f])
+                .output();
+            if let Ok(o) = out {
+                for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let mut args = vec![kind, "rm"];
+                    if kind == "node" {
+                        args.push("--force");
+                    }
+                    args.push(id);
+                    let _ = Command::new("docker")
+                        .env("DOCKER_HOST", &self.host)
+                        .args(&args)
+                        .output();
+                }
+            }
+        }
+        // CloudProc's own drop then stops the emulator and every engine and namespace it made.
+    }
+}
+
+fn pool_yaml(name: &str, image: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: lambda/v1alpha1\nkind: NodePool\nmetadata:\n  name: {name}\nspec:\n  image:\n    glanceImage: {image}\n  flavor: m1.small\n  network: lambda-net\n  replicas: {replicas}\n  maxSurge: 3\n  nodeLabels:\n    tier: test\n"
+    )
+}
+
+fn netns_count(cloud: &CloudProc) -> usize {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&out.stdout).to_string();
+    let dirs: BTreeSet<String> = std::fs::read_dir(cloud.dir.join("servers"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.iter()
+        .filter(|d| list.contains(&format!("lc-{d}")))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pools_boot_join_scale_under_load_heal_and_leave_nothing_behind() {
+    let mut bed = Bed::start(170).await;
+    let shell = runtime_images().0[&lambda::api::function::Runtime::Shell].clone();
+    let image = bed.worker_image(&shell).await;
+
+    // replicas: 2 → two Ready nodes, Swarm workers labelled with pool, flavor and nodeLabels.
+    bed.apply(&pool_yaml("workers", &image, 2));
+    let nodes = bed.wait_pool("workers", 2, Duration::from_secs(90)).await;
+    for n in &nodes {
+        let s = n.status.clone().unwrap();
+        let id = s.swarm_node_id.clone().expect("swarm node id in status");
+        let sn = bed.swarm.inspect_node(&id).await.unwrap();
+        let l = sn.spec.unwrap().labels.unwrap();
+        assert_eq!(l.get("lambda.pool").map(String::as_str), Some("workers"));
+        assert_eq!(l.get("lambda.flavor").map(String::as_str), Some("m1.small"));
+        assert_eq!(l.get("tier").map(String::as_str), Some("test"));
+        assert_eq!(s.swarm_availability.as_deref(), Some("active"));
+        assert!(
+            s.addresses.iter().any(|a| a.starts_with("10.251.0.")),
+            "{s:?}"
+        );
+        // The server carries the ownership tags and metadata, and the join user-data.
+        let server = bed
+            .os
+            .compute()
+            .get_server(s.server_id.as_ref().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            server
+                .tags
+                .contains(&owner_tag(n.metadata.uid.as_ref().unwrap()))
+        );
+        assert_eq!(
+            server.metadata.get("lambda:pool").map(String::as_str),
+            Some("workers")
+        );
+        assert_eq!(server.image_id(), Some(image.as_str()));
+    }
+
+    // A function with 4 replicas spreads over both workers and answers through the gateway.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    bed.apply(
+        "apiVersion: lambda/v1alpha1\nkind: Function\nmetadata:\n  name: echo\nspec:\n  runtime: shell\n  code:\n    inline: \"cat\"\n  minReplicas: 4\n  maxReplicas: 8\n",
+    );
+    let f = eventually(
+        "function Ready on the workers",
+        Duration::from_secs(120),
+        async || {
+            let f = bed.store.get::<FunctionSpec>(&bed.ns, "echo").await.ok()?;
+            f.status
+                .as_ref()
+                .is_some_and(|s| s.is_true("Ready"))
+                .then_some(f)
+        },
+    )
+    .await;
+    let spread: BTreeSet<String> = f
+        .status
+        .unwrap()
+        .endpoints
+        .iter()
+        .map(|e| e.node_id.clone())
+        .collect();
+    assert_eq!(
+        spread.len(),
+        2,
+        "replicas not spread over both workers: {spread:?}"
+    );
+    assert_eq!(bed.invoke(&http, "echo").await.unwrap(), "{\"n\": 1}");
+
+    // Scale 2 → 3 → 1 while a load loop invokes the function: no failed invocation.
+    let stop_load = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (url, token, http) = (
+            format!(
+                "{}/v1/namespaces/{}/functions/echo/invoke",
+                bed.gateway, bed.ns
+            ),
+            bed.token.clone(),
+            http.clone(),
+        );
+        let (stop_load, ok, failed, failures) = (
+            stop_load.clone(),
+            ok.clone(),
+            failed.clone(),
+            failures.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            while !stop_load.load(Ordering::Relaxed) {
+                let r = http.post(&url).bearer_auth(&token).body("{}").send().await;
+                match r {
+                    Ok(r) if r.status().is_success() => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        let s = r.status();
+                        let text = r.text().await.unwrap_or_default();
+                        failures.lock().unwrap().push(format!("{s}: {text}"));
+                    }
+                    Err(e) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        failures.lock().unwrap().push(e.to_string());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    bed.apply(&pool_yaml("workers", &image, 3));
+    bed.wait_pool("workers", 3, Duration::from_secs(90)).await;
+    let before: BTreeSet<String> = bed.servers().await.into_iter().map(|s| s.id).collect();
+    bed.apply(&pool_yaml("workers", &image, 1));
+    let left = bed.wait_pool("workers", 1, Duration::from_secs(120)).await;
+    // The function's replicas all run on the remaining worker again.
+    let last_worker = left[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.swarm_node_id.clone());
+    eventually(
+        "function Ready on one worker",
+        Duration::from_secs(60),
+        async || {
+            let f = bed.store.get::<FunctionSpec>(&bed.ns, "echo").await.ok()?;
+            let s = f.status?;
+            (s.is_true("Ready")
+                && s.endpoints
+                    .iter()
+                    .all(|e| Some(&e.node_id) == last_worker.as_ref()))
+            .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop_load.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("load during scaling: {ok} ok, {failed} failed");
+    assert!(ok > 100, "the load loop barely ran: {ok}");
+    assert_eq!(
+        failed,
+        0,
+        "failed invocations while scaling: {:?}",
+        failures.lock().unwrap()
+    );
+    let after: BTreeSet<String> = bed.servers().await.into_iter().map(|s| s.id).collect();
+    assert_eq!(after.len(), 1);
+    for gone in before.difference(&after) {
+        assert!(
+            bed.os
+                .compute()
+                .get_server(gone)
+                .await
+                .is_err_and(|e| e.is_not_found()),
+            "server {gone} of a removed node still exists"
+        );
+    }
+
+    // A worker whose engine dies behind the controller's back is replaced.
+    let victim = left[0].clone();
+    let vs = victim.status.clone().unwrap();
+    let sid = vs.server_id.clone().unwrap();
+    let pid = std::fs::read_to_string(
+        bed.cloud
+            .dir
+            .join("servers")
+            .join(&sid[..8])
+            .join("dockerd.pid"),
+    )
+    .unwrap();
+    Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    let replaced = eventually(
+        "the dead worker's node replaced",
+        Duration::from_secs(120),
+        async || {
+            let nodes = bed.nodes().await;
+            let fresh = nodes.iter().any(|n| {
+                n.metadata.name != victim.metadata.name
+                    && n.status.as_ref().is_some_and(|s| s.is_true("Ready"))
+            });
+            let old_gone = nodes
+                .iter()
+                .all(|n| n.metadata.name != victim.metadata.name);
+            (fresh && old_gone).then_some(nodes)
+        },
+    )
+    .await;
+    assert_eq!(replaced.len(), 1);
+    bed.wait_pool("workers", 1, Duration::from_secs(60)).await;
+    assert!(
+        bed.os
+            .compute()
+            .get_server(&sid)
+            .await
+            .is_err_and(|e| e.is_not_found())
+    );
+    let events = lambda(&bed.etcd, &["get", "events", "-n", &bed.ns], None).1;
+    assert!(events.contains("NodeDown"), "{events}");
+
+    // The controller killed mid-scale-up: after a restart, no duplicate servers.
+    bed.apply(&pool_yaml("workers", &image, 3));
+    eventually("a server requested", Duration::from_secs(30), async || {
+        (bed.servers().await.len() > 1).then_some(())
+    })
+    .await;
+    bed.kill_controller().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    bed.start_controller();
+    let nodes = bed.wait_pool("workers", 3, Duration::from_secs(120)).await;
+    let servers = bed.servers().await;
+    assert_eq!(
+        servers.len(),
+        3,
+        "duplicate servers after a controller crash"
+    );
+    for n in &nodes {
+        let tag = owner_tag(n.metadata.uid.as_ref().unwrap());
+        assert_eq!(
+            servers.iter().filter(|s| s.tags.contains(&tag)).count(),
+            1,
+            "node {}",
+            n.metadata.name
+        );
+    }
+
+    // Deleting the pool leaves no server, Swarm node or namespace behind.
+    let (ok_del, out, err) = lambda(
+        &bed.etcd,
+        &["delete", "nodepool", "workers", "-n", &bed.ns, "--wait"],
+        None,
+    );
+    assert!(ok_del, "{out}{err}");
+    eventually("nothing left", Duration::from_secs(120), async || {
+        (bed.nodes().await.is_empty()
+            && bed.servers().await.is_empty()
+            && bed.swarm_nodes().await.is_empty()
+            && netns_count(&bed.cloud) == 0)
+            .then_some(())
+    })
+    .await;
+    let down: Vec<_> = bed
+        .swarm
+        .list_nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| {
+            lambda::swarm::node_address(n).is_some_and(|a| {
+                a.rsplit('.')
+                    .next()
+                    .and_then(|x| x.parse::<u8>().ok())
+                    .is_some_and(|x| (170..200).contains(&x))
+            })
+        })
+        .collect();
+    assert!(
+        down.is_empty(),
+        "Swarm nodes of this test's addresses left: {down:?}"
+    );
+}
