@@ -20,7 +20,7 @@ use common::cloud::CloudProc;
 use common::{Etcd, eventually, lambda, runtime_images, swarm_env};
 use lambda::api::{Conditions, FunctionSpec, NodePoolSpec, NodeSpec, Object};
 use lambda::gateway::{GatewayConfig, apikeys};
-use lambda::openstack::{CloudConfig, OpenStack, ServerFilter, ServerStatus};
+use lambda::openstack::{CloudConfig, OpenStack, ServerFilter};
 use lambda::reconcilers::cluster::{ClusterConfig, ClusterTimings, instance_tag, owner_tag};
 use lambda::reconcilers::function::FunctionsConfig;
 use lambda::reconcilers::{self, ControllersConfig};
@@ -159,59 +159,18 @@ impl Bed {
         assert!(ok, "lambda apply failed: {out}{err}");
     }
 
-    /// A Glance image whose engines hold the shell runtime image: a server from `debian-12`,
-    /// the image loaded into its engine, `createImage`, the server deleted.
+    /// A Glance image whose engines hold the shell runtime image.
     async fn worker_image(&self, shell_image: &str) -> String {
-        use lambda::openstack::{NetworkSpec, ServerSpec};
-        let c = self.os.compute();
-        let id = self
-            .os
-            .create_server(&ServerSpec {
-                name: "image-builder".into(),
-                flavor: "m1.tiny".into(),
-                image: "debian-12".into(),
-                networks: NetworkSpec::Named(vec!["lambda-net".into()]),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        c.wait_for_server(&id, ServerStatus::Active, Duration::from_secs(60))
-            .await
-            .unwrap();
-        let sock = format!(
-            "unix://{}/servers/{}/docker.sock",
-            self.cloud.dir.display(),
-            &id[..8]
-        );
-        let st = Command::new("sh")
-            .args([
-                "-c",
-                &format!(
-                    "docker -H {} save {shell_image} | docker -H {sock} load -q",
-                    self.host
-                ),
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success(), "loading {shell_image} into the builder");
-        let image = c
-            .create_image(
-                &id,
-                &format!("worker-{}", self.instance),
-                &Default::default(),
-            )
-            .await
-            .unwrap();
-        self.os
-            .image()
-            .wait_for_active(&image, Duration::from_secs(120))
-            .await
-            .unwrap();
-        c.delete_server(&id).await.unwrap();
-        c.wait_for_server_gone(&id, Duration::from_secs(60))
-            .await
-            .unwrap();
-        image
+        lambda::bench::nodes::prepare_image(
+            &self.os,
+            &self.cloud.dir,
+            &self.host,
+            shell_image,
+            "debian-12",
+            &format!("worker-{}", self.instance),
+        )
+        .await
+        .expect("preparing the worker image")
     }
 
     async fn nodes(&self) -> Vec<Object<NodeSpec>> {

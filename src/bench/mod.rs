@@ -3,5 +3,6 @@
 
 pub mod cloud;
 pub mod invoke;
+pub mod nodes;
 pub mod stats;
 pub mod store;

@@ -36,6 +36,35 @@ pub enum BenchCommand {
         #[arg(long)]
         emulator_dir: Option<PathBuf>,
     },
+    /// A node pool scaled 0 → N → 0 on `lambda cloud` by an in-process controller, next to
+    /// the same servers created straight through Nova with the same join script.
+    Nodes {
+        /// openrc of `lambda cloud`.
+        #[arg(long)]
+        openrc: PathBuf,
+        /// `lambda cloud`'s data dir (to prepare the worker image in a builder's engine).
+        #[arg(long)]
+        emulator_dir: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        #[arg(long, default_value = "m1.small")]
+        flavor: String,
+        #[arg(long, default_value = "lambda-net")]
+        network: String,
+        /// A Glance image holding the runtime images; default: one is prepared first (not
+        /// measured) from `debian-12` and the shell runtime image.
+        #[arg(long)]
+        image: Option<String>,
+        /// The Swarm manager.
+        #[arg(long, env = "DOCKER_HOST")]
+        docker_host: String,
+        /// `host:port` the workers join.
+        #[arg(long, env = "LAMBDA_SWARM_JOIN_ADDR")]
+        swarm_join_addr: String,
+        /// Longest wait for one phase.
+        #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Warm invocations through the gateway vs. straight to the function's agents.
     Invoke {
         /// Function to call (namespace from -n).
@@ -135,6 +164,66 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
                 emulator_dir,
             };
             crate::bench::cloud::run(&cfg).await?;
+            return Ok(());
+        }
+        BenchCommand::Nodes {
+            openrc,
+            emulator_dir,
+            nodes,
+            flavor,
+            network,
+            image,
+            docker_host,
+            swarm_join_addr,
+            timeout,
+        } => {
+            let store = g.store().await?;
+            let cloud = crate::openstack::OpenStack::connect(
+                crate::openstack::CloudConfig::from_openrc_file(&openrc)?,
+            )
+            .await?;
+            let swarm = crate::swarm::Swarm::connect(Some(&docker_host)).await?;
+            let images = super::controller::runtime_images(&[])?;
+            let id = format!("{:08x}", rand::random::<u32>());
+            let image = match image {
+                Some(i) => i,
+                None => {
+                    let shell = images
+                        .0
+                        .get(&crate::api::function::Runtime::Shell)
+                        .cloned()
+                        .context("no shell runtime image: run scripts/images.sh")?;
+                    eprintln!("preparing a worker image holding {shell} …");
+                    crate::bench::nodes::prepare_image(
+                        &cloud,
+                        &emulator_dir,
+                        &docker_host,
+                        &shell,
+                        "debian-12",
+                        &format!("bench-worker-{id}"),
+                    )
+                    .await?
+                }
+            };
+            let cfg = crate::bench::nodes::NodesBench {
+                cluster: crate::reconcilers::cluster::ClusterConfig {
+                    cloud,
+                    swarm,
+                    join_addr: swarm_join_addr,
+                    advertise_addr: None,
+                    instance: format!("bench-{id}"),
+                    images,
+                    builder_url: None,
+                    timings: Default::default(),
+                },
+                nodes,
+                flavor,
+                network: Some(network),
+                image,
+                namespace: format!("bench-nodes-{id}"),
+                timeout,
+            };
+            crate::bench::nodes::run(&store, &cfg).await?;
             return Ok(());
         }
         BenchCommand::Invoke {

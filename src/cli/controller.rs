@@ -95,7 +95,7 @@ fn cloud_config(openrc: &Option<std::path::PathBuf>) -> Result<Option<CloudConfi
 }
 
 /// The runtime images: `$LAMBDA_HOME/images/versions.env` when present, then the flags.
-fn runtime_images(flags: &[String]) -> Result<RuntimeImages> {
+pub(crate) fn runtime_images(flags: &[String]) -> Result<RuntimeImages> {
     let mut images = match std::env::var_os("LAMBDA_HOME") {
         Some(home) => {
             let path = std::path::Path::new(&home).join("images/versions.env");

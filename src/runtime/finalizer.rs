@@ -44,8 +44,9 @@ pub enum FinalizerError<E: std::fmt::Display> {
 ///   finalizer is removed (the store deletes the object with its last finalizer);
 /// - a deleting object without it is left alone.
 ///
-/// Writes compare the object's resourceVersion: a concurrent change is an error (retried with
-/// backoff on fresh state), never an overwrite.
+/// Writes compare the object's resourceVersion, never overwrite: a concurrent change (another
+/// controller adding its own finalizer at the same moment, a user's edit) makes the finalizer
+/// edit re-read the object and apply itself again, a few times, before it is an error.
 pub async fn finalizer<K, E, F, Fut>(
     store: &Store,
     name: &str,
@@ -64,16 +65,19 @@ where
             .await
             .map_err(FinalizerError::Apply),
         (false, false) => {
-            let mut o = (*obj).clone();
-            o.metadata.finalizers.push(name.to_string());
-            o.status = None;
-            store
-                .update(&o)
-                .await
-                .map_err(|source| FinalizerError::Add {
-                    finalizer: name.to_string(),
-                    source,
-                })?;
+            edit_finalizers(store, &obj, |o| {
+                // A deletion that started meanwhile gets no new finalizer.
+                if o.is_deleting() || o.metadata.finalizers.iter().any(|f| f == name) {
+                    return false;
+                }
+                o.metadata.finalizers.push(name.to_string());
+                true
+            })
+            .await
+            .map_err(|source| FinalizerError::Add {
+                finalizer: name.to_string(),
+                source,
+            })?;
             // The write triggers the next reconcile, which applies.
             Ok(Action::await_change())
         }
@@ -89,12 +93,14 @@ where
             if action.requeue_after().is_some() {
                 return Ok(action);
             }
-            let mut o = (*obj).clone();
-            o.metadata.finalizers.retain(|f| f != name);
-            match store.update(&o).await {
-                Ok(UpdateOutcome::Deleted | UpdateOutcome::Updated(_)) => {
-                    Ok(Action::await_change())
-                }
+            match edit_finalizers(store, &obj, |o| {
+                let before = o.metadata.finalizers.len();
+                o.metadata.finalizers.retain(|f| f != name);
+                o.metadata.finalizers.len() != before
+            })
+            .await
+            {
+                Ok(()) => Ok(Action::await_change()),
                 Err(e) if e.is_not_found() => Ok(Action::await_change()),
                 Err(source) => Err(FinalizerError::Remove {
                     finalizer: name.to_string(),
@@ -104,4 +110,40 @@ where
         }
         (true, false) => Ok(Action::await_change()),
     }
+}
+
+/// Attempts of a finalizer edit that meets concurrent writers.
+const EDIT_ATTEMPTS: u32 = 5;
+
+/// Applies `change` (which says whether it changed anything) to `obj` and writes it; on a
+/// conflict re-reads the same incarnation and tries again. A changed uid is `NotFound`.
+async fn edit_finalizers<K: Resource>(
+    store: &Store,
+    obj: &Object<K>,
+    change: impl Fn(&mut Object<K>) -> bool,
+) -> Result<(), StoreError> {
+    let mut o = obj.clone();
+    for attempt in 1..=EDIT_ATTEMPTS {
+        if !change(&mut o) {
+            return Ok(());
+        }
+        o.status = None;
+        match store.update(&o).await {
+            Ok(UpdateOutcome::Deleted | UpdateOutcome::Updated(_)) => return Ok(()),
+            Err(e) if e.is_conflict() && attempt < EDIT_ATTEMPTS => {
+                let fresh = store
+                    .get::<K>(obj.metadata.namespace(), &obj.metadata.name)
+                    .await?;
+                if fresh.metadata.uid != obj.metadata.uid {
+                    return Err(StoreError::NotFound {
+                        kind: K::KIND,
+                        key: obj.key(),
+                    });
+                }
+                o = fresh;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
