@@ -191,7 +191,7 @@ pub enum Command {
         token_ttl: Duration,
     },
     /// Run the controllers (leader-elected), with /metrics, /healthz and /readyz.
-    Controller(controller::ControllerArgs),
+    Controller(Box<controller::ControllerArgs>),
     /// Measure components against a real etcd.
     Bench {
         #[command(subcommand)]
@@ -280,7 +280,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             crate::cloud::run(cfg, shutdown_signal()).await?;
             Ok(())
         }
-        Command::Controller(args) => controller::run(g, args).await,
+        Command::Controller(args) => controller::run(g, *args).await,
         Command::Bench { what } => bench::run(g, what).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "lambda", &mut std::io::stdout());
