@@ -91,8 +91,12 @@ pub struct Harness {
     pub ns: String,
     pub images: RuntimeImages,
     pub endpoint: SocketAddr,
+    cfg: ControllersConfig,
+    /// Stops the builder endpoint.
     stop: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    served: Option<JoinHandle<()>>,
+    /// Stops the controllers.
+    controllers: Option<(CancellationToken, JoinHandle<()>)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -165,13 +169,7 @@ impl Harness {
             cluster: Some(cluster),
             ..Default::default()
         };
-        let controllers = tokio::spawn(reconcilers::run_all(
-            store.clone(),
-            Metrics::new(),
-            cfg,
-            stop.clone(),
-        ));
-        Harness {
+        let mut h = Harness {
             etcd,
             store,
             cloud,
@@ -180,9 +178,33 @@ impl Harness {
             ns,
             images,
             endpoint,
+            cfg,
             stop,
-            tasks: vec![served, controllers],
+            served: Some(served),
+            controllers: None,
             _tmp: tmp,
+        };
+        h.start_controllers();
+        h
+    }
+
+    /// Starts the in-process controllers (`reconcilers::run_all`).
+    pub fn start_controllers(&mut self) {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(reconcilers::run_all(
+            self.store.clone(),
+            Metrics::new(),
+            self.cfg.clone(),
+            stop.clone(),
+        ));
+        self.controllers = Some((stop, task));
+    }
+
+    /// Stops the controllers (the builder endpoint keeps serving).
+    pub async fn stop_controllers(&mut self) {
+        if let Some((stop, task)) = self.controllers.take() {
+            stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
         }
     }
 
@@ -361,8 +383,9 @@ impl Harness {
 
     /// Stops the controllers and the endpoint.
     pub async fn shutdown(&mut self) {
+        self.stop_controllers().await;
         self.stop.cancel();
-        for t in self.tasks.drain(..) {
+        if let Some(t) = self.served.take() {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
         }
     }
@@ -370,6 +393,9 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
+        if let Some((stop, _)) = &self.controllers {
+            stop.cancel();
+        }
         self.stop.cancel();
     }
 }

@@ -196,7 +196,7 @@ async fn snapshot_image_builds_and_its_image_boots_nodes_that_already_hold_the_r
 async fn a_failing_setup_script_ends_in_setup_failed_with_the_builder_deleted_until_the_spec_changes()
  {
     let mut h = Harness::start(
-        Target::Emulator { first_host: 155 },
+        Target::Emulator { first_host: 153 },
         "10.251.0.1",
         fast_timings(),
     )
@@ -250,7 +250,7 @@ async fn a_builder_that_never_phones_home_times_out_and_orphaned_builders_are_sw
         max_build_timeout: Some(Duration::from_secs(10)),
         ..fast_timings()
     };
-    let mut h = Harness::start(Target::Emulator { first_host: 160 }, "10.251.0.1", timings).await;
+    let mut h = Harness::start(Target::Emulator { first_host: 156 }, "10.251.0.1", timings).await;
     h.apply(
         "silent",
         &format!("{BASE}runtimes: [shell]\n{NEVER_PHONES_HOME}"),
@@ -309,7 +309,7 @@ async fn a_builder_that_never_phones_home_times_out_and_orphaned_builders_are_sw
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_changed_spec_builds_a_new_image_and_deleting_mid_build_cleans_up() {
     let mut h = Harness::start(
-        Target::Emulator { first_host: 165 },
+        Target::Emulator { first_host: 160 },
         "10.251.0.1",
         fast_timings(),
     )
@@ -399,5 +399,91 @@ async fn a_changed_spec_builds_a_new_image_and_deleting_mid_build_cleans_up() {
     assert_image_gone(&h, &second_image).await;
     h.assert_nothing_left(Duration::from_secs(60)).await;
     assert_eq!(records_left(&h).await, 0, "build records left");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_controller_restarted_mid_build_carries_on_with_the_same_builder() {
+    let mut h = Harness::start(
+        Target::Emulator { first_host: 165 },
+        "10.251.0.1",
+        fast_timings(),
+    )
+    .await;
+    h.apply(
+        "restart",
+        &format!("{BASE}runtimes: [shell]\nsetupScript: sleep 3\n"),
+    );
+    let building = h
+        .wait_for("restart", "a builder", Duration::from_secs(60), |o| {
+            o.status
+                .as_ref()
+                .is_some_and(|s| s.builder_server_id.is_some())
+        })
+        .await;
+    let builder = building
+        .status
+        .clone()
+        .and_then(|s| s.builder_server_id)
+        .expect("builder");
+    let uid = building.metadata.uid.clone().expect("uid");
+    h.stop_controllers().await;
+
+    // With no controller running, the builder phones home to the endpoint (state in etcd).
+    let start = Instant::now();
+    loop {
+        let (records, _) = record::list(&h.store).await.expect("records");
+        if records
+            .iter()
+            .any(|r| r.record.uid == uid && r.record.phone_home.is_some())
+        {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(90) {
+            panic!("no phone-home recorded\n{}", h.state("restart").await);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let paused = h.get("restart").await.expect("object");
+    assert_eq!(
+        paused.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Building")
+    );
+
+    // A new controller takes the build over: same builder, one image.
+    h.start_controllers();
+    let ready = h.wait_ready("restart", Duration::from_secs(120)).await;
+    let image_id = ready
+        .status
+        .clone()
+        .and_then(|s| s.image_id)
+        .expect("image");
+    let events = h
+        .store
+        .list::<lambda::api::EventSpec>(Some(&h.ns))
+        .await
+        .expect("events");
+    let created: Vec<String> = events
+        .items
+        .iter()
+        .filter(|e| e.spec.reason == "BuilderCreated")
+        .map(|e| e.spec.message.clone())
+        .collect();
+    assert_eq!(created.len(), 1, "builders created: {created:?}");
+    assert!(created[0].contains(&builder), "{created:?}");
+    let name = format!("lambda-{}-restart-g{}", h.ns, ready.generation());
+    let images = h
+        .cloud
+        .image()
+        .list_images_by_name(&name)
+        .await
+        .expect("images");
+    assert_eq!(
+        images.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+        vec![image_id]
+    );
+    h.wait_server_gone(&builder, Duration::from_secs(60)).await;
+    h.cli(&["delete", "si", "restart", "--wait", "--timeout", "120s"]);
+    h.assert_nothing_left(Duration::from_secs(60)).await;
     h.shutdown().await;
 }

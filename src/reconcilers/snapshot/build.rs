@@ -121,7 +121,7 @@ pub async fn write_status(
         Err(e) if e.is_not_found() => Ok(()),
         Err(source) => Err(SnapshotError::Status {
             object: si.key(),
-            source,
+            source: Box::new(source),
         }),
     }
 }
@@ -237,7 +237,7 @@ pub(super) async fn apply(cached: &SnapshotImage, ctx: &Context) -> Result<Actio
         Err(source) => {
             return Err(SnapshotError::Read {
                 object: cached.key(),
-                source,
+                source: Box::new(source),
             });
         }
     };

@@ -64,24 +64,24 @@ pub enum SnapshotError {
     Cloud {
         object: ObjectKey,
         #[source]
-        source: crate::openstack::Error,
+        source: Box<crate::openstack::Error>,
     },
     #[error("writing status of SnapshotImage {object}: {source}")]
     Status {
         object: ObjectKey,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     #[error("sweeping orphaned builder servers: {source}")]
     Sweep {
         #[source]
-        source: crate::openstack::Error,
+        source: Box<crate::openstack::Error>,
     },
     #[error("reading SnapshotImage {object}: {source}")]
     Read {
         object: ObjectKey,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     #[error("etcd {op} of {key}: {source}")]
     Etcd {
@@ -125,7 +125,7 @@ impl Context {
         let object = si.key();
         move |source| SnapshotError::Cloud {
             object: object.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 

@@ -51,7 +51,9 @@ pub async fn sweep(ctx: &Context) -> Result<Swept, SnapshotError> {
         tags: vec![TAG_MANAGED.into(), instance_tag(&ctx.cluster.instance)],
         ..Default::default()
     };
-    let sweep_err = |source| SnapshotError::Sweep { source };
+    let sweep_err = |source| SnapshotError::Sweep {
+        source: Box::new(source),
+    };
     let servers = ctx
         .cluster
         .cloud
