@@ -9,7 +9,8 @@ use crate::openstack::{Error as CloudError, Server, ServerFilter, ServerStatus};
 use crate::reconcilers::cluster::{META_UID, ServerOwner, owner_tag};
 use crate::runtime::{Action, EventType};
 
-use super::build::{image_name, write_status};
+use super::build::write_status;
+use super::create::image_name;
 use super::{Context, SnapshotError, record};
 
 /// The live builder servers of the object incarnation `uid` (this platform instance's only).

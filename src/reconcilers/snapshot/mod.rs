@@ -23,6 +23,7 @@
 
 mod build;
 mod cleanup;
+mod create;
 pub mod decide;
 pub mod endpoint;
 pub mod record;
