@@ -114,12 +114,7 @@ async fn invalid_spec(
         ctx.event(si, EventType::Warning, reason::INVALID_SPEC, msg)
             .await;
     }
-    let clean = tidy(ctx, si, &servers).await?;
-    Ok(if clean {
-        Action::await_change()
-    } else {
-        Action::requeue(ctx.cluster.timings.poll)
-    })
+    finish(ctx, si, &servers, false).await
 }
 
 /// Converges one live snapshot image (see the module docs of `snapshot`).
@@ -177,6 +172,8 @@ pub(super) async fn apply(cached: &SnapshotImage, ctx: &Context) -> Result<Actio
     let builder = (!mine.is_empty()).then(|| mine.remove(0));
     stale.append(&mut mine);
     delete_servers(ctx, si, &stale).await?;
+    // Deleted servers stay listed until Nova is done: the object is not tidy before then.
+    let deleting = !stale.is_empty();
 
     let record = if live {
         let (all, _) = record::list(&ctx.store).await?;
@@ -209,7 +206,7 @@ pub(super) async fn apply(cached: &SnapshotImage, ctx: &Context) -> Result<Actio
         image: seen,
     });
     tracing::debug!(snapshot = %si.key(), generation = g, ?step, "snapshot step");
-    let everything: Vec<Server> = builder.iter().cloned().chain(stale).collect();
+    let builders: Vec<Server> = builder.iter().cloned().collect();
     match step {
         Step::Start => {
             let msg = match &st.image_id {
@@ -234,14 +231,7 @@ pub(super) async fn apply(cached: &SnapshotImage, ctx: &Context) -> Result<Actio
             record::delete_for_uid(&ctx.store, &uid).await?;
             Ok(Action::requeue(Duration::ZERO))
         }
-        Step::Settled => {
-            let clean = tidy(ctx, si, &everything).await?;
-            Ok(if clean {
-                Action::await_change()
-            } else {
-                Action::requeue(poll.max(Duration::from_secs(2)))
-            })
-        }
+        Step::Settled => finish(ctx, si, &builders, deleting).await,
         Step::NoEndpoint => {
             let msg = "the controller has no builder endpoint (lambda controller --builder-listen ADDR, or --builder-url URL): a builder could neither fetch the runtime images nor phone home".to_string();
             pending(ctx, si, reason::NO_BUILDER_ENDPOINT, msg, FIX_RETRY).await
@@ -306,7 +296,7 @@ pub(super) async fn apply(cached: &SnapshotImage, ctx: &Context) -> Result<Actio
             .await?;
             tracing::info!(snapshot = %si.key(), image = %image_id, seconds = took, "snapshot image built");
             ctx.event(si, EventType::Normal, reason::BUILT, &msg).await;
-            finish(ctx, si, &everything).await
+            finish(ctx, si, &builders, deleting).await
         }
         Step::Fail {
             reason: why,
@@ -330,16 +320,18 @@ pub(super) async fn apply(cached: &SnapshotImage, ctx: &Context) -> Result<Actio
             .await?;
             tracing::warn!(snapshot = %si.key(), reason = why, "snapshot build failed: {message}");
             ctx.event(si, EventType::Warning, why, &message).await;
-            finish(ctx, si, &everything).await
+            finish(ctx, si, &builders, deleting).await
         }
     }
 }
 
-/// After a build ended: the builder, the record and retired images go.
+/// After a build ended (and while nothing builds): `servers`, the record and retired images
+/// go; reconciled again until that is done (`deleting`: other servers are still going).
 async fn finish(
     ctx: &Context,
     si: &SnapshotImage,
     servers: &[Server],
+    deleting: bool,
 ) -> Result<Action, SnapshotError> {
     // `tidy` reads the retired images from the object: take the status just written.
     let fresh = match ctx
@@ -350,7 +342,7 @@ async fn finish(
         Ok(o) if o.metadata.uid == si.metadata.uid => o,
         _ => return Ok(Action::requeue(Duration::ZERO)),
     };
-    let clean = tidy(ctx, &fresh, servers).await?;
+    let clean = tidy(ctx, &fresh, servers).await? && !deleting;
     Ok(if clean {
         Action::await_change()
     } else {
