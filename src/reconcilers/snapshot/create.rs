@@ -332,4 +332,41 @@ mod tests {
         .unwrap();
         assert_eq!(generation_of(&srv), Some(17));
     }
+
+    #[test]
+    fn cloud_errors_a_person_must_fix_name_the_field() {
+        let api = |status: u16, message: &str| crate::openstack::ApiContext {
+            service: "compute".into(),
+            method: "POST".into(),
+            url: "http://nova/servers".into(),
+            status: reqwest::StatusCode::from_u16(status).unwrap(),
+            request_id: None,
+            fault: None,
+            message: message.into(),
+        };
+        let unknown = CloudError::NoSuchResource {
+            resource: "flavor",
+            name: "m9.huge".into(),
+        };
+        let (why, msg) = classify(&unknown).unwrap();
+        assert_eq!(why, reason::INVALID_CLOUD_REF);
+        assert!(msg.starts_with("spec.flavor: flavor \"m9.huge\""), "{msg}");
+        let (_, msg) = classify(&CloudError::NoSuchResource {
+            resource: "image",
+            name: "x".into(),
+        })
+        .unwrap();
+        assert!(msg.starts_with("spec.baseImage:"), "{msg}");
+        let sg = CloudError::BadRequest(Box::new(api(
+            400,
+            "Unable to find security_group with name or id 'web'",
+        )));
+        let (why, msg) = classify(&sg).unwrap();
+        assert_eq!(why, reason::INVALID_CLOUD_REF);
+        assert!(msg.starts_with("spec.securityGroups:"), "{msg}");
+        let quota = CloudError::QuotaExceeded(Box::new(api(403, "Quota exceeded for instances")));
+        assert_eq!(classify(&quota).unwrap().0, reason::QUOTA_EXCEEDED);
+        let busy = CloudError::ServerError(Box::new(api(503, "try later")));
+        assert_eq!(classify(&busy), None);
+    }
 }

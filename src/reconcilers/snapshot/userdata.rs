@@ -47,7 +47,8 @@ pub fn valid_image_ref(r: &str) -> bool {
 
 /// The fixed part of the script (functions); the variables are rendered before it.
 const BODY: &str = r#"
-work=$(mktemp -d "${TMPDIR:-/tmp}/lambda-build.XXXXXX")
+# /var/tmp: on disk where /tmp may be a small tmpfs (the image archive can be large).
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/lambda-build.XXXXXX")
 step=start
 phoned=
 log() { echo "lambda-build: $*"; }
