@@ -317,6 +317,23 @@ impl Harness {
         }
     }
 
+    /// Waits until the current generation has a builder; returns the object and the builder id.
+    pub async fn wait_builder(&self, name: &str) -> (SnapshotImage, String) {
+        let o = self
+            .wait_for(name, "a builder", Duration::from_secs(60), |o| {
+                o.status.as_ref().is_some_and(|s| {
+                    s.observed_generation == Some(o.generation()) && s.builder_server_id.is_some()
+                })
+            })
+            .await;
+        let id = o
+            .status
+            .as_ref()
+            .and_then(|s| s.builder_server_id.clone())
+            .unwrap_or_default();
+        (o, id)
+    }
+
     /// Waits for `Ready=True` of the current generation.
     pub async fn wait_ready(&self, name: &str, timeout: Duration) -> SnapshotImage {
         self.wait_for(name, "Ready", timeout, |o| {

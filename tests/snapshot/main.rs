@@ -75,17 +75,7 @@ async fn snapshot_image_builds_and_its_image_boots_nodes_that_already_hold_the_r
             "{BASE}runtimes: [shell]\nsetupScript: |\n  echo \"custom setup on $(hostname)\"\n  docker tag \"$(docker image ls -q | head -n 1)\" lambda-test/setup-ran:1\n"
         ),
     );
-    let building = h
-        .wait_for("base", "a builder", Duration::from_secs(60), |o| {
-            o.status
-                .as_ref()
-                .is_some_and(|s| s.builder_server_id.is_some())
-        })
-        .await;
-    let builder = building
-        .status
-        .and_then(|s| s.builder_server_id)
-        .expect("builder id");
+    let (_, builder) = h.wait_builder("base").await;
     let server = h
         .cloud
         .compute()
@@ -273,17 +263,7 @@ async fn a_builder_that_never_phones_home_times_out_and_orphaned_builders_are_sw
         "orphan",
         &format!("{BASE}runtimes: [shell]\n{NEVER_PHONES_HOME}"),
     );
-    let building = h
-        .wait_for("orphan", "a builder", Duration::from_secs(60), |o| {
-            o.status
-                .as_ref()
-                .is_some_and(|s| s.builder_server_id.is_some())
-        })
-        .await;
-    let builder = building
-        .status
-        .and_then(|s| s.builder_server_id)
-        .expect("builder");
+    let (_, builder) = h.wait_builder("orphan").await;
     let key = ObjectKey::new(&h.ns, "orphan");
     let keys = h.store.keys();
     for k in [
@@ -326,18 +306,7 @@ async fn a_changed_spec_builds_a_new_image_and_deleting_mid_build_cleans_up() {
     // A new generation builds while the old image stays in use.
     let t0 = Instant::now();
     h.apply("img", &format!("{BASE}runtimes: [shell, python3]\n"));
-    let rebuilding = h
-        .wait_for(
-            "img",
-            "the new generation's builder",
-            Duration::from_secs(60),
-            |o| {
-                o.status.as_ref().is_some_and(|s| {
-                    s.observed_generation == Some(o.generation()) && s.builder_server_id.is_some()
-                })
-            },
-        )
-        .await;
+    let (rebuilding, _) = h.wait_builder("img").await;
     assert!(rebuilding.generation() > first.generation());
     assert_eq!(
         rebuilding.status.clone().and_then(|s| s.image_id),
@@ -378,22 +347,7 @@ async fn a_changed_spec_builds_a_new_image_and_deleting_mid_build_cleans_up() {
         "img",
         &format!("{BASE}runtimes: [shell]\n{NEVER_PHONES_HOME}"),
     );
-    let third = h
-        .wait_for(
-            "img",
-            "the third generation's builder",
-            Duration::from_secs(60),
-            |o| {
-                o.status.as_ref().is_some_and(|s| {
-                    s.observed_generation == Some(o.generation()) && s.builder_server_id.is_some()
-                })
-            },
-        )
-        .await;
-    let builder = third
-        .status
-        .and_then(|s| s.builder_server_id)
-        .expect("builder");
+    let (_, builder) = h.wait_builder("img").await;
     h.cli(&["delete", "si", "img", "--wait", "--timeout", "120s"]);
     h.wait_server_gone(&builder, Duration::from_secs(60)).await;
     assert_image_gone(&h, &second_image).await;
@@ -414,18 +368,7 @@ async fn a_controller_restarted_mid_build_carries_on_with_the_same_builder() {
         "restart",
         &format!("{BASE}runtimes: [shell]\nsetupScript: sleep 3\n"),
     );
-    let building = h
-        .wait_for("restart", "a builder", Duration::from_secs(60), |o| {
-            o.status
-                .as_ref()
-                .is_some_and(|s| s.builder_server_id.is_some())
-        })
-        .await;
-    let builder = building
-        .status
-        .clone()
-        .and_then(|s| s.builder_server_id)
-        .expect("builder");
+    let (building, builder) = h.wait_builder("restart").await;
     let uid = building.metadata.uid.clone().expect("uid");
     h.stop_controllers().await;
 

@@ -141,18 +141,11 @@ async fn on_the_real_openstack_the_builder_is_created_as_specified_and_its_phone
             "baseImage: {base}\nflavor: {flavor}\nnetwork: {network}\nkeyPair: {keypair}\nruntimes: [shell]\nsetupScript: echo custom\n"
         ),
     );
-    let building = h
-        .wait_for("real", "a builder", Duration::from_secs(60), |o| {
-            o.status.as_ref().is_some_and(|s| {
-                s.builder_server_id.is_some() && s.phase.as_deref() == Some("Building")
-            })
-        })
-        .await;
-    let id = building
-        .status
-        .clone()
-        .and_then(|s| s.builder_server_id)
-        .expect("builder");
+    let (building, id) = h.wait_builder("real").await;
+    assert_eq!(
+        building.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Building")
+    );
     let uid = building.metadata.uid.clone().expect("uid");
 
     // The builder, as an admin sees it.
