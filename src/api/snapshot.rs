@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -48,17 +49,35 @@ pub struct SnapshotImageStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Informational phase of the build (`Building`, `Snapshotting`, `Ready`, `Failed`).
+    /// Informational phase of the build of `observedGeneration` (`Pending`, `Building`,
+    /// `Snapshotting`, `Ready`, `Failed`); the conditions carry the truth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
+    /// Nova id of the builder server while one runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub builder_server_id: Option<String>,
-    /// Glance id of the built image.
+    /// When the builder of the current build was created (the build timeout counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_started_at: Option<DateTime<Utc>>,
+    /// When the current build times out: `buildStartedAt` + the build timeout in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_deadline: Option<DateTime<Utc>>,
+    /// Glance id of the image being saved from the builder (not usable yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_image_id: Option<String>,
+    /// Glance id of the built image: the last build that succeeded (kept while a newer
+    /// generation builds, and when it fails).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
-    /// Runtime → image tag the snapshot holds.
+    /// The generation `imageId` was built from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_generation: Option<i64>,
+    /// Runtime → image reference the built image holds.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub runtime_images: BTreeMap<String, String>,
+    /// Images this object no longer uses (superseded or failed) that are still being deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_image_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }

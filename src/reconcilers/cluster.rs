@@ -111,6 +111,9 @@ pub struct ClusterTimings {
     pub error_backoff_max: Duration,
     /// How often orphaned servers and Swarm nodes are swept.
     pub sweep_every: Duration,
+    /// Caps every snapshot build's `spec.buildTimeoutSeconds` (whose minimum is 60 s): tests
+    /// use a few seconds; `None` leaves the spec in charge.
+    pub max_build_timeout: Option<Duration>,
 }
 
 impl Default for ClusterTimings {
@@ -123,6 +126,7 @@ impl Default for ClusterTimings {
             error_backoff: Duration::from_secs(5),
             error_backoff_max: Duration::from_secs(300),
             sweep_every: Duration::from_secs(30),
+            max_build_timeout: None,
         }
     }
 }
