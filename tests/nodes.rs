@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::cloud::CloudProc;
 use common::{Etcd, eventually, lambda, runtime_images, swarm_env};
-use lambda::api::{Conditions, FunctionSpec, NodePoolSpec, NodeSpec, Object};
+use lambda::api::{Conditions, FunctionSpec, NodePoolSpec, NodeSpec, Object, SnapshotImageSpec};
 use lambda::gateway::{GatewayConfig, apikeys};
 use lambda::openstack::{CloudConfig, OpenStack, ServerFilter};
 use lambda::reconcilers::cluster::{ClusterConfig, ClusterTimings, instance_tag, owner_tag};
@@ -88,15 +88,27 @@ impl Bed {
                 error_backoff: Duration::from_secs(1),
                 error_backoff_max: Duration::from_secs(10),
                 sweep_every: Duration::from_secs(5),
+                max_build_timeout: None,
             },
         };
+        let stop = CancellationToken::new();
+        // The builder endpoint, where snapshot builders in the bridge's namespaces reach it.
+        let (endpoint, _) = lambda::reconcilers::snapshot::endpoint::serve(
+            "10.251.0.1:0".parse().unwrap(),
+            store.clone(),
+            cluster.clone(),
+            stop.clone(),
+        )
+        .await
+        .expect("builder endpoint on the project bridge");
+        let mut cluster = cluster;
+        cluster.builder_url = Some(format!("http://{endpoint}"));
         let cfg = ControllersConfig {
             namespace: Some(ns.clone()),
             functions: Some(functions),
             cluster: Some(cluster),
             ..Default::default()
         };
-        let stop = CancellationToken::new();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -157,20 +169,6 @@ impl Bed {
             Some(yaml),
         );
         assert!(ok, "lambda apply failed: {out}{err}");
-    }
-
-    /// A Glance image whose engines hold the shell runtime image.
-    async fn worker_image(&self, shell_image: &str) -> String {
-        lambda::bench::nodes::prepare_image(
-            &self.os,
-            &self.cloud.dir,
-            &self.host,
-            shell_image,
-            "debian-12",
-            &format!("worker-{}", self.instance),
-        )
-        .await
-        .expect("preparing the worker image")
     }
 
     async fn nodes(&self) -> Vec<Object<NodeSpec>> {
@@ -318,9 +316,11 @@ impl Drop for Bed {
     }
 }
 
-fn pool_yaml(name: &str, image: &str, replicas: u32) -> String {
+const SNAPSHOT: &str = "apiVersion: lambda/v1alpha1\nkind: SnapshotImage\nmetadata:\n  name: worker\nspec:\n  baseImage: debian-12\n  flavor: m1.small\n  network: lambda-net\n  runtimes: [shell]\n";
+
+fn pool_yaml(name: &str, replicas: u32) -> String {
     format!(
-        "apiVersion: lambda/v1alpha1\nkind: NodePool\nmetadata:\n  name: {name}\nspec:\n  image:\n    glanceImage: {image}\n  flavor: m1.small\n  network: lambda-net\n  replicas: {replicas}\n  maxSurge: 3\n  nodeLabels:\n    tier: test\n"
+        "apiVersion: lambda/v1alpha1\nkind: NodePool\nmetadata:\n  name: {name}\nspec:\n  image:\n    snapshotImage: worker\n  flavor: m1.small\n  network: lambda-net\n  replicas: {replicas}\n  maxSurge: 3\n  nodeLabels:\n    tier: test\n"
     )
 }
 
@@ -342,11 +342,31 @@ fn netns_count(cloud: &CloudProc) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pools_boot_join_scale_under_load_heal_and_leave_nothing_behind() {
     let mut bed = Bed::start(170).await;
+    // The pool and its snapshot image applied together: nodes wait for the image, which the
+    // snapshot controller builds on a builder server (the shell runtime image baked in).
+    bed.apply(&format!("{SNAPSHOT}---\n{}", pool_yaml("workers", 2)));
+    let si = eventually(
+        "the snapshot image built",
+        Duration::from_secs(120),
+        async || {
+            let si = bed
+                .store
+                .get::<SnapshotImageSpec>(&bed.ns, "worker")
+                .await
+                .ok()?;
+            si.status
+                .as_ref()
+                .is_some_and(|s| s.is_true("Ready"))
+                .then_some(si)
+        },
+    )
+    .await;
+    let st = si.status.unwrap();
+    let image = st.image_id.clone().expect("image id");
     let shell = runtime_images().0[&lambda::api::function::Runtime::Shell].clone();
-    let image = bed.worker_image(&shell).await;
+    assert_eq!(st.runtime_images.get("shell"), Some(&shell), "{st:?}");
 
     // replicas: 2 → two Ready nodes, Swarm workers labelled with pool, flavor and nodeLabels.
-    bed.apply(&pool_yaml("workers", &image, 2));
     let nodes = bed.wait_pool("workers", 2, Duration::from_secs(90)).await;
     for n in &nodes {
         let s = n.status.clone().unwrap();
@@ -378,6 +398,27 @@ async fn pools_boot_join_scale_under_load_heal_and_leave_nothing_behind() {
             Some("workers")
         );
         assert_eq!(server.image_id(), Some(image.as_str()));
+        // Booted from the snapshot: the runtime image is there before any task needs it.
+        let sock = format!(
+            "unix://{}/servers/{}/docker.sock",
+            bed.cloud.dir.display(),
+            &server.id[..8]
+        );
+        let out = Command::new("docker")
+            .args([
+                "-H",
+                &sock,
+                "image",
+                "ls",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&shell),
+            "{out:?}"
+        );
     }
 
     // A function with 4 replicas spreads over both workers and answers through the gateway.
@@ -456,10 +497,10 @@ async fn pools_boot_join_scale_under_load_heal_and_leave_nothing_behind() {
             }
         }));
     }
-    bed.apply(&pool_yaml("workers", &image, 3));
+    bed.apply(&pool_yaml("workers", 3));
     bed.wait_pool("workers", 3, Duration::from_secs(90)).await;
     let before: BTreeSet<String> = bed.servers().await.into_iter().map(|s| s.id).collect();
-    bed.apply(&pool_yaml("workers", &image, 1));
+    bed.apply(&pool_yaml("workers", 1));
     let left = bed.wait_pool("workers", 1, Duration::from_secs(120)).await;
     // The function's replicas all run on the remaining worker again.
     let last_worker = left[0]
@@ -552,7 +593,7 @@ async fn pools_boot_join_scale_under_load_heal_and_leave_nothing_behind() {
     assert!(events.contains("NodeDown"), "{events}");
 
     // The controller killed mid-scale-up: after a restart, no duplicate servers.
-    bed.apply(&pool_yaml("workers", &image, 3));
+    bed.apply(&pool_yaml("workers", 3));
     eventually("a server requested", Duration::from_secs(30), async || {
         (bed.servers().await.len() > 1).then_some(())
     })
