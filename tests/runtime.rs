@@ -435,7 +435,7 @@ async fn two_controllers_one_leader_and_failover_within_ttl() {
     let reconciles = |port| {
         metric(
             port,
-            "lambda_reconciles_total{controller=\"nodepool-nodes\"}",
+            "lambda_reconciles_total{controller=\"nodepool\"}",
         )
     };
     assert!(reconciles(lport).unwrap_or(0.0) >= 1.0);
