@@ -432,12 +432,7 @@ async fn two_controllers_one_leader_and_failover_within_ttl() {
         },
     )
     .await;
-    let reconciles = |port| {
-        metric(
-            port,
-            "lambda_reconciles_total{controller=\"nodepool\"}",
-        )
-    };
+    let reconciles = |port| metric(port, "lambda_reconciles_total{controller=\"nodepool\"}");
     assert!(reconciles(lport).unwrap_or(0.0) >= 1.0);
     assert_eq!(
         reconciles(sport).unwrap_or(0.0),

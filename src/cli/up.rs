@@ -91,6 +91,24 @@ fn exports(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Where `lambda up` runs `lambda cloud`.
+const CLOUD_LISTEN: &str = "127.0.0.1:8780";
+
+/// Waits until `addr` accepts connections and `file` exists (a daemon's readiness).
+async fn wait_listening(addr: &str, file: &Path, log: &Path) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(addr).await.is_err() || !file.exists() {
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "nothing listens on {addr} after 30 s (log: {})",
+                log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 fn pid_alive(path: &Path) -> bool {
     std::fs::read_to_string(path)
         .ok()
@@ -175,8 +193,39 @@ pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
     let mut env = swarm_env.clone();
     env.push(("LAMBDA_HOME".into(), home.display().to_string()));
     env.push(("LAMBDA_ETCD_ENDPOINTS".into(), g.etcd_endpoints.clone()));
+    let var = |k: &str, default: &str| {
+        swarm_env
+            .iter()
+            .find(|(key, _)| key == k)
+            .map_or_else(|| default.to_string(), |(_, v)| v.clone())
+    };
 
-    step("controller");
+    step("lambda cloud (the local OpenStack: worker VMs are Docker engines in network namespaces)");
+    let cloud_dir = home.join("cloud");
+    start_daemon(
+        &state,
+        "cloud",
+        &[
+            "cloud".into(),
+            "--listen".into(),
+            CLOUD_LISTEN.into(),
+            "--data-dir".into(),
+            cloud_dir.display().to_string(),
+            "--bridge".into(),
+            var("LAMBDA_BRIDGE", "lambda0"),
+            "--bridge-cidr".into(),
+            var("LAMBDA_BRIDGE_CIDR", "10.251.0.1/24"),
+        ],
+        &env,
+    )?;
+    wait_listening(
+        CLOUD_LISTEN,
+        &cloud_dir.join("openrc"),
+        &state.join("cloud.log"),
+    )
+    .await?;
+
+    step("controller (functions on the worker VMs, snapshot builder endpoint on the bridge)");
     start_daemon(
         &state,
         "controller",
@@ -184,6 +233,12 @@ pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
             "controller".into(),
             "--metrics-addr".into(),
             "127.0.0.1:9464".into(),
+            "--openrc".into(),
+            cloud_dir.join("openrc").display().to_string(),
+            "--builder-listen".into(),
+            format!("{}:9466", var("LAMBDA_SWARM_MANAGER_ADDR", "10.251.0.1")),
+            "--function-constraint".into(),
+            "node.role==worker".into(),
         ],
         &env,
     )?;
@@ -218,6 +273,7 @@ pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
     };
     let docs = super::apply::load(&[examples], false, &g.namespace)?;
     let mut functions = Vec::new();
+    let mut infra = Vec::new();
     for d in &docs {
         let res =
             crate::with_any_object!(&d.object, o, super::apply::apply_object(&store, o).await)?;
@@ -227,16 +283,45 @@ pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
             d.object.kind().name().to_ascii_lowercase(),
             m.name
         );
-        if d.object.kind() == crate::api::Kind::Function {
-            functions.push((m.namespace().to_string(), m.name.clone()));
+        match d.object.kind() {
+            crate::api::Kind::Function => {
+                functions.push((m.namespace().to_string(), m.name.clone()))
+            }
+            k @ (crate::api::Kind::NodePool | crate::api::Kind::SnapshotImage) => {
+                infra.push((k, m.namespace().to_string(), m.name.clone()))
+            }
+            _ => {}
         }
     }
 
-    step("waiting for the functions to become Ready");
+    step("waiting for the snapshot image, the worker VMs and the functions to become Ready");
     let deadline = tokio::time::Instant::now() + args.timeout;
     let mut last = String::new();
     loop {
         let mut pending = Vec::new();
+        let mut progress = Vec::new();
+        for (kind, ns, name) in &infra {
+            let ready = match kind {
+                crate::api::Kind::NodePool => store
+                    .get::<crate::api::NodePoolSpec>(ns, name)
+                    .await?
+                    .status
+                    .and_then(|s| s.condition("Ready").cloned()),
+                _ => store
+                    .get::<crate::api::SnapshotImageSpec>(ns, name)
+                    .await?
+                    .status
+                    .and_then(|s| s.condition("Ready").cloned()),
+            };
+            if let Some(c) = ready.filter(|c| c.status != ConditionStatus::True) {
+                progress.push(format!(
+                    "{}/{name}: {} {}",
+                    kind.name().to_ascii_lowercase(),
+                    c.reason,
+                    c.message
+                ));
+            }
+        }
         for (ns, name) in &functions {
             let f = store.get::<FunctionSpec>(ns, name).await?;
             let ready = f
@@ -253,7 +338,8 @@ pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
         if pending.is_empty() {
             break;
         }
-        let now = pending.join("; ");
+        progress.extend(pending);
+        let now = progress.join("; ");
         if now != last {
             eprintln!("    {now}");
             last = now;
@@ -321,11 +407,30 @@ pub async fn down(g: &GlobalArgs, args: DownArgs) -> Result<()> {
                 }
             }
         }
+        step("deleting node pools (workers drained, VMs deleted) and snapshot images");
+        delete_all::<crate::api::NodePoolSpec>(&store).await;
+        delete_all::<crate::api::SnapshotImageSpec>(&store).await;
     }
     step("gateway and controller");
     stop_daemon(&state, "gateway");
     stop_daemon(&state, "controller");
     let _ = std::fs::remove_file(state.join("token"));
+    step("lambda cloud");
+    // Deleted servers finish tearing down in the background: let them before stopping it.
+    let servers = home.join("cloud/servers");
+    for _ in 0..150 {
+        let left = std::fs::read_dir(&servers).map_or(0, |d| d.count());
+        if left == 0 || !pid_alive(&state.join("cloud.pid")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop_daemon(&state, "cloud");
+    // Its engines outlive it by design; whatever the pools did not delete goes now.
+    destroy_engines(&home.join("cloud"));
+    if args.purge {
+        let _ = std::fs::remove_dir_all(home.join("cloud"));
+    }
     step("Docker Swarm");
     let purge: &[&str] = if args.purge {
         &["down", "--purge"]
@@ -340,4 +445,52 @@ pub async fn down(g: &GlobalArgs, args: DownArgs) -> Result<()> {
     }
     println!("The platform is down.");
     Ok(())
+}
+
+/// Deletes every object of kind `K` and waits (bounded) until their finalizers let go.
+async fn delete_all<K: crate::api::Resource>(store: &crate::store::Store) {
+    let Ok(list) = store.list::<K>(None).await else {
+        return;
+    };
+    for o in &list.items {
+        let _ = store
+            .delete::<K>(o.metadata.namespace(), &o.metadata.name)
+            .await;
+    }
+    for _ in 0..600 {
+        match store.list::<K>(None).await {
+            Ok(l) if l.items.is_empty() => return,
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    eprintln!("    some {} objects are still being deleted", K::KIND);
+}
+
+/// Stops the engines of `lambda cloud` servers under `cloud_dir` and removes their network
+/// namespaces (what the emulator's own server deletion would have done).
+fn destroy_engines(cloud_dir: &Path) {
+    let Ok(servers) = std::fs::read_dir(cloud_dir.join("servers")) else {
+        return;
+    };
+    for d in servers.flatten() {
+        let pid_file = d.path().join("dockerd.pid");
+        let running = pid_alive(&pid_file);
+        if running && let Ok(pid) = std::fs::read_to_string(&pid_file) {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+            for _ in 0..100 {
+                if !pid_alive(&pid_file) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let ns = format!("lc-{}", d.file_name().to_string_lossy());
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &ns])
+            .stderr(Stdio::null())
+            .status();
+        if running {
+            eprintln!("    engine {} stopped", d.file_name().to_string_lossy());
+        }
+    }
 }
