@@ -3,7 +3,8 @@
 //! whose user-data joins them to the Swarm; functions spread onto them and answer through the
 //! gateway while the pool scales 2 → 3 → 1 under load; a worker whose engine is killed behind
 //! the controller's back is replaced; a controller killed mid-scale-up makes no duplicate
-//! servers; deleting the pool leaves no server, Swarm node or namespace behind.
+//! servers; a new snapshot image is rolled out one node at a time; deleting the pool leaves no
+//! server, Swarm node or namespace behind.
 //!
 //! Needs `scripts/swarm.sh up` and `scripts/images.sh` (the test command runs both); fails
 //! loudly without them. Uses addresses 10.251.0.170–199 of the project bridge.
@@ -618,13 +619,101 @@ async fn pools_boot_join_scale_under_load_heal_and_leave_nothing_behind() {
         );
     }
 
-    // Deleting the pool leaves no server, Swarm node or namespace behind.
+    // A changed snapshot spec builds a new image; the pool rolls onto it one node at a time
+    // (one node beyond the desired count at most), the old nodes drained and deleted.
+    let old_image = bed
+        .store
+        .get::<SnapshotImageSpec>(&bed.ns, "worker")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .image_id
+        .unwrap();
+    bed.apply(&SNAPSHOT.replace(
+        "runtimes: [shell]\n",
+        "runtimes: [shell]\n  setupScript: \"echo v2 > /dev/null\"\n",
+    ));
+    let (mut most, mut least_ready) = (0, usize::MAX);
+    let new_image = eventually(
+        "rolled onto the new image",
+        Duration::from_secs(180),
+        async || {
+            let si = bed
+                .store
+                .get::<SnapshotImageSpec>(&bed.ns, "worker")
+                .await
+                .ok()?;
+            let image = si.status?.image_id?;
+            let nodes = bed.nodes().await;
+            let live: Vec<_> = nodes
+                .iter()
+                .filter(|n| n.metadata.deletion_timestamp.is_none())
+                .collect();
+            most = most.max(live.len());
+            let ready = live
+                .iter()
+                .filter(|n| n.status.as_ref().is_some_and(|s| s.is_true("Ready")))
+                .count();
+            if image != old_image {
+                least_ready = least_ready.min(ready);
+            }
+            (image != old_image
+                && nodes.len() == 3
+                && ready == 3
+                && nodes.iter().all(|n| n.spec.image == image))
+            .then_some(image)
+        },
+    )
+    .await;
+    eprintln!("rollout: at most {most} nodes, at least {least_ready} ready");
+    assert!(
+        most <= 4,
+        "more than one node beyond the desired count during the rollout: {most}"
+    );
+    assert!(
+        least_ready >= 2,
+        "ready nodes dropped to {least_ready} during the rollout"
+    );
+    bed.wait_pool("workers", 3, Duration::from_secs(60)).await;
+    for s in bed.servers().await {
+        assert_eq!(s.image_id(), Some(new_image.as_str()));
+    }
+    eventually(
+        "the old image retired",
+        Duration::from_secs(60),
+        async || {
+            bed.os
+                .image()
+                .get_image(&old_image)
+                .await
+                .is_err_and(|e| e.is_not_found())
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Deleting the pool and the image leaves no server, image, Swarm node or namespace behind.
     let (ok_del, out, err) = lambda(
         &bed.etcd,
         &["delete", "nodepool", "workers", "-n", &bed.ns, "--wait"],
         None,
     );
     assert!(ok_del, "{out}{err}");
+    let (ok_del, out, err) = lambda(
+        &bed.etcd,
+        &["delete", "snapshotimage", "worker", "-n", &bed.ns, "--wait"],
+        None,
+    );
+    assert!(ok_del, "{out}{err}");
+    assert!(
+        bed.os
+            .image()
+            .get_image(&new_image)
+            .await
+            .is_err_and(|e| e.is_not_found()),
+        "the snapshot's image is left"
+    );
     eventually("nothing left", Duration::from_secs(120), async || {
         (bed.nodes().await.is_empty()
             && bed.servers().await.is_empty()
