@@ -163,11 +163,20 @@ impl Platform {
                 {
                     return;
                 }
-                assert!(
-                    t.elapsed() < timeout,
-                    "{name} not Ready after {timeout:?}: {:#?}",
-                    f.status
-                );
+                if t.elapsed() > timeout {
+                    // What Swarm says about the service's tasks, for the failure message.
+                    let tasks = Command::new("docker")
+                        .env("DOCKER_HOST", swarm_env("DOCKER_HOST"))
+                        .args(["service", "ps", "--no-trunc"])
+                        .arg(service_name(&self.ns, name))
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_default();
+                    panic!(
+                        "{name} not Ready after {timeout:?}: {:#?}\n{tasks}",
+                        f.status
+                    );
+                }
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

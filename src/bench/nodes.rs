@@ -172,11 +172,12 @@ async fn raw(cfg: &NodesBench) -> Result<(Duration, Duration), NodesBenchError> 
     for s in &servers {
         c.cloud.compute().delete_server(&s.id).await?;
     }
-    for s in &servers {
-        c.cloud
-            .compute()
-            .wait_for_server_gone(&s.id, cfg.timeout)
-            .await?;
+    // Gone when Nova no longer lists them, polled like the controller's run below.
+    while !observe(&c.cloud, &c.swarm, &tag).await?.0.is_empty() {
+        if t1.elapsed() > cfg.timeout {
+            return Err(NodesBenchError::Failed("raw: servers not gone".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok((result?, t1.elapsed()))
 }
