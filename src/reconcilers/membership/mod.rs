@@ -15,6 +15,7 @@
 //!
 //! [`ClusterTimings::drain_timeout`]: super::cluster::ClusterTimings::drain_timeout
 
+mod drain;
 pub mod matching;
 pub mod sweep;
 
@@ -22,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::models::{Node as SwarmNode, NodeSpecAvailabilityEnum, NodeState, TaskState};
+use bollard::models::{Node as SwarmNode, NodeSpecAvailabilityEnum, NodeState};
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
@@ -36,8 +37,8 @@ use crate::runtime::{
     finalizer,
 };
 use crate::store::{Store, StoreError};
+use crate::swarm::SwarmError;
 use crate::swarm::labels::Owner;
-use crate::swarm::{SwarmError, TaskFilter};
 
 use super::ControllersConfig;
 use super::cluster::ClusterConfig;
@@ -149,7 +150,7 @@ pub async fn reconcile(
     finalizer(&store, FINALIZER, node, |ev| async move {
         match ev {
             FinalizerEvent::Apply(n) => apply(&n, &ctx).await,
-            FinalizerEvent::Cleanup(n) => cleanup(&n, &ctx).await,
+            FinalizerEvent::Cleanup(n) => drain::cleanup(&n, &ctx).await,
         }
     })
     .await
@@ -361,100 +362,6 @@ async fn apply(n: &Object<NodeSpec>, ctx: &Context) -> Result<Action, Membership
     } else {
         timings.poll
     }))
-}
-
-/// Task states after which a task holds nothing on its node any more.
-fn finished(s: Option<TaskState>) -> bool {
-    matches!(
-        s,
-        Some(
-            TaskState::COMPLETE
-                | TaskState::SHUTDOWN
-                | TaskState::FAILED
-                | TaskState::REJECTED
-                | TaskState::ORPHANED
-                | TaskState::REMOVE
-        )
-    )
-}
-
-async fn cleanup(n: &Object<NodeSpec>, ctx: &Context) -> Result<Action, MembershipError> {
-    let all = ctx
-        .cluster
-        .swarm
-        .list_nodes()
-        .await
-        .map_err(Context::swarm_err(n, "listing Swarm nodes"))?;
-    let m = matching::find(n, &all);
-    remove_stale(n, ctx, &m.stale).await?;
-    let Some(sn) = m.node else {
-        return Ok(Action::await_change());
-    };
-    let id = sn.id.clone().unwrap_or_default();
-    let swarm = &ctx.cluster.swarm;
-    if availability(sn) != Some(NodeSpecAvailabilityEnum::DRAIN) {
-        swarm
-            .set_availability(&id, NodeSpecAvailabilityEnum::DRAIN)
-            .await
-            .map_err(Context::swarm_err(n, "draining the Swarm node"))?;
-        ctx.event(
-            n,
-            EventType::Normal,
-            "Draining",
-            &format!("draining Swarm node {id}"),
-        )
-        .await;
-        let generation = n.generation();
-        ctx.write(n, |s| {
-            s.swarm_availability = Some("drain".into());
-            set_condition(
-                &mut s.conditions,
-                JOINED,
-                ConditionStatus::False,
-                "Draining",
-                &format!("Swarm node {id} is draining"),
-                Some(generation),
-            );
-        })
-        .await?;
-    }
-    let down = sn.status.as_ref().and_then(|s| s.state) != Some(NodeState::READY);
-    let tasks = swarm
-        .list_tasks(&TaskFilter {
-            node: Some(id.clone()),
-            ..Default::default()
-        })
-        .await
-        .map_err(Context::swarm_err(n, "listing the node's tasks"))?;
-    let busy = tasks
-        .iter()
-        .filter(|t| !finished(t.status.as_ref().and_then(|s| s.state)))
-        .count();
-    let since = n.metadata.deletion_timestamp.unwrap_or_else(Utc::now);
-    let waited = (Utc::now() - since).to_std().unwrap_or_default();
-    let timed_out = waited > ctx.cluster.timings.drain_timeout;
-    if busy > 0 && !down && !timed_out {
-        return Ok(Action::requeue(ctx.cluster.timings.poll));
-    }
-    if busy > 0 && timed_out {
-        let msg = format!(
-            "{busy} task(s) still on Swarm node {id} after {}s; removing it anyway",
-            waited.as_secs()
-        );
-        ctx.event(n, EventType::Warning, "DrainTimeout", &msg).await;
-    }
-    swarm
-        .remove_node(&id, true)
-        .await
-        .map_err(Context::swarm_err(n, "removing the Swarm node"))?;
-    ctx.event(
-        n,
-        EventType::Normal,
-        "LeftSwarm",
-        &format!("Swarm node {id} removed"),
-    )
-    .await;
-    Ok(Action::await_change())
 }
 
 /// Runs the membership controller (and its sweep) until `stop`.

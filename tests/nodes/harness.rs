@@ -1,0 +1,335 @@
+//! The test bed of the node pool tests: etcd, `lambda cloud` on the project bridge, the Swarm
+//! manager, an in-process controller (restartable, killable) with its builder endpoint, and the
+//! gateway; dropping it removes this run's Swarm objects, engines and namespaces.
+
+use std::collections::{BTreeSet, HashMap};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::cloud::CloudProc;
+use crate::common::{Etcd, lambda, runtime_images, swarm_env};
+use lambda::api::{Conditions, NodePoolSpec, NodeSpec, Object};
+use lambda::gateway::{GatewayConfig, apikeys};
+use lambda::openstack::{CloudConfig, OpenStack, ServerFilter};
+use lambda::reconcilers::cluster::{ClusterConfig, ClusterTimings, instance_tag};
+use lambda::reconcilers::function::FunctionsConfig;
+use lambda::reconcilers::{self, ControllersConfig};
+use lambda::runtime::Metrics;
+use lambda::swarm::{Swarm, labels};
+use tokio_util::sync::CancellationToken;
+
+/// Everything one test runs on; cleans up Swarm objects, engines and namespaces when dropped.
+pub struct Bed {
+    pub etcd: Etcd,
+    pub store: lambda::store::Store,
+    pub cloud: CloudProc,
+    pub os: OpenStack,
+    pub swarm: Swarm,
+    pub host: String,
+    pub instance: String,
+    pub ns: String,
+    pub gateway: String,
+    pub token: String,
+    pub cfg: ControllersConfig,
+    pub controller: Option<(tokio::task::JoinHandle<()>, CancellationToken)>,
+    pub stop: CancellationToken,
+    pub _tmp: tempfile::TempDir,
+}
+
+impl Bed {
+    pub async fn start(first_host: u8) -> Bed {
+        let host = swarm_env("DOCKER_HOST");
+        let join_addr = swarm_env("LAMBDA_SWARM_JOIN_ADDR");
+        let images = runtime_images();
+        let swarm = Swarm::connect(Some(&host))
+            .await
+            .expect("the Swarm manager is not running: run scripts/swarm.sh up");
+        let tmp = tempfile::tempdir().unwrap();
+        let cloud = CloudProc::start(
+            &tmp.path().join("cloud"),
+            "lambda0",
+            "10.251.0.1/24",
+            first_host,
+        );
+        let os =
+            OpenStack::connect(CloudConfig::from_openrc_file(&cloud.dir.join("openrc")).unwrap())
+                .await
+                .expect("connect to lambda cloud");
+        let etcd = Etcd::start();
+        let store = etcd.store().await;
+        let instance = format!("n-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let ns = format!("nodes-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+        let mut functions = FunctionsConfig::new(swarm.clone(), images.clone(), &instance);
+        // Functions run on this test's workers only (not the manager, not other tests' nodes).
+        functions.constraints = vec![format!("node.labels.{}=={instance}", labels::INSTANCE)];
+        let cluster = ClusterConfig {
+            cloud: os.clone(),
+            swarm: swarm.clone(),
+            join_addr,
+            advertise_addr: None,
+            instance: instance.clone(),
+            images,
+            builder_url: None,
+            timings: ClusterTimings {
+                poll: Duration::from_millis(500),
+                join_timeout: Duration::from_secs(60),
+                down_grace: Duration::from_secs(5),
+                drain_timeout: Duration::from_secs(30),
+                error_backoff: Duration::from_secs(1),
+                error_backoff_max: Duration::from_secs(10),
+                sweep_every: Duration::from_secs(5),
+                max_build_timeout: None,
+            },
+        };
+        let stop = CancellationToken::new();
+        // The builder endpoint, where snapshot builders in the bridge's namespaces reach it.
+        let (endpoint, _) = lambda::reconcilers::snapshot::endpoint::serve(
+            "10.251.0.1:0".parse().unwrap(),
+            store.clone(),
+            cluster.clone(),
+            stop.clone(),
+        )
+        .await
+        .expect("builder endpoint on the project bridge");
+        let mut cluster = cluster;
+        cluster.builder_url = Some(format!("http://{endpoint}"));
+        let cfg = ControllersConfig {
+            namespace: Some(ns.clone()),
+            functions: Some(functions),
+            cluster: Some(cluster),
+            ..Default::default()
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let gcfg = GatewayConfig {
+            listen: format!("127.0.0.1:{port}").parse().unwrap(),
+            insecure_no_auth: false,
+        };
+        let gstop = stop.clone();
+        tokio::spawn(lambda::gateway::run(store.clone(), gcfg, async move {
+            gstop.cancelled().await
+        }));
+        let (_, token) = apikeys::create(&store, "nodes-test").await.unwrap();
+        let mut bed = Bed {
+            etcd,
+            store,
+            cloud,
+            os,
+            swarm,
+            host,
+            instance,
+            ns,
+            gateway: format!("http://127.0.0.1:{port}"),
+            token,
+            cfg,
+            controller: None,
+            stop,
+            _tmp: tmp,
+        };
+        bed.start_controller();
+        bed
+    }
+
+    pub fn start_controller(&mut self) {
+        let stop = self.stop.child_token();
+        let h = tokio::spawn(reconcilers::run_all(
+            self.store.clone(),
+            Metrics::new(),
+            self.cfg.clone(),
+            stop.clone(),
+        ));
+        self.controller = Some((h, stop));
+    }
+
+    /// Aborts the controller mid-flight, like a crash (no graceful stop).
+    pub async fn kill_controller(&mut self) {
+        if let Some((h, _)) = self.controller.take() {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+
+    pub fn apply(&self, yaml: &str) {
+        let (ok, out, err) = lambda(
+            &self.etcd,
+            &["apply", "-n", &self.ns, "-f", "-"],
+            Some(yaml),
+        );
+        assert!(ok, "lambda apply failed: {out}{err}");
+    }
+
+    pub async fn nodes(&self) -> Vec<Object<NodeSpec>> {
+        self.store
+            .list::<NodeSpec>(Some(&self.ns))
+            .await
+            .unwrap()
+            .items
+    }
+
+    pub async fn servers(&self) -> Vec<lambda::openstack::Server> {
+        self.os
+            .compute()
+            .list_servers(&ServerFilter {
+                tags: vec![instance_tag(&self.instance)],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Swarm nodes labelled as this instance's: id → (state, availability).
+    pub async fn swarm_nodes(&self) -> HashMap<String, String> {
+        self.swarm
+            .list_nodes()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|n| {
+                n.spec
+                    .as_ref()
+                    .and_then(|s| s.labels.as_ref())
+                    .and_then(|l| l.get(labels::INSTANCE))
+                    == Some(&self.instance)
+            })
+            .map(|n| {
+                let st = n
+                    .status
+                    .and_then(|s| s.state)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                (n.id.unwrap_or_default(), st)
+            })
+            .collect()
+    }
+
+    /// Waits until the pool has `n` Ready nodes, `n` servers and `n` ready Swarm workers, and
+    /// nothing else; returns the nodes.
+    pub async fn wait_pool(
+        &self,
+        pool: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<Object<NodeSpec>> {
+        let mut last = String::new();
+        let start = Instant::now();
+        loop {
+            let nodes = self.nodes().await;
+            let servers = self.servers().await;
+            let swarm = self.swarm_nodes().await;
+            let p = self
+                .store
+                .get::<NodePoolSpec>(&self.ns, pool)
+                .await
+                .unwrap();
+            let ready = nodes
+                .iter()
+                .filter(|x| x.status.as_ref().is_some_and(|s| s.is_true("Ready")))
+                .count();
+            let ps = p.status.clone().unwrap_or_default();
+            let now = format!(
+                "nodes {} (ready {ready}), servers {}, swarm {:?}, pool {}/{} {:?}",
+                nodes.len(),
+                servers.len(),
+                swarm.values().collect::<Vec<_>>(),
+                ps.ready_replicas,
+                ps.replicas,
+                ps.condition("Ready")
+                    .map(|c| format!("{} {}", c.reason, c.message))
+            );
+            if nodes.len() == n
+                && ready == n
+                && servers.len() == n
+                && swarm.len() == n
+                && swarm.values().all(|s| s == "ready")
+                && ps.ready_replicas == n as u32
+                && ps.is_true("Ready")
+            {
+                eprintln!("pool {pool} at {n} after {:?}: {now}", start.elapsed());
+                return nodes;
+            }
+            if now != last {
+                eprintln!("[{:>5.1}s] {now}", start.elapsed().as_secs_f64());
+                last = now;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "pool {pool} not at {n} after {timeout:?}: {last}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    pub async fn invoke(&self, http: &reqwest::Client, name: &str) -> Result<String, String> {
+        let url = format!(
+            "{}/v1/namespaces/{}/functions/{name}/invoke",
+            self.gateway, self.ns
+        );
+        let r = http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .body("{\"n\": 1}")
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status();
+        let text = r.text().await.map_err(|e| e.to_string())?;
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(format!("{status}: {text}"))
+        }
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        let f = format!("label={}={}", labels::INSTANCE, self.instance);
+        for kind in ["service", "config", "node"] {
+            let out = Command::new("docker")
+                .env("DOCKER_HOST", &self.host)
+                .args([kind, "ls", "-q", "--filter", &f])
+                .output();
+            if let Ok(o) = out {
+                for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let mut args = vec![kind, "rm"];
+                    if kind == "node" {
+                        args.push("--force");
+                    }
+                    args.push(id);
+                    let _ = Command::new("docker")
+                        .env("DOCKER_HOST", &self.host)
+                        .args(&args)
+                        .output();
+                }
+            }
+        }
+        // CloudProc's own drop then stops the emulator and every engine and namespace it made.
+    }
+}
+
+pub const SNAPSHOT: &str = "apiVersion: lambda/v1alpha1\nkind: SnapshotImage\nmetadata:\n  name: worker\nspec:\n  baseImage: debian-12\n  flavor: m1.small\n  network: lambda-net\n  runtimes: [shell]\n";
+
+pub fn pool_yaml(name: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: lambda/v1alpha1\nkind: NodePool\nmetadata:\n  name: {name}\nspec:\n  image:\n    snapshotImage: worker\n  flavor: m1.small\n  network: lambda-net\n  replicas: {replicas}\n  maxSurge: 3\n  nodeLabels:\n    tier: test\n"
+    )
+}
+
+pub fn netns_count(cloud: &CloudProc) -> usize {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&out.stdout).to_string();
+    let dirs: BTreeSet<String> = std::fs::read_dir(cloud.dir.join("servers"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.iter()
+        .filter(|d| list.contains(&format!("lc-{d}")))
+        .count()
+}
