@@ -131,7 +131,7 @@ impl Context {
         )
     }
 
-    fn expect(&self, pool_uid: &str, created: Option<String>, deleted: Option<String>) {
+    fn remember(&self, pool_uid: &str, created: Option<String>, deleted: Option<String>) {
         if let Ok(mut all) = self.expectations.lock() {
             let e = all.entry(pool_uid.to_string()).or_default();
             let now = Instant::now();
@@ -206,7 +206,7 @@ async fn apply(pool: &Object<NodePoolSpec>, ctx: &Context) -> Result<Action, Nod
                 });
             }
         }
-        ctx.expect(&uid, None, Some(name.clone()));
+        ctx.remember(&uid, None, Some(name.clone()));
         let msg = format!("deleting node {name} ({why})");
         ctx.event(pool, EventType::Normal, "DeletingNode", &msg)
             .await;
@@ -224,7 +224,7 @@ async fn apply(pool: &Object<NodePoolSpec>, ctx: &Context) -> Result<Action, Nod
                     node: name.clone(),
                     source,
                 })?;
-            ctx.expect(&uid, Some(name.clone()), None);
+            ctx.remember(&uid, Some(name.clone()), None);
             let msg = format!("created node {name} (image {})", t.image);
             ctx.event(pool, EventType::Normal, "CreatedNode", &msg)
                 .await;
