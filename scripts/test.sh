@@ -9,7 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$PROJECT_ROOT"
 
 log "checking system packages"
-apt_ensure protobuf-compiler etcd-server etcd-client openssl docker.io iptables iproute2 busybox-static debootstrap
+apt_ensure protobuf-compiler etcd-server etcd-client openssl docker.io iptables iproute2 busybox-static debootstrap curl
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -7,7 +7,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$PROJECT_ROOT"
 
-apt_ensure protobuf-compiler etcd-server etcd-client docker.io iptables iproute2 busybox-static debootstrap
+apt_ensure protobuf-compiler etcd-server etcd-client docker.io iptables iproute2 busybox-static debootstrap curl
 log "building lambda (release)"
 cargo build --release --locked --bin lambda
 exec "$PROJECT_ROOT/target/release/lambda" up --project-dir "$PROJECT_ROOT" "$@"
