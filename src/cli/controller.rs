@@ -205,10 +205,14 @@ pub async fn run(g: &GlobalArgs, args: ControllerArgs) -> Result<()> {
             let cloud = OpenStack::connect(cloud)
                 .await
                 .context("connecting to the cloud")?;
-            let builder_url = args
-                .builder_url
-                .clone()
-                .or_else(|| args.builder_listen.map(|a| format!("http://{a}")));
+            let builder_url = match (&args.builder_url, args.builder_listen) {
+                (Some(u), _) => Some(u.clone()),
+                (None, Some(a)) if a.ip().is_unspecified() => bail!(
+                    "--builder-listen {a} is no address builder VMs can reach: give --builder-url"
+                ),
+                (None, Some(a)) => Some(format!("http://{a}")),
+                (None, None) => None,
+            };
             eprintln!(
                 "node controllers: cloud {}, swarm join {join_addr}, builder endpoint {}",
                 cloud.session().config().auth_url,

@@ -71,6 +71,51 @@ impl Swarm {
         })
     }
 
+    /// Follows the event stream until `stop`, calling `on_event` for each event. When the
+    /// stream fails or ends it reconnects with backoff (0.5 s doubling to 10 s) and calls
+    /// `on_gap` first, since events may have been missed meanwhile.
+    pub async fn follow_events(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+        mut on_event: impl FnMut(&SwarmEvent),
+        mut on_gap: impl FnMut(),
+    ) {
+        let mut delay = std::time::Duration::from_millis(500);
+        let mut first = true;
+        loop {
+            if !first {
+                on_gap();
+            }
+            first = false;
+            let mut events = Box::pin(self.events());
+            loop {
+                let next = tokio::select! {
+                    n = events.next() => n,
+                    _ = stop.cancelled() => return,
+                };
+                match next {
+                    Some(Ok(ev)) => {
+                        delay = std::time::Duration::from_millis(500);
+                        on_event(&ev);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "Docker event stream failed; reconnecting");
+                        break;
+                    }
+                    None => {
+                        tracing::warn!("Docker event stream ended; reconnecting");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.cancelled() => return,
+            }
+            delay = (delay * 2).min(std::time::Duration::from_secs(10));
+        }
+    }
+
     /// Log lines (stdout and stderr) of every task of a service: the last `tail` lines, then new
     /// ones while `follow`.
     pub fn service_logs(

@@ -126,6 +126,9 @@ pub struct ServiceTuning {
     pub health_timeout: Duration,
     /// Consecutive failures before a task is unhealthy.
     pub health_retries: u32,
+    /// Failed checks in this time after start do not count (a loaded node starts slowly; a
+    /// passing check still marks the task healthy at once).
+    pub health_start_period: Duration,
     /// Size of the writable /tmp.
     pub tmp_size_bytes: i64,
 }
@@ -139,6 +142,7 @@ impl Default for ServiceTuning {
             health_interval: Duration::from_secs(1),
             health_timeout: Duration::from_secs(2),
             health_retries: 3,
+            health_start_period: Duration::from_secs(15),
             tmp_size_bytes: 64 * 1024 * 1024,
         }
     }
@@ -286,6 +290,7 @@ pub fn service_spec(i: &ServiceInputs<'_>) -> ServiceSpec {
             interval: Some(nanos(t.health_interval)),
             timeout: Some(nanos(t.health_timeout)),
             retries: Some(i64::from(t.health_retries)),
+            start_period: Some(nanos(t.health_start_period)),
             ..Default::default()
         }),
         configs: i.code.map(|c| {

@@ -1,9 +1,7 @@
 //! Background work of the function controller: the orphan sweep and the Docker event trigger.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
@@ -173,49 +171,27 @@ pub fn keys_for_event(ctx: &Context, ev: &SwarmEvent) -> Vec<ObjectKey> {
     }
 }
 
-/// Follows Docker's event stream and triggers the functions each event is about; reconnects
-/// (with backoff) when the stream drops, triggering every function since events were missed.
+/// Follows Docker's event stream and triggers the functions each event is about; after a
+/// reconnect every function, since events were missed.
 pub async fn trigger_on_swarm_events(
     ctx: Arc<Context>,
     tx: UnboundedSender<ObjectKey>,
     stop: CancellationToken,
 ) {
-    let mut delay = Duration::from_millis(500);
-    let mut first = true;
-    loop {
-        if !first {
-            for k in ctx.functions.keys() {
-                let _ = tx.send(k);
-            }
-        }
-        first = false;
-        let mut events = Box::pin(ctx.cfg.swarm.events());
-        loop {
-            let next = tokio::select! {
-                n = events.next() => n,
-                _ = stop.cancelled() => return,
-            };
-            match next {
-                Some(Ok(ev)) => {
-                    delay = Duration::from_millis(500);
-                    for k in keys_for_event(&ctx, &ev) {
-                        let _ = tx.send(k);
-                    }
+    let swarm = ctx.cfg.swarm.clone();
+    swarm
+        .follow_events(
+            stop,
+            |ev| {
+                for k in keys_for_event(&ctx, ev) {
+                    let _ = tx.send(k);
                 }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "Docker event stream failed; reconnecting");
-                    break;
+            },
+            || {
+                for k in ctx.functions.keys() {
+                    let _ = tx.send(k);
                 }
-                None => {
-                    tracing::warn!("Docker event stream ended; reconnecting");
-                    break;
-                }
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stop.cancelled() => return,
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
-    }
+            },
+        )
+        .await;
 }

@@ -37,8 +37,8 @@ use crate::runtime::{
     finalizer,
 };
 use crate::store::{Store, StoreError};
-use crate::swarm::SwarmError;
 use crate::swarm::labels::Owner;
+use crate::swarm::{EventKind, SwarmError, SwarmEvent};
 
 use super::ControllersConfig;
 use super::cluster::ClusterConfig;
@@ -401,6 +401,7 @@ pub async fn run(
             .collect()
     });
     let sweep_every = cluster.timings.sweep_every;
+    let tx = controller.trigger_sender();
     let ctx = Arc::new(Context {
         store: store.clone(),
         cluster,
@@ -409,8 +410,120 @@ pub async fn run(
         pools,
         namespace: cfg.namespace.clone(),
     });
+    // Swarm's node events (a join, a node going down) trigger the Nodes they may concern at
+    // once, rather than at their next poll.
+    let events = {
+        let ctx = ctx.clone();
+        let stop = stop.clone();
+        async move {
+            let all = || ctx.nodes.keys();
+            ctx.cluster
+                .swarm
+                .follow_events(
+                    stop,
+                    |ev| {
+                        for k in keys_for_node_event(&ctx.nodes, ev) {
+                            let _ = tx.send(k);
+                        }
+                    },
+                    || {
+                        for k in all() {
+                            let _ = tx.send(k);
+                        }
+                    },
+                )
+                .await
+        }
+    };
     tokio::join!(
         controller.run(reconcile, |_, _, _| Action::backoff(), ctx.clone()),
         sweep::run(ctx, sweep_every, stop),
+        events,
     );
+}
+
+/// The Nodes a Swarm event may concern: for a node event, the Node of that Swarm node, and every
+/// Node not joined yet (a new Swarm node is not known to be theirs before a lookup).
+pub fn keys_for_node_event(nodes: &Cache<NodeSpec>, ev: &SwarmEvent) -> Vec<ObjectKey> {
+    if ev.kind != EventKind::Node {
+        return Vec::new();
+    }
+    nodes
+        .list()
+        .iter()
+        .filter(|n| {
+            let s = n.status.as_ref();
+            s.and_then(|s| s.swarm_node_id.as_deref()) == Some(ev.id.as_str())
+                || !s.is_some_and(|s| s.is_true(JOINED))
+        })
+        .map(|n| n.key())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::node::NodeStatus;
+    use crate::runtime::conditions::set_condition;
+    use crate::runtime::watcher::WatcherEvent;
+    use crate::store::ObjectList;
+
+    fn node(name: &str, swarm_id: Option<&str>, joined: bool) -> Object<NodeSpec> {
+        let mut n = Object::new(
+            "default",
+            name,
+            NodeSpec {
+                pool: "p".into(),
+                image: "i".into(),
+                flavor: "f".into(),
+                network: None,
+                key_pair: None,
+                security_groups: vec![],
+                availability_zone: None,
+            },
+        );
+        let mut s = NodeStatus {
+            swarm_node_id: swarm_id.map(String::from),
+            ..Default::default()
+        };
+        if joined {
+            set_condition(
+                &mut s.conditions,
+                JOINED,
+                ConditionStatus::True,
+                "Ready",
+                "",
+                None,
+            );
+        }
+        n.status = Some(s);
+        n
+    }
+
+    #[test]
+    fn node_events_trigger_their_node_and_the_ones_not_joined_yet() {
+        let c = Cache::<NodeSpec>::new();
+        c.apply(WatcherEvent::Listed(ObjectList {
+            items: vec![
+                node("joined", Some("s1"), true),
+                node("other", Some("s2"), true),
+                node("new", None, false),
+            ],
+            invalid: vec![],
+            revision: 1,
+        }));
+        let ev = |kind, id: &str| SwarmEvent {
+            kind,
+            action: "update".into(),
+            id: id.into(),
+            attributes: Default::default(),
+        };
+        let mut keys: Vec<String> = keys_for_node_event(&c, &ev(EventKind::Node, "s1"))
+            .iter()
+            .map(|k| k.name.clone())
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["joined", "new"]);
+        assert!(keys_for_node_event(&c, &ev(EventKind::Container, "s1")).is_empty());
+    }
 }
