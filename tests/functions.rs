@@ -9,13 +9,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Etcd, lambda};
+use common::{Etcd, lambda, root, swarm_env};
 use lambda::api::{ConditionStatus, Conditions, Function, FunctionSpec};
 use lambda::reconcilers::function::FunctionsConfig;
 use lambda::reconcilers::function::spec::{RuntimeImages, service_name};
@@ -26,25 +26,10 @@ use lambda::swarm::{Swarm, labels};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// DOCKER_HOST of the manager `scripts/swarm.sh` runs.
 fn docker_host() -> String {
     static HOST: OnceLock<String> = OnceLock::new();
-    HOST.get_or_init(|| {
-        let out = Command::new(root().join("scripts/swarm.sh"))
-            .arg("env")
-            .output()
-            .expect("run scripts/swarm.sh env");
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .find_map(|l| l.strip_prefix("export DOCKER_HOST="))
-            .map(str::to_string)
-            .expect("scripts/swarm.sh env prints DOCKER_HOST")
-    })
-    .clone()
+    HOST.get_or_init(|| swarm_env("DOCKER_HOST")).clone()
 }
 
 fn docker(args: &[&str]) -> Result<String, String> {

@@ -15,9 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Etcd, lambda};
+use common::{Etcd, lambda, root, start_gateway, swarm_env};
 use lambda::api::{Conditions, FunctionSpec};
-use lambda::gateway::{GatewayConfig, apikeys};
 use lambda::reconcilers::function::FunctionsConfig;
 use lambda::reconcilers::function::spec::{RuntimeImages, service_name};
 use lambda::reconcilers::{self, ControllersConfig};
@@ -25,24 +24,6 @@ use lambda::runtime::Metrics;
 use lambda::swarm::{Swarm, labels};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn swarm_env(key: &str) -> String {
-    let out = Command::new(root().join("scripts/swarm.sh"))
-        .arg("env")
-        .output()
-        .expect("scripts/swarm.sh env");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("export {key}="))
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| panic!("scripts/swarm.sh env prints no {key}"))
-}
 
 /// Removes every Swarm object of this test's instance, also when the test fails.
 struct Cleanup {
@@ -112,26 +93,13 @@ impl Platform {
             cfg,
             stop.clone(),
         ));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let gcfg = GatewayConfig {
-            listen: format!("127.0.0.1:{port}").parse().unwrap(),
-            insecure_no_auth: false,
-        };
-        let gstop = stop.clone();
-        tokio::spawn(lambda::gateway::run(store.clone(), gcfg, async move {
-            gstop.cancelled().await
-        }));
-        let (_, token) = apikeys::create(&store, "platform-test").await.unwrap();
+        let (gateway, token) = start_gateway(&store, stop.clone(), "platform-test").await;
         Platform {
             etcd,
             store,
             swarm,
             ns,
-            gateway: format!("http://127.0.0.1:{port}"),
+            gateway,
             token,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))

@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Etcd, function, lambda};
+use common::{Etcd, eventually, function, lambda};
 use lambda::api::{FunctionSpec, NodePoolSpec, NodeSpec, Object};
 use lambda::reconcilers::{self, ControllersConfig};
 use lambda::runtime::watcher::watcher_from;
@@ -23,20 +23,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
-}
-
-async fn eventually<T>(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn fast() -> WatcherConfig {

@@ -10,6 +10,7 @@ use tokio::process::Command;
 
 use super::CloudError;
 use super::state::Server;
+use crate::openstack::hostname_of;
 
 /// The launcher that remounts cgroups inside the namespace and execs dockerd (shared with
 /// `scripts/node.sh`).
@@ -536,23 +537,6 @@ pub fn bridge_mac(name: &str) -> String {
     )
 }
 
-/// A hostname from a server name: lower case, `[a-z0-9-]`, at most 63 characters.
-pub fn hostname_of(name: &str) -> String {
-    let mut h: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    h.truncate(63);
-    let h = h.trim_matches('-').to_string();
-    if h.is_empty() { "server".into() } else { h }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,12 +558,5 @@ mod tests {
             &hex[8..10]
         );
         assert_eq!(bridge_mac("lambda0"), want);
-    }
-
-    #[test]
-    fn hostnames() {
-        assert_eq!(hostname_of("Worker_1.pool"), "worker-1-pool");
-        assert_eq!(hostname_of("---"), "server");
-        assert_eq!(hostname_of(&"a".repeat(80)).len(), 63);
     }
 }

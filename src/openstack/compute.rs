@@ -403,6 +403,24 @@ pub struct Compute {
     version: ApiVersion,
 }
 
+/// The host name a server gets from its name (as Nova derives it for cloud-init): lower case,
+/// `[a-z0-9-]`, at most 63 characters. The Swarm knows a VM by it.
+pub fn hostname_of(name: &str) -> String {
+    let mut h: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    h.truncate(63);
+    let h = h.trim_matches('-').to_string();
+    if h.is_empty() { "server".into() } else { h }
+}
+
 /// `true` for a 32-hex-digit or hyphenated uuid.
 pub(crate) fn looks_like_uuid(s: &str) -> bool {
     uuid::Uuid::parse_str(s).is_ok()
@@ -802,6 +820,14 @@ pub(crate) fn unique<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostnames() {
+        assert_eq!(hostname_of("Worker_1.pool"), "worker-1-pool");
+        assert_eq!(hostname_of("Lambda_default-Y"), "lambda-default-y");
+        assert_eq!(hostname_of("---"), "server");
+        assert_eq!(hostname_of(&"a".repeat(80)).len(), 63);
+    }
 
     #[test]
     fn microversion_negotiation() {

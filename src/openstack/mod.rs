@@ -35,7 +35,7 @@ use std::sync::Arc;
 pub use auth::{Catalog, Session, SessionOptions, Token};
 pub use compute::{
     AvailabilityZone, COMPUTE_MICROVERSION, Compute, CreateServer, Flavor, KeyPair, Networks,
-    Server, ServerFilter, ServerStatus,
+    Server, ServerFilter, ServerStatus, hostname_of,
 };
 pub use config::{AuthMethod, CloudConfig, Secret};
 pub use error::{ApiContext, Error, Result};

@@ -93,13 +93,9 @@ pub async fn reconcile_node(
         "owner NodePool {} (uid {}) no longer exists; deleting the orphaned node",
         owner.name, owner.uid
     );
-    if let Err(e) = ctx
-        .recorder
-        .publish(&node, EventType::Warning, "OwnerGone", &msg)
-        .await
-    {
-        tracing::warn!(error = %e, "recording event");
-    }
+    ctx.recorder
+        .emit(&node, EventType::Warning, "OwnerGone", &msg)
+        .await;
     tracing::info!(node = %node.key(), "{msg}");
     delete_node(&ctx.store, &node).await?;
     Ok(Action::await_change())

@@ -98,6 +98,20 @@ impl Recorder {
         format!("{}-{hash}", base.trim_end_matches('-'))
     }
 
+    /// [`Recorder::publish`] for reconcilers: events are best effort, so a failure to record
+    /// one is logged (naming the object) and never fails the reconcile that reported it.
+    pub async fn emit<K: Resource>(
+        &self,
+        obj: &Object<K>,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+    ) {
+        if let Err(e) = self.publish(obj, type_, reason, message).await {
+            tracing::warn!(kind = K::KIND, object = %obj.key(), error = %e, "recording event");
+        }
+    }
+
     /// Records that `reason`/`message` happened to `obj`: creates the event, or bumps the count
     /// and last timestamp of the same event seen before (renewing its expiry).
     pub async fn publish<K: Resource>(

@@ -44,6 +44,7 @@ pub mod events;
 pub mod finalizer;
 pub mod leader;
 pub mod metrics;
+pub mod periodic;
 pub mod reflector;
 pub mod runner;
 pub mod scheduler;

@@ -221,7 +221,7 @@ pub fn runtime_images() -> lambda::reconcilers::function::spec::RuntimeImages {
     )
 }
 
-/// Polls `f` every 200 ms until it returns `Some`, or panics naming `what` after `timeout`.
+/// Polls `f` every 50 ms until it returns `Some`, or panics naming `what` after `timeout`.
 pub async fn eventually<T>(
     what: &str,
     timeout: Duration,
@@ -236,6 +236,29 @@ pub async fn eventually<T>(
             start.elapsed() < timeout,
             "timed out after {timeout:?} waiting for: {what}"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Runs the gateway on a free loopback port until `stop`, with a new API key named `key_name`;
+/// returns its base URL and the key's token.
+pub async fn start_gateway(
+    store: &Store,
+    stop: tokio_util::sync::CancellationToken,
+    key_name: &str,
+) -> (String, String) {
+    let port = free_port();
+    let cfg = lambda::gateway::GatewayConfig {
+        listen: format!("127.0.0.1:{port}")
+            .parse()
+            .expect("loopback address"),
+        insecure_no_auth: false,
+    };
+    tokio::spawn(lambda::gateway::run(store.clone(), cfg, async move {
+        stop.cancelled().await
+    }));
+    let (_, token) = lambda::gateway::apikeys::create(store, key_name)
+        .await
+        .expect("create an API key");
+    (format!("http://127.0.0.1:{port}"), token)
 }

@@ -7,9 +7,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::cloud::CloudProc;
-use crate::common::{Etcd, lambda, runtime_images, swarm_env};
+use crate::common::{Etcd, lambda, runtime_images, start_gateway, swarm_env};
 use lambda::api::{Conditions, NodePoolSpec, NodeSpec, Object};
-use lambda::gateway::{GatewayConfig, apikeys};
 use lambda::openstack::{CloudConfig, OpenStack, ServerFilter};
 use lambda::reconcilers::cluster::{ClusterConfig, ClusterTimings, instance_tag};
 use lambda::reconcilers::function::FunctionsConfig;
@@ -99,20 +98,7 @@ impl Bed {
             cluster: Some(cluster),
             ..Default::default()
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let gcfg = GatewayConfig {
-            listen: format!("127.0.0.1:{port}").parse().unwrap(),
-            insecure_no_auth: false,
-        };
-        let gstop = stop.clone();
-        tokio::spawn(lambda::gateway::run(store.clone(), gcfg, async move {
-            gstop.cancelled().await
-        }));
-        let (_, token) = apikeys::create(&store, "nodes-test").await.unwrap();
+        let (gateway, token) = start_gateway(&store, stop.clone(), "nodes-test").await;
         let mut bed = Bed {
             etcd,
             store,
@@ -122,7 +108,7 @@ impl Bed {
             host,
             instance,
             ns,
-            gateway: format!("http://127.0.0.1:{port}"),
+            gateway,
             token,
             cfg,
             controller: None,

@@ -60,13 +60,14 @@ pub(super) async fn cleanup(f: &Function, ctx: &Context) -> Result<Action, Funct
         service_ids.extend(svc.id.clone());
         swarm.remove_service(&sname).await.map_err(&err)?;
         tracing::info!(function = %f.key(), service = %sname, "removed service");
-        ctx.event(
-            f,
-            EventType::Normal,
-            "Deleted",
-            &format!("removed service {sname}"),
-        )
-        .await;
+        ctx.recorder
+            .emit(
+                f,
+                EventType::Normal,
+                "Deleted",
+                &format!("removed service {sname}"),
+            )
+            .await;
     }
     // Tasks outlive their service for the stop grace period; wait (bounded) so the function is
     // gone when its object is.

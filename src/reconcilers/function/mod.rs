@@ -154,12 +154,6 @@ impl Context {
             source,
         }
     }
-
-    async fn event(&self, f: &Function, type_: EventType, reason: &str, message: &str) {
-        if let Err(e) = self.recorder.publish(f, type_, reason, message).await {
-            tracing::warn!(function = %f.key(), error = %e, "recording event");
-        }
-    }
 }
 
 /// Reconciles one function (invalid specs, finalizer, apply or cleanup).
@@ -214,7 +208,8 @@ async fn invalid_spec(f: &Function, ctx: &Context, message: &str) -> Result<Acti
     .await?;
     if was.as_deref() != Some(reason::INVALID_SPEC) {
         tracing::warn!(function = %f.key(), "invalid spec: {message}");
-        ctx.event(f, EventType::Warning, reason::INVALID_SPEC, message)
+        ctx.recorder
+            .emit(f, EventType::Warning, reason::INVALID_SPEC, message)
             .await;
     }
     Ok(Action::await_change())
@@ -271,7 +266,9 @@ async fn blocked(
     })
     .await?;
     if was.as_deref() != Some(why) {
-        ctx.event(f, EventType::Warning, why, &message).await;
+        ctx.recorder
+            .emit(f, EventType::Warning, why, &message)
+            .await;
     }
     Ok(Action::requeue(retry))
 }
@@ -390,13 +387,14 @@ async fn apply(f: &Function, ctx: &Context) -> Result<Action, FunctionError> {
         None => match swarm.create_service(desired.clone()).await {
             Ok(id) => {
                 tracing::info!(function = %f.key(), service = %sname, %id, "created service");
-                ctx.event(
-                    f,
-                    EventType::Normal,
-                    "Created",
-                    &format!("created service {sname} ({replicas} replicas, image {image})"),
-                )
-                .await;
+                ctx.recorder
+                    .emit(
+                        f,
+                        EventType::Normal,
+                        "Created",
+                        &format!("created service {sname} ({replicas} replicas, image {image})"),
+                    )
+                    .await;
                 swarm.inspect_service(&sname).await.map_err(&err)?
             }
             // Created concurrently (another controller incarnation): look again shortly.
@@ -443,13 +441,14 @@ async fn apply(f: &Function, ctx: &Context) -> Result<Action, FunctionError> {
             }
             if wrote {
                 tracing::info!(function = %f.key(), service = %sname, generation = generation, "updated service");
-                ctx.event(
-                    f,
-                    EventType::Normal,
-                    "Updated",
-                    &format!("updated service {sname} to generation {generation}"),
-                )
-                .await;
+                ctx.recorder
+                    .emit(
+                        f,
+                        EventType::Normal,
+                        "Updated",
+                        &format!("updated service {sname} to generation {generation}"),
+                    )
+                    .await;
             }
             swarm.inspect_service(&sname).await.map_err(&err)?
         }
@@ -523,7 +522,8 @@ async fn record_status(
     })
     .await?;
     if failing && was.as_deref() != Some(obs.reason) {
-        ctx.event(f, EventType::Warning, obs.reason, &obs.message)
+        ctx.recorder
+            .emit(f, EventType::Warning, obs.reason, &obs.message)
             .await;
     }
     Ok(())

@@ -6,6 +6,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{FunctionSpec, ObjectKey, Resource};
+use crate::runtime::periodic;
 use crate::swarm::labels::{self, Owner};
 use crate::swarm::{EventKind, SwarmError, SwarmEvent};
 
@@ -112,22 +113,16 @@ pub async fn sweep(ctx: &Context) -> Result<Swept, SwarmError> {
 
 /// Sweeps once the function cache is ready, then every `sweep_every`, until `stop`.
 pub async fn sweep_periodically(ctx: Arc<Context>, stop: CancellationToken) {
-    // A cold cache looks like a world without functions: never sweep before it is filled.
-    tokio::select! {
-        _ = ctx.functions.wait_ready() => {}
-        _ = stop.cancelled() => return,
-    }
-    loop {
+    let functions = ctx.functions.clone();
+    let every = ctx.cfg.sweep_every;
+    periodic::every(functions.wait_ready(), every, stop, || async {
         match sweep(&ctx).await {
             Ok(s) if s != Swept::default() => tracing::info!(?s, "sweep removed orphans"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "sweep failed"),
         }
-        tokio::select! {
-            _ = tokio::time::sleep(ctx.cfg.sweep_every) => {}
-            _ = stop.cancelled() => return,
-        }
-    }
+    })
+    .await;
 }
 
 /// Container actions that change a task's state (exec_* of health checks are not).

@@ -48,13 +48,14 @@ pub(super) async fn cleanup(
             .set_availability(&id, NodeSpecAvailabilityEnum::DRAIN)
             .await
             .map_err(Context::swarm_err(n, "draining the Swarm node"))?;
-        ctx.event(
-            n,
-            EventType::Normal,
-            "Draining",
-            &format!("draining Swarm node {id}"),
-        )
-        .await;
+        ctx.recorder
+            .emit(
+                n,
+                EventType::Normal,
+                "Draining",
+                &format!("draining Swarm node {id}"),
+            )
+            .await;
         let generation = n.generation();
         ctx.write(n, |s| {
             s.swarm_availability = Some("drain".into());
@@ -92,18 +93,21 @@ pub(super) async fn cleanup(
             "{busy} task(s) still on Swarm node {id} after {}s; removing it anyway",
             waited.as_secs()
         );
-        ctx.event(n, EventType::Warning, "DrainTimeout", &msg).await;
+        ctx.recorder
+            .emit(n, EventType::Warning, "DrainTimeout", &msg)
+            .await;
     }
     swarm
         .remove_node(&id, true)
         .await
         .map_err(Context::swarm_err(n, "removing the Swarm node"))?;
-    ctx.event(
-        n,
-        EventType::Normal,
-        "LeftSwarm",
-        &format!("Swarm node {id} removed"),
-    )
-    .await;
+    ctx.recorder
+        .emit(
+            n,
+            EventType::Normal,
+            "LeftSwarm",
+            &format!("Swarm node {id} removed"),
+        )
+        .await;
     Ok(Action::await_change())
 }

@@ -5,6 +5,7 @@
 use bollard::models::{Node as SwarmNode, NodeSpecRoleEnum, NodeState};
 
 use crate::api::{NodeSpec, Object};
+use crate::openstack::hostname_of;
 use crate::swarm::labels::UID;
 use crate::swarm::node_address;
 
@@ -20,22 +21,6 @@ pub struct Match<'a> {
 /// A Swarm node's host name.
 pub fn hostname(sn: &SwarmNode) -> Option<String> {
     sn.description.as_ref()?.hostname.clone()
-}
-
-/// The host name a VM gets from its server name (lower case, `[a-z0-9-]`, ≤ 63).
-pub fn hostname_of(server_name: &str) -> String {
-    let mut h: String = server_name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    h.truncate(63);
-    h.trim_matches('-').to_string()
 }
 
 fn ready(sn: &SwarmNode) -> bool {

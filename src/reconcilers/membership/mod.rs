@@ -42,7 +42,7 @@ use crate::swarm::{EventKind, SwarmError, SwarmEvent};
 
 use super::ControllersConfig;
 use super::cluster::ClusterConfig;
-use super::node::{HEALTHY, JOINED, KIND, SERVER_READY, roll_up};
+use super::node::{HEALTHY, JOINED, KIND, SERVER_READY, write_status};
 
 /// The finalizer this controller puts on nodes.
 pub const FINALIZER: &str = "lambda/node-membership";
@@ -93,25 +93,13 @@ impl Context {
         }
     }
 
-    async fn event(&self, n: &Object<NodeSpec>, type_: EventType, reason: &str, message: &str) {
-        if let Err(e) = self.recorder.publish(n, type_, reason, message).await {
-            tracing::warn!(node = %n.key(), error = %e, "recording event");
-        }
-    }
-
     async fn write(
         &self,
         n: &Object<NodeSpec>,
         change: impl Fn(&mut NodeStatus),
     ) -> Result<(), MembershipError> {
-        let generation = n.generation();
-        self.store
-            .modify_status(n, |s| {
-                change(s);
-                roll_up(s, generation);
-            })
+        write_status(&self.store, n, change)
             .await
-            .map(|_| ())
             .map_err(|source| MembershipError::Status {
                 node: n.key(),
                 source,
@@ -224,7 +212,9 @@ async fn apply(n: &Object<NodeSpec>, ctx: &Context) -> Result<Action, Membership
                 "the server has been ACTIVE for more than {}s without joining the Swarm; replacing it",
                 timings.join_timeout.as_secs()
             );
-            ctx.event(n, EventType::Warning, "JoinTimeout", &m).await;
+            ctx.recorder
+                .emit(n, EventType::Warning, "JoinTimeout", &m)
+                .await;
         }
         ctx.write(n, |s| {
             s.swarm_node_id = None;
@@ -288,7 +278,9 @@ async fn apply(n: &Object<NodeSpec>, ctx: &Context) -> Result<Action, Membership
     if ready && status.swarm_node_id.as_deref() != Some(id.as_str()) {
         let host = matching::hostname(sn).unwrap_or_default();
         let msg = format!("joined the Swarm as node {id} ({host})");
-        ctx.event(n, EventType::Normal, "Joined", &msg).await;
+        ctx.recorder
+            .emit(n, EventType::Normal, "Joined", &msg)
+            .await;
     }
     // Down since: when Joined last flipped to False for being down.
     let down_since = status
@@ -309,7 +301,9 @@ async fn apply(n: &Object<NodeSpec>, ctx: &Context) -> Result<Action, Membership
             down_for.as_secs(),
             timings.down_grace.as_secs()
         );
-        ctx.event(n, EventType::Warning, "NodeDown", &m).await;
+        ctx.recorder
+            .emit(n, EventType::Warning, "NodeDown", &m)
+            .await;
     }
     ctx.write(n, |s| {
         s.swarm_node_id = Some(id.clone());

@@ -7,29 +7,25 @@ use std::time::Duration;
 use bollard::models::{NodeSpecAvailabilityEnum, NodeSpecRoleEnum};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{NodeSpec, ObjectKey};
+use crate::api::ObjectKey;
+use crate::runtime::periodic;
 use crate::swarm::SwarmError;
 use crate::swarm::labels::Owner;
 
 use super::super::node::KIND;
 use super::Context;
 
-/// Sweeps every `every` until `stop` (first after one period: the cache must be warm).
+/// Sweeps every `every` until `stop`, once the node cache is filled.
 pub async fn run(ctx: Arc<Context>, every: Duration, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        if !ctx.nodes.is_ready() {
-            continue;
-        }
+    let ready = ctx.nodes.clone();
+    periodic::every(ready.wait_ready(), every, stop, || async {
         match sweep_once(&ctx).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "swept orphaned Swarm nodes"),
             Err(e) => tracing::warn!(error = %e, "Swarm node sweep"),
         }
-    }
+    })
+    .await;
 }
 
 /// One pass; returns how many Swarm nodes it removed.
@@ -54,22 +50,8 @@ pub async fn sweep_once(ctx: &Context) -> Result<usize, SwarmError> {
             continue;
         }
         let key = ObjectKey::new(&owner.namespace, &owner.name);
-        let alive = |uid: Option<&str>| uid == Some(owner.uid.as_str());
-        if ctx
-            .nodes
-            .get(&key)
-            .is_some_and(|n| alive(n.metadata.uid.as_deref()))
-        {
+        if periodic::still_exists(&ctx.store, &ctx.nodes, &key, &owner.uid).await {
             continue;
-        }
-        match ctx.store.get::<NodeSpec>(&key.namespace, &key.name).await {
-            Ok(n) if alive(n.metadata.uid.as_deref()) => continue,
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => {
-                tracing::warn!(node = %key, error = %e, "sweep: cannot read the node; keeping its Swarm node");
-                continue;
-            }
         }
         let id = sn.id.clone().unwrap_or_default();
         tracing::info!(swarm_node = %id, node = %key, "removing a Swarm node whose Node is gone");

@@ -130,12 +130,6 @@ impl Context {
         }
     }
 
-    async fn event(&self, n: &Object<NodeSpec>, type_: EventType, reason: &str, message: &str) {
-        if let Err(e) = self.recorder.publish(n, type_, reason, message).await {
-            tracing::warn!(node = %n.key(), error = %e, "recording event");
-        }
-    }
-
     /// Changes the node's current status with `change` (its own fields), then rolls `Ready` up.
     async fn write(
         &self,
@@ -143,19 +137,33 @@ impl Context {
         change: impl Fn(&mut NodeStatus),
     ) -> Result<(), NodeError> {
         let generation = n.generation();
-        self.store
-            .modify_status(n, |s| {
-                change(s);
-                s.observed_generation = Some(generation);
-                roll_up(s, generation);
-            })
-            .await
-            .map(|_| ())
-            .map_err(|source| NodeError::Status {
-                node: n.key(),
-                source,
-            })
+        write_status(&self.store, n, |s| {
+            change(s);
+            s.observed_generation = Some(generation);
+        })
+        .await
+        .map_err(|source| NodeError::Status {
+            node: n.key(),
+            source,
+        })
     }
+}
+
+/// Applies `change` (the caller's own fields) to a Node's *current* status and rolls `Ready` up,
+/// in one compare-and-write: the compute and membership reconcilers both write Node status.
+pub(crate) async fn write_status(
+    store: &Store,
+    n: &Object<NodeSpec>,
+    change: impl Fn(&mut NodeStatus),
+) -> Result<(), StoreError> {
+    let generation = n.generation();
+    store
+        .modify_status(n, |s| {
+            change(s);
+            roll_up(s, generation);
+        })
+        .await
+        .map(|_| ())
 }
 
 /// Sets `Ready` from [`SERVER_READY`], [`JOINED`] and [`HEALTHY`] (a missing `Healthy` counts
@@ -226,7 +234,8 @@ async fn find_server(n: &Object<NodeSpec>, ctx: &Context) -> Result<Option<Serve
             "deleting server {} ({}): a second server for this node",
             extra.id, extra.name
         );
-        ctx.event(n, EventType::Warning, "DuplicateServer", &msg)
+        ctx.recorder
+            .emit(n, EventType::Warning, "DuplicateServer", &msg)
             .await;
         delete_server(n, ctx, &extra.id).await?;
     }
@@ -268,7 +277,9 @@ async fn apply(n: &Object<NodeSpec>, ctx: &Context) -> Result<Action, NodeError>
                 let msg = format!(
                     "server {id} is gone (deleted outside the platform?); creating a new one"
                 );
-                ctx.event(n, EventType::Warning, "ServerGone", &msg).await;
+                ctx.recorder
+                    .emit(n, EventType::Warning, "ServerGone", &msg)
+                    .await;
             }
             server::create(n, ctx).await
         }

@@ -81,7 +81,9 @@ pub(super) async fn create(n: &Object<NodeSpec>, ctx: &Context) -> Result<Action
     match ctx.cluster.cloud.create_server(&spec).await {
         Ok(id) => {
             let msg = format!("server {id} ({name}) requested from image {}", n.spec.image);
-            ctx.event(n, EventType::Normal, "ServerCreated", &msg).await;
+            ctx.recorder
+                .emit(n, EventType::Normal, "ServerCreated", &msg)
+                .await;
             ctx.write(n, |s| {
                 s.server_id = Some(id.clone());
                 s.server_name = Some(name.clone());
@@ -110,7 +112,7 @@ pub(super) async fn create(n: &Object<NodeSpec>, ctx: &Context) -> Result<Action
                 .and_then(|s| s.condition(SERVER_READY))
                 .is_none_or(|c| c.reason != reason);
             if first {
-                ctx.event(n, EventType::Warning, reason, &msg).await;
+                ctx.recorder.emit(n, EventType::Warning, reason, &msg).await;
             }
             ctx.write(n, |s| {
                 not_ready(s, generation, reason, &msg);
@@ -199,7 +201,7 @@ pub(super) async fn observe(
                 "server {id} is in ERROR: {fault}; deleting it, a new one in {}s (failure {failures})",
                 wait.as_secs()
             );
-            ctx.event(n, EventType::Warning, reason, &msg).await;
+            ctx.recorder.emit(n, EventType::Warning, reason, &msg).await;
             delete_server(n, ctx, &id).await?;
             if let Ok(mut m) = ctx.retry_at.lock() {
                 m.insert(uid_of(n), Instant::now() + wait);

@@ -7,28 +7,24 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{NodeSpec, ObjectKey};
+use crate::api::ObjectKey;
 use crate::openstack::ServerFilter;
+use crate::runtime::periodic;
 
 use super::super::cluster::{ServerOwner, TAG_MANAGED, instance_tag};
 use super::{Context, KIND};
 
-/// Sweeps every `every` until `stop` (first after one period: the cache must be warm).
+/// Sweeps every `every` until `stop`, once the node cache is filled.
 pub async fn run(ctx: Arc<Context>, every: Duration, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        if !ctx.nodes.is_ready() {
-            continue;
-        }
+    let ready = ctx.nodes.clone();
+    periodic::every(ready.wait_ready(), every, stop, || async {
         match sweep_once(&ctx).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "swept orphaned node servers"),
             Err(e) => tracing::warn!(error = %e, "node server sweep"),
         }
-    }
+    })
+    .await;
 }
 
 /// One pass; returns how many servers it deleted.
@@ -55,23 +51,8 @@ pub async fn sweep_once(ctx: &Context) -> Result<usize, crate::openstack::Error>
             continue;
         }
         let key = ObjectKey::new(&owner.namespace, &owner.name);
-        let alive = |uid: Option<&str>| uid == Some(owner.uid.as_str());
-        if ctx
-            .nodes
-            .get(&key)
-            .is_some_and(|n| alive(n.metadata.uid.as_deref()))
-        {
+        if periodic::still_exists(&ctx.store, &ctx.nodes, &key, &owner.uid).await {
             continue;
-        }
-        // The cache may lag behind (a Node created a moment ago): ask etcd before deleting.
-        match ctx.store.get::<NodeSpec>(&key.namespace, &key.name).await {
-            Ok(n) if alive(n.metadata.uid.as_deref()) => continue,
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => {
-                tracing::warn!(node = %key, error = %e, "sweep: cannot read the node; keeping its server");
-                continue;
-            }
         }
         tracing::info!(server = %s.id, name = %s.name, node = %key, uid = %owner.uid,
             "deleting a server whose Node is gone");

@@ -144,12 +144,6 @@ impl Context {
         }
     }
 
-    async fn event(&self, p: &Object<NodePoolSpec>, type_: EventType, reason: &str, msg: &str) {
-        if let Err(e) = self.recorder.publish(p, type_, reason, msg).await {
-            tracing::warn!(pool = %p.key(), error = %e, "recording event");
-        }
-    }
-
     /// Running tasks per Swarm node id.
     async fn tasks_per_node(&self) -> HashMap<String, u32> {
         let mut m = HashMap::new();
@@ -208,7 +202,8 @@ async fn apply(pool: &Object<NodePoolSpec>, ctx: &Context) -> Result<Action, Nod
         }
         ctx.remember(&uid, None, Some(name.clone()));
         let msg = format!("deleting node {name} ({why})");
-        ctx.event(pool, EventType::Normal, "DeletingNode", &msg)
+        ctx.recorder
+            .emit(pool, EventType::Normal, "DeletingNode", &msg)
             .await;
     }
     if let Some(t) = &tmpl {
@@ -226,7 +221,8 @@ async fn apply(pool: &Object<NodePoolSpec>, ctx: &Context) -> Result<Action, Nod
                 })?;
             ctx.remember(&uid, Some(name.clone()), None);
             let msg = format!("created node {name} (image {})", t.image);
-            ctx.event(pool, EventType::Normal, "CreatedNode", &msg)
+            ctx.recorder
+                .emit(pool, EventType::Normal, "CreatedNode", &msg)
                 .await;
         }
     }

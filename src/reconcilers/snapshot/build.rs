@@ -86,7 +86,7 @@ pub(super) async fn pending(
     .await?;
     if ready_reason(si).as_deref() != Some(why) {
         tracing::warn!(snapshot = %si.key(), "{msg}");
-        ctx.event(si, EventType::Warning, why, &msg).await;
+        ctx.recorder.emit(si, EventType::Warning, why, &msg).await;
     }
     Ok(Action::requeue(retry))
 }
@@ -111,7 +111,8 @@ async fn invalid_spec(
     })
     .await?;
     if ready_reason(si).as_deref() != Some(reason::INVALID_SPEC) {
-        ctx.event(si, EventType::Warning, reason::INVALID_SPEC, msg)
+        ctx.recorder
+            .emit(si, EventType::Warning, reason::INVALID_SPEC, msg)
             .await;
     }
     finish(ctx, si, &servers, false).await
@@ -295,7 +296,9 @@ pub(super) async fn apply(cached: &SnapshotImage, ctx: &Context) -> Result<Actio
             })
             .await?;
             tracing::info!(snapshot = %si.key(), image = %image_id, seconds = took, "snapshot image built");
-            ctx.event(si, EventType::Normal, reason::BUILT, &msg).await;
+            ctx.recorder
+                .emit(si, EventType::Normal, reason::BUILT, &msg)
+                .await;
             finish(ctx, si, &builders, deleting).await
         }
         Step::Fail {
@@ -319,7 +322,9 @@ pub(super) async fn apply(cached: &SnapshotImage, ctx: &Context) -> Result<Actio
             })
             .await?;
             tracing::warn!(snapshot = %si.key(), reason = why, "snapshot build failed: {message}");
-            ctx.event(si, EventType::Warning, why, &message).await;
+            ctx.recorder
+                .emit(si, EventType::Warning, why, &message)
+                .await;
             finish(ctx, si, &builders, deleting).await
         }
     }

@@ -47,7 +47,8 @@ pub async fn delete_servers(
             Ok(()) => {
                 tracing::info!(snapshot = %si.key(), server = %s.id, "deleted builder server");
                 let msg = format!("deleted builder server {} ({})", s.id, s.name);
-                ctx.event(si, EventType::Normal, "BuilderDeleted", &msg)
+                ctx.recorder
+                    .emit(si, EventType::Normal, "BuilderDeleted", &msg)
                     .await;
             }
             Err(e) if e.is_not_found() => {}
@@ -101,7 +102,8 @@ pub async fn tidy(
             s.retired_image_ids.retain(|i| !gone.contains(i))
         })
         .await?;
-        ctx.event(si, EventType::Normal, "ImagesDeleted", &msg)
+        ctx.recorder
+            .emit(si, EventType::Normal, "ImagesDeleted", &msg)
             .await;
     }
     Ok(servers.is_empty() && gone.len() == st.retired_image_ids.len())
@@ -146,13 +148,14 @@ pub(super) async fn cleanup(si: &SnapshotImage, ctx: &Context) -> Result<Action,
         }
     }
     if !ids.is_empty() {
-        ctx.event(
-            si,
-            EventType::Normal,
-            "ImagesDeleted",
-            &format!("deleted image(s) {}", ids.join(", ")),
-        )
-        .await;
+        ctx.recorder
+            .emit(
+                si,
+                EventType::Normal,
+                "ImagesDeleted",
+                &format!("deleted image(s) {}", ids.join(", ")),
+            )
+            .await;
     }
     if servers.is_empty() && left == 0 {
         tracing::info!(snapshot = %si.key(), "cleaned up");

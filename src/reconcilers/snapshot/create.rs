@@ -190,7 +190,8 @@ pub(super) async fn create_builder(
             })
             .await?;
             tracing::info!(snapshot = %si.key(), server = %id, generation = g, "builder created");
-            ctx.event(si, EventType::Normal, "BuilderCreated", &msg)
+            ctx.recorder
+                .emit(si, EventType::Normal, "BuilderCreated", &msg)
                 .await;
             Ok(Action::requeue(ctx.cluster.timings.poll))
         }
@@ -272,7 +273,8 @@ pub(super) async fn snapshot(
     })
     .await?;
     tracing::info!(snapshot = %si.key(), image = %id, "snapshotting the builder");
-    ctx.event(si, EventType::Normal, reason::SNAPSHOTTING, &msg)
+    ctx.recorder
+        .emit(si, EventType::Normal, reason::SNAPSHOTTING, &msg)
         .await;
     Ok(Action::requeue(ctx.cluster.timings.poll))
 }

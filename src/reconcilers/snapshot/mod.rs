@@ -39,8 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ObjectKey, SnapshotImage, SnapshotImageSpec};
 use crate::runtime::finalizer::FinalizerError;
 use crate::runtime::{
-    Action, Cache, Controller, ControllerConfig, EventType, FinalizerEvent, Metrics, Recorder,
-    finalizer,
+    Action, Cache, Controller, ControllerConfig, FinalizerEvent, Metrics, Recorder, finalizer,
 };
 use crate::store::{Store, StoreError};
 
@@ -127,12 +126,6 @@ impl Context {
         move |source| SnapshotError::Cloud {
             object: object.clone(),
             source: Box::new(source),
-        }
-    }
-
-    async fn event(&self, si: &SnapshotImage, type_: EventType, reason: &str, message: &str) {
-        if let Err(e) = self.recorder.publish(si, type_, reason, message).await {
-            tracing::warn!(snapshot = %si.key(), error = %e, "recording event");
         }
     }
 }

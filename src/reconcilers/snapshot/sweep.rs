@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ObjectKey, Resource, SnapshotImageSpec};
 use crate::openstack::ServerFilter;
 use crate::reconcilers::cluster::{ServerOwner, TAG_MANAGED, instance_tag};
+use crate::runtime::periodic;
 
 use super::{Context, SnapshotError, record};
 
@@ -18,26 +19,16 @@ pub struct Swept {
     pub records: usize,
 }
 
-/// True when the SnapshotImage `namespace/name` with `uid` still exists. Asks etcd when the
-/// cache does not have it (the cache may lag); an unreadable object or an unreachable etcd
-/// counts as alive: deleting a running build by mistake is worse than a late sweep.
+/// True when the SnapshotImage `namespace/name` with `uid` still exists (see
+/// [`periodic::still_exists`]: when in doubt, its builder is kept).
 async fn alive(ctx: &Context, namespace: &str, name: &str, uid: &str) -> bool {
-    let key = ObjectKey::new(namespace, name);
-    if ctx
-        .images
-        .get(&key)
-        .is_some_and(|o| o.metadata.uid.as_deref() == Some(uid))
-    {
-        return true;
-    }
-    match ctx.store.get::<SnapshotImageSpec>(namespace, name).await {
-        Ok(o) => o.metadata.uid.as_deref() == Some(uid),
-        Err(e) if e.is_not_found() => false,
-        Err(e) => {
-            tracing::warn!(snapshot = %key, error = %e, "sweep: cannot tell whether the object exists; keeping its builder");
-            true
-        }
-    }
+    periodic::still_exists(
+        &ctx.store,
+        &ctx.images,
+        &ObjectKey::new(namespace, name),
+        uid,
+    )
+    .await
 }
 
 fn in_scope(ctx: &Context, namespace: &str) -> bool {
@@ -102,20 +93,14 @@ pub async fn sweep(ctx: &Context) -> Result<Swept, SnapshotError> {
 
 /// Sweeps once the cache is ready, then every `sweep_every`, until `stop`.
 pub async fn sweep_periodically(ctx: Arc<Context>, stop: CancellationToken) {
-    // A cold cache looks like a world without snapshot images: never sweep before it is filled.
-    tokio::select! {
-        _ = ctx.images.wait_ready() => {}
-        _ = stop.cancelled() => return,
-    }
-    loop {
+    let images = ctx.images.clone();
+    let every = ctx.cluster.timings.sweep_every;
+    periodic::every(images.wait_ready(), every, stop, || async {
         match sweep(&ctx).await {
             Ok(s) if s != Swept::default() => tracing::info!(?s, "snapshot sweep removed orphans"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "snapshot sweep failed"),
         }
-        tokio::select! {
-            _ = tokio::time::sleep(ctx.cluster.timings.sweep_every) => {}
-            _ = stop.cancelled() => return,
-        }
-    }
+    })
+    .await;
 }
