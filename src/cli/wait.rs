@@ -97,29 +97,42 @@ async fn wait_kind<K: Resource>(
         Goal::Condition { type_, status } => format!("condition {type_}={status}"),
     };
     let mut last = String::new();
-    let mut seen = false;
-    let mut met = false;
     let fut = follow::<K>(store, Some(&key.namespace), |change| {
         let obj = match change {
             CacheChange::Applied(o) if o.key() == *key => Some(o.as_ref()),
             CacheChange::Deleted(o) if o.key() == *key => None,
             _ => return true,
         };
-        seen = true;
         let (ok, desc) = check(obj, goal);
         if desc != last {
             eprintln!("waiting for {what} {goal_text}: {desc}");
             last = desc;
         }
-        met = ok;
         !ok
     });
-    // An object that never shows up in the list is reported as missing right away.
+    // The watch reports changes as they happen, but a watch that starts after the change (an
+    // object already gone when it lists) reports nothing: a re-read every second covers that.
+    let reread = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let obj = match store.get::<K>(&key.namespace, &key.name).await {
+                Ok(o) => Some(o),
+                Err(e) if e.is_not_found() => None,
+                Err(_) => continue,
+            };
+            if check(obj.as_ref(), goal).0 {
+                return;
+            }
+        }
+    };
     let res = tokio::time::timeout(timeout, async {
         if store.get::<K>(&key.namespace, &key.name).await.is_err() && *goal == Goal::Deleted {
             return Ok(true);
         }
-        fut.await.map(|()| true)
+        tokio::select! {
+            r = fut => r.map(|()| true),
+            () = reread => Ok(true),
+        }
     })
     .await;
     match res {
