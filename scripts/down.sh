@@ -4,6 +4,10 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$PROJECT_ROOT"
 L="$PROJECT_ROOT/target/release/lambda"
+# The PATH link scripts/up.sh made, when it points into this checkout.
+if [ "$(readlink /usr/local/bin/lambda 2>/dev/null)" = "$L" ]; then
+  rm -f /usr/local/bin/lambda
+fi
 if [ -x "$L" ]; then
   exec "$L" down --project-dir "$PROJECT_ROOT" "$@"
 fi

@@ -34,6 +34,12 @@ apt_ensure() {
   apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# The Debian packages the build, `scripts/up.sh` and `scripts/test.sh` rely on. apt_ensure skips
+# Recommends, so every package used is named here, Recommends included: protobuf-compiler only
+# recommends libprotobuf-dev, which holds google/protobuf/*.proto that etcd-client's build needs.
+BUILD_PACKAGES=(protobuf-compiler libprotobuf-dev pkg-config ca-certificates)
+PLATFORM_PACKAGES=(etcd-server etcd-client openssl docker.io iptables iproute2 busybox-static debootstrap curl xz-utils)
+
 # pid_alive FILE — true when FILE holds the PID of a running process (a zombie, which still
 # answers `kill -0` until PID 1 reaps it, does not count).
 pid_alive() {

@@ -9,7 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$PROJECT_ROOT"
 
 log "checking system packages"
-apt_ensure protobuf-compiler etcd-server etcd-client openssl docker.io iptables iproute2 busybox-static debootstrap curl
+apt_ensure "${BUILD_PACKAGES[@]}" "${PLATFORM_PACKAGES[@]}"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -18,7 +18,7 @@ log "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 CLOUD_PID=""
-cleanup() {
+stop_contract_cloud() {
   if [ -n "$CLOUD_PID" ]; then
     kill "$CLOUD_PID" 2>/dev/null && wait "$CLOUD_PID" 2>/dev/null
     # lambda cloud's engines outlive it by design; the contract tests delete their servers, and
@@ -28,6 +28,15 @@ cleanup() {
       [ -f "$d/dockerd.pid" ] && kill "$(cat "$d/dockerd.pid")" 2>/dev/null
       ip netns del "lc-$(basename "$d")" 2>/dev/null
     done
+    CLOUD_PID=""
+  fi
+  return 0
+}
+cleanup() {
+  stop_contract_cloud
+  # The README test's platform, when that test could not bring it down itself.
+  if compgen -G "$LAMBDA_HOME/platform/*.pid" >/dev/null && [ -x "$PROJECT_ROOT/target/debug/lambda" ]; then
+    "$PROJECT_ROOT/target/debug/lambda" down --project-dir "$PROJECT_ROOT" >/dev/null 2>&1 || true
   fi
   "$PROJECT_ROOT/scripts/openstack/down.sh" >/dev/null 2>&1 || true
   "$PROJECT_ROOT/scripts/swarm.sh" down >/dev/null 2>&1 || true
@@ -42,24 +51,49 @@ trap cleanup EXIT
 "$PROJECT_ROOT/scripts/openstack/up.sh"
 
 export LAMBDA_OPENSTACK_CONTRACT=1
-log "cargo test (OpenStack contract suite against the real OpenStack)"
-LAMBDA_OS_ENV=$LAMBDA_HOME/openstack/env cargo test --locked --workspace --all-targets --no-fail-fast 2>&1 | tee "$LAMBDA_HOME/test.log"
-status=${PIPESTATUS[0]}
+: >"$LAMBDA_HOME/test.log"
+failed_steps=()
+# run_step NAME CMD... — runs one test step with its output in test.log; a failure is recorded and
+# the next steps still run, so the summary always counts every test.
+run_step() {
+  local name=$1; shift
+  log "$name"
+  set +e
+  "$@" 2>&1 | tee -a "$LAMBDA_HOME/test.log"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  [ "$rc" -eq 0 ] || failed_steps+=("$name (exit $rc)")
+}
 
-if [ "$status" -eq 0 ]; then
-  log "OpenStack contract suite against lambda cloud"
-  CLOUD_DIR=$LAMBDA_HOME/cloud-contract
-  rm -rf "$CLOUD_DIR"
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  "$PROJECT_ROOT/target/debug/lambda" cloud --listen "127.0.0.1:$port" --data-dir "$CLOUD_DIR" \
-    --bridge lambda0 --bridge-cidr 10.251.0.1/24 --first-host 150 >"$LAMBDA_HOME/cloud-contract.log" 2>&1 &
-  CLOUD_PID=$!
-  wait_for 20 test -f "$CLOUD_DIR/env" || { cat "$LAMBDA_HOME/cloud-contract.log"; die "lambda cloud did not start"; }
-  LAMBDA_OS_ENV=$CLOUD_DIR/env cargo test --locked --test openstack_contract 2>&1 | tee -a "$LAMBDA_HOME/test.log"
-  status=${PIPESTATUS[0]}
+LAMBDA_OS_ENV=$LAMBDA_HOME/openstack/env run_step "cargo test (OpenStack contract suite against the real OpenStack)" \
+  cargo test --locked --workspace --all-targets --no-fail-fast
+
+CLOUD_DIR=$LAMBDA_HOME/cloud-contract
+rm -rf "$CLOUD_DIR"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$PROJECT_ROOT/target/debug/lambda" cloud --listen "127.0.0.1:$port" --data-dir "$CLOUD_DIR" \
+  --bridge lambda0 --bridge-cidr 10.251.0.1/24 --first-host 150 >"$LAMBDA_HOME/cloud-contract.log" 2>&1 &
+CLOUD_PID=$!
+if wait_for 20 test -f "$CLOUD_DIR/env"; then
+  LAMBDA_OS_ENV=$CLOUD_DIR/env run_step "OpenStack contract suite against lambda cloud" \
+    cargo test --locked --test openstack_contract
+else
+  cat "$LAMBDA_HOME/cloud-contract.log"
+  failed_steps+=("lambda cloud did not start")
 fi
+stop_contract_cloud
+
+# Last, on its own: `lambda up`, the README's usage block verbatim, `lambda down` (which stops the
+# Swarm the other tests used).
+run_step "README usage block after lambda up (tests/readme.rs)" \
+  cargo test --locked --test readme -- --nocapture
 
 passed=$(grep -Eo '[0-9]+ passed' "$LAMBDA_HOME/test.log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$LAMBDA_HOME/test.log" | awk '{s+=$1} END {print s+0}')
+if [ ${#failed_steps[@]} -gt 0 ]; then
+  printf 'failed step: %s\n' "${failed_steps[@]}"
+  # A step that failed without a test failing (a build error, a crash) still fails the run.
+  [ "$failed" -gt 0 ] || failed=${#failed_steps[@]}
+fi
 echo "total: $passed passed, $failed failed"
-exit "$status"
+[ ${#failed_steps[@]} -eq 0 ]

@@ -7,7 +7,14 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$PROJECT_ROOT"
 
-apt_ensure protobuf-compiler etcd-server etcd-client docker.io iptables iproute2 busybox-static debootstrap curl
+apt_ensure "${BUILD_PACKAGES[@]}" "${PLATFORM_PACKAGES[@]}"
 log "building lambda (release)"
 cargo build --release --locked --bin lambda
+# `lambda` on the PATH, so the README's commands work as written (scripts/down.sh removes it).
+if [ -w /usr/local/bin ] && { [ ! -e /usr/local/bin/lambda ] || [ -L /usr/local/bin/lambda ]; }; then
+  ln -sfn "$PROJECT_ROOT/target/release/lambda" /usr/local/bin/lambda
+  log "lambda -> /usr/local/bin/lambda"
+else
+  log "add $PROJECT_ROOT/target/release to your PATH to run lambda"
+fi
 exec "$PROJECT_ROOT/target/release/lambda" up --project-dir "$PROJECT_ROOT" "$@"

@@ -164,10 +164,14 @@ impl Platform {
     }
 
     fn start_controller(&mut self) {
+        self.start_controller_with(self.functions_config());
+    }
+
+    fn start_controller_with(&mut self, functions: FunctionsConfig) {
         let stop = CancellationToken::new();
         let cfg = ControllersConfig {
             namespace: Some(self.ns.clone()),
-            functions: Some(self.functions_config()),
+            functions: Some(functions),
             ..Default::default()
         };
         let h = tokio::spawn(reconcilers::run_all(
@@ -661,4 +665,166 @@ async fn lambda_controller_process_runs_functions() {
     let f = res.expect("Ready in time");
     let addr = f.status.unwrap().endpoints[0].address.clone();
     assert_eq!(code_at(&http(), &addr).await.unwrap(), "p1");
+}
+
+/// The tasks of a service as (id, desired state, current state), from `docker service ps`.
+fn service_tasks(service: &str) -> Vec<(String, String, String)> {
+    docker(&[
+        "service",
+        "ps",
+        "--no-trunc",
+        "--format",
+        "{{.ID}} {{.DesiredState}} {{.CurrentState}}",
+        service,
+    ])
+    .unwrap_or_default()
+    .lines()
+    .filter_map(|l| {
+        let mut w = l.split_whitespace();
+        Some((
+            w.next()?.to_string(),
+            w.next()?.to_string(),
+            w.next()?.to_string(),
+        ))
+    })
+    .collect()
+}
+
+/// Swarm stops replacing a task: reproduced by a restart policy that does not apply (as
+/// `on-failure` did not for an agent that exited 0 on a SIGTERM it got from outside the
+/// orchestrator) and a task stopped from outside. The service sits at 0 of 1 with no task on the
+/// way; the watchdog forces an update, with an event naming the task, and the function serves
+/// again on its own spec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_swarm_stopped_replacing_is_rekicked() {
+    let mut p = Platform::start().await;
+    p.stop_controller().await;
+    let mut cfg = p.functions_config();
+    cfg.stuck_after = Duration::from_secs(4);
+    p.start_controller_with(cfg);
+    p.apply("steady", &shell_fn("v1", 1));
+    p.wait_ready("steady", 1, Duration::from_secs(60)).await;
+    let svc = service_name(&p.ns, "steady");
+
+    // Behind the controller's back (its labels stay, so the spec looks current): a restart
+    // policy under which Swarm does not replace a task that ended, and the task on the manager,
+    // where this test can reach its container.
+    docker(&[
+        "service",
+        "update",
+        "--detach",
+        "--restart-condition",
+        "none",
+        "--constraint-add",
+        "node.role==manager",
+        &svc,
+    ])
+    .expect("docker service update");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let container = loop {
+        let state = docker(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{.UpdateStatus.State}}",
+            &svc,
+        ])
+        .unwrap_or_default();
+        let ids = docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={svc}"),
+        ])
+        .unwrap_or_default();
+        let running: Vec<_> = service_tasks(&svc)
+            .into_iter()
+            .filter(|t| t.1 == "Running" && t.2.starts_with("Running"))
+            .collect();
+        if state.trim() == "completed" && running.len() == 1 && ids.lines().count() == 1 {
+            break ids.trim().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hand-made update did not settle: {state} {:?}",
+            service_tasks(&svc)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let killed_task = service_tasks(&svc)
+        .into_iter()
+        .find(|t| t.1 == "Running")
+        .expect("running task")
+        .0;
+    docker(&["kill", "--signal", "TERM", &container]).expect("docker kill");
+
+    // The stuck state: the task ended, Swarm made no replacement.
+    let t0 = Instant::now();
+    loop {
+        let tasks = service_tasks(&svc);
+        let live = tasks.iter().filter(|t| t.1 == "Running").count();
+        let ended = tasks
+            .iter()
+            .any(|t| t.0 == killed_task && t.1 == "Shutdown" && !t.2.starts_with("Running"));
+        if live == 0 && ended {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the task did not end: {tasks:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stuck_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tasks = service_tasks(&svc);
+    assert_eq!(
+        tasks.iter().filter(|t| t.1 == "Running").count(),
+        0,
+        "Swarm replaced the task by itself, nothing was stuck: {tasks:?}"
+    );
+
+    // The watchdog: a forced update, a new task, the function Ready on its own spec again.
+    let f = p
+        .wait_for("steady", "Ready again", Duration::from_secs(60), |f| {
+            let s = f.status.clone().unwrap_or_default();
+            s.is_true("Ready")
+                && s.ready_replicas == 1
+                && s.endpoints.iter().all(|e| e.task_id != killed_task)
+                && s.endpoints.len() == 1
+        })
+        .await;
+    eprintln!(
+        "recovered {:?} after the stuck state began",
+        stuck_at.elapsed()
+    );
+    let ep = &f.status.unwrap().endpoints[0];
+    assert_eq!(code_at(&http(), &ep.address).await.unwrap(), "v1");
+    let policy = docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Spec.TaskTemplate.RestartPolicy.Condition}} {{.Spec.TaskTemplate.ForceUpdate}}",
+        &svc,
+    ])
+    .unwrap();
+    let mut w = policy.split_whitespace();
+    assert_eq!(w.next(), Some("any"), "{policy}");
+    assert!(w.next().unwrap().parse::<u64>().unwrap() >= 1, "{policy}");
+    let events = p
+        .store
+        .list::<lambda::api::EventSpec>(Some(&p.ns))
+        .await
+        .unwrap()
+        .items;
+    let rekick = events
+        .iter()
+        .find(|e| e.spec.reason == "Rekicked")
+        .unwrap_or_else(|| panic!("no Rekicked event: {events:#?}"));
+    assert!(
+        rekick.spec.message.contains(&killed_task)
+            && rekick.spec.message.contains("0 of 1 replicas running"),
+        "{}",
+        rekick.spec.message
+    );
 }

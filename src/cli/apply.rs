@@ -237,7 +237,7 @@ pub async fn apply_object<K: Resource>(
 }
 
 pub async fn run(g: &GlobalArgs, files: &[PathBuf], recursive: bool) -> Result<()> {
-    let docs = load(files, recursive, &g.namespace)?;
+    let docs = load(files, recursive, &g.namespace())?;
     let store = g.store().await?;
     let mut failed = 0;
     for d in &docs {

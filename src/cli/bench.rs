@@ -55,9 +55,9 @@ pub enum BenchCommand {
         /// measured) from `debian-12` and the shell runtime image.
         #[arg(long)]
         image: Option<String>,
-        /// The Swarm manager.
+        /// The Swarm manager [default: the context's].
         #[arg(long, env = "DOCKER_HOST")]
-        docker_host: String,
+        docker_host: Option<String>,
         /// `host:port` the workers join.
         #[arg(long, env = "LAMBDA_SWARM_JOIN_ADDR")]
         swarm_join_addr: String,
@@ -69,8 +69,10 @@ pub enum BenchCommand {
     Invoke {
         /// Function to call (namespace from -n).
         function: String,
-        #[arg(long, env = "LAMBDA_GATEWAY", default_value = "http://127.0.0.1:8080")]
-        gateway: String,
+        /// Gateway URL [default: the context's, else http://127.0.0.1:8080].
+        #[arg(long, env = "LAMBDA_GATEWAY")]
+        gateway: Option<String>,
+        /// API key [default: the context's].
         #[arg(long, env = "LAMBDA_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// Agent addresses (host:port) to call directly; default: the function's ready
@@ -177,6 +179,7 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
             swarm_join_addr,
             timeout,
         } => {
+            let docker_host = g.require_swarm_manager(docker_host.as_ref())?.value;
             let store = g.store().await?;
             let cloud = crate::openstack::OpenStack::connect(
                 crate::openstack::CloudConfig::from_openrc_file(&openrc)?,
@@ -237,7 +240,7 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
         } => {
             let direct = if direct.is_empty() {
                 let store = g.store().await?;
-                let f = store.get::<FunctionSpec>(&g.namespace, &function).await?;
+                let f = store.get::<FunctionSpec>(&g.namespace(), &function).await?;
                 let eps: Vec<String> = f
                     .status
                     .unwrap_or_default()
@@ -246,7 +249,10 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
                     .map(|e| e.address)
                     .collect();
                 if eps.is_empty() {
-                    bail!("function {}/{function} has no ready endpoint", g.namespace);
+                    bail!(
+                        "function {}/{function} has no ready endpoint",
+                        g.namespace()
+                    );
                 }
                 eps
             } else {
@@ -262,10 +268,10 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
             let gw = crate::bench::invoke::Target {
                 urls: vec![format!(
                     "{}/v1/namespaces/{}/functions/{function}/invoke",
-                    gateway.trim_end_matches('/'),
-                    g.namespace
+                    g.gateway(gateway.as_ref()).value.trim_end_matches('/'),
+                    g.namespace()
                 )],
-                bearer: token,
+                bearer: g.token(token.as_ref()).map(|t| t.value),
             };
             crate::bench::invoke::compare(
                 &direct,

@@ -80,6 +80,10 @@ pub struct ControllerArgs {
     /// `node.role==worker` to keep functions off the manager.
     #[arg(long = "function-constraint", value_name = "CONSTRAINT")]
     pub function_constraints: Vec<String>,
+    /// A function service with fewer tasks running than wanted and none starting for this long
+    /// gets a forced update (and a `Rekicked` event naming the task that ended).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub function_stuck_after: Duration,
 }
 
 /// The cloud of `--openrc`, or of the environment when it names one (`None` when neither).
@@ -170,8 +174,9 @@ pub async fn run(g: &GlobalArgs, args: ControllerArgs) -> Result<()> {
         None => default_instance(&store).await?,
     };
     let images = runtime_images(&args.runtime_images)?;
-    let swarm = match &args.docker_host {
+    let swarm = match g.swarm_manager(args.docker_host.as_ref()).map(|m| m.value) {
         Some(host) => {
+            let host = &host;
             let swarm = Swarm::connect(Some(host)).await?;
             eprintln!(
                 "function controller: Docker {host} (API {}), instance {instance}, images {:?}",
@@ -188,6 +193,7 @@ pub async fn run(g: &GlobalArgs, args: ControllerArgs) -> Result<()> {
     let functions = swarm.clone().map(|swarm| {
         let mut f = FunctionsConfig::new(swarm, images.clone(), &instance);
         f.constraints = args.function_constraints.clone();
+        f.stuck_after = args.function_stuck_after;
         f
     });
     let cluster = match (cloud_config(&args.openrc)?, &swarm) {

@@ -108,11 +108,15 @@ pub fn render<K: Resource>(obj: &Object<K>) -> String {
 
 pub async fn run(g: &GlobalArgs, kind: Kind, name: &str) -> Result<()> {
     let store = g.store().await?;
-    let text = crate::with_kind!(kind, K, render(&store.get::<K>(&g.namespace, name).await?));
+    let text = crate::with_kind!(
+        kind,
+        K,
+        render(&store.get::<K>(&g.namespace(), name).await?)
+    );
     print!("{text}");
     print!(
         "{}",
-        super::events::describe(&store, kind, &g.namespace, name).await
+        super::events::describe(&store, kind, &g.namespace(), name).await
     );
     Ok(())
 }

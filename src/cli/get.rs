@@ -75,11 +75,11 @@ pub async fn run(
 ) -> Result<()> {
     let store = g.store().await?;
     if kind == Kind::Event && name.is_none() && output.is_none() {
-        return super::events::list(&store, (!all).then_some(g.namespace.as_str())).await;
+        return super::events::list(&store, (!all).then_some(g.namespace().as_str())).await;
     }
     crate::with_kind!(
         kind,
         K,
-        get_kind::<K>(&store, &g.namespace, name, output, all).await
+        get_kind::<K>(&store, &g.namespace(), name, output, all).await
     )
 }

@@ -39,9 +39,9 @@ pub struct InvokeArgs {
     /// The event: JSON text, or @FILE.
     #[arg(short, long, default_value = "{}")]
     pub data: String,
-    /// Gateway URL.
-    #[arg(long, env = "LAMBDA_GATEWAY", default_value = "http://127.0.0.1:8080")]
-    pub gateway: String,
+    /// Gateway URL [default: the context's, else http://127.0.0.1:8080].
+    #[arg(long, env = "LAMBDA_GATEWAY")]
+    pub gateway: Option<String>,
     /// API key (bearer token).
     #[arg(long, env = "LAMBDA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -100,10 +100,12 @@ pub async fn invoke(g: &GlobalArgs, args: InvokeArgs) -> Result<()> {
         None => args.data.clone().into_bytes(),
     };
     serde_json::from_slice::<serde_json::Value>(&body).context("the event (-d) must be JSON")?;
+    let gateway = g.gateway(args.gateway.as_ref());
+    let token = g.token(args.token.as_ref());
     let url = format!(
         "{}/v1/namespaces/{}/functions/{}/invoke",
-        args.gateway.trim_end_matches('/'),
-        g.namespace,
+        gateway.value.trim_end_matches('/'),
+        g.namespace(),
         args.name
     );
     let client = reqwest::Client::new();
@@ -111,10 +113,23 @@ pub async fn invoke(g: &GlobalArgs, args: InvokeArgs) -> Result<()> {
         .post(&url)
         .header("content-type", "application/json")
         .body(body);
-    if let Some(t) = &args.token {
-        req = req.bearer_auth(t);
+    if let Some(t) = &token {
+        req = req.bearer_auth(&t.value);
     }
-    let resp = req.send().await.with_context(|| format!("calling {url}"))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| unreachable_gateway(g, &gateway, &e))?;
+    if resp.status() == reqwest::StatusCode::UNAUTHORIZED
+        || resp.status() == reqwest::StatusCode::FORBIDDEN
+    {
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        bail!(
+            "{}",
+            refused_token(g, &gateway, token.as_ref(), status, &text)
+        );
+    }
     let status = resp.status();
     if args.verbose {
         for h in ["x-lambda-invocation-id", "x-lambda-duration-ms"] {
@@ -131,4 +146,47 @@ pub async fn invoke(g: &GlobalArgs, args: InvokeArgs) -> Result<()> {
         eprintln!("{text}");
         bail!("invocation failed: HTTP {status}")
     }
+}
+
+/// "cannot reach the gateway at URL (from …)", with what to do.
+pub(crate) fn unreachable_gateway(
+    g: &GlobalArgs,
+    gateway: &super::context::Resolved<String>,
+    e: &reqwest::Error,
+) -> anyhow::Error {
+    let mut cause = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        cause.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    anyhow::anyhow!(
+        "cannot reach the gateway at {} ({}): {cause}\n  hint: start the local platform with `lambda up`, pass --gateway URL (or set LAMBDA_GATEWAY), or choose a context with `lambda config use-context NAME` ({})",
+        gateway.value,
+        gateway.source,
+        g.context_description()
+    )
+}
+
+/// The gateway answered 401/403: say which key was sent (by source, never its value) and how to
+/// get one.
+pub(crate) fn refused_token(
+    g: &GlobalArgs,
+    gateway: &super::context::Resolved<String>,
+    token: Option<&super::context::Resolved<String>>,
+    status: reqwest::StatusCode,
+    body: &str,
+) -> String {
+    let sent = match token {
+        Some(t) => format!("the API key {}", t.source),
+        None => format!(
+            "no API key (none of --token, $LAMBDA_TOKEN or a context gives one; {})",
+            g.context_description()
+        ),
+    };
+    format!(
+        "the gateway at {} refused the call with HTTP {status} {}; sent {sent}\n  hint: `lambda up` writes a context with a key; elsewhere create one with `lambda apikey create NAME` and save it with `lambda config set-context NAME --token KEY`, or pass --token",
+        gateway.value,
+        body.trim()
+    )
 }

@@ -21,7 +21,7 @@ pub struct LogsArgs {
     /// Only the last N lines of each replica.
     #[arg(long)]
     pub tail: Option<u32>,
-    /// The Swarm manager (default: DOCKER_HOST).
+    /// The Swarm manager [default: the context's].
     #[arg(long, env = "DOCKER_HOST")]
     pub docker_host: Option<String>,
 }
@@ -29,11 +29,17 @@ pub struct LogsArgs {
 pub async fn run(g: &GlobalArgs, args: LogsArgs) -> Result<()> {
     // The function must exist: a typo gets "not found", not an empty stream.
     let store = g.store().await?;
-    store.get::<FunctionSpec>(&g.namespace, &args.name).await?;
-    let swarm = Swarm::connect(args.docker_host.as_deref())
-        .await
-        .context("connecting to the Swarm manager")?;
-    let service = service_name(&g.namespace, &args.name);
+    store
+        .get::<FunctionSpec>(&g.namespace(), &args.name)
+        .await?;
+    let manager = g.require_swarm_manager(args.docker_host.as_ref())?;
+    let swarm = Swarm::connect(Some(&manager.value)).await.with_context(|| {
+        format!(
+            "cannot reach the Swarm manager at {} ({}); is the platform up (`lambda up`)? Or pass --docker-host / set DOCKER_HOST",
+            manager.value, manager.source
+        )
+    })?;
+    let service = service_name(&g.namespace(), &args.name);
     let mut lines = Box::pin(swarm.service_logs(&service, args.follow, args.tail));
     loop {
         tokio::select! {

@@ -3,6 +3,8 @@
 mod apply;
 mod bench;
 mod cloud_check;
+mod config;
+pub mod context;
 mod controller;
 mod describe;
 mod events;
@@ -35,17 +37,13 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Options every subcommand that talks to etcd understands.
+/// Options every subcommand understands. Each setting comes from its flag, then its environment
+/// variable, then the current context (see [`context`]), then the built-in default.
 #[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
-    /// etcd endpoints, comma-separated.
-    #[arg(
-        long,
-        global = true,
-        env = "LAMBDA_ETCD_ENDPOINTS",
-        default_value = "http://127.0.0.1:2379"
-    )]
-    pub etcd_endpoints: String,
+    /// etcd endpoints, comma-separated [default: the context's, else http://127.0.0.1:2379].
+    #[arg(long, global = true, env = "LAMBDA_ETCD_ENDPOINTS")]
+    pub etcd_endpoints: Option<String>,
     /// CA certificate that signs etcd's server certificate (enables TLS).
     #[arg(long, global = true, env = "LAMBDA_ETCD_CA")]
     pub etcd_ca: Option<PathBuf>,
@@ -74,33 +72,169 @@ pub struct GlobalArgs {
     /// Deadline of each etcd request.
     #[arg(long, global = true, default_value = "5s", value_parser = humantime::parse_duration)]
     pub etcd_timeout: Duration,
-    /// Namespace of the objects.
-    #[arg(
-        short,
-        long,
-        global = true,
-        env = "LAMBDA_NAMESPACE",
-        default_value = "default"
-    )]
-    pub namespace: String,
+    /// Namespace of the objects [default: the context's, else `default`].
+    #[arg(short, long = "namespace", global = true, env = "LAMBDA_NAMESPACE")]
+    pub namespace_arg: Option<String>,
+    /// The context to use instead of the config file's current one (`lambda config`).
+    #[arg(long = "context", global = true, env = context::CONTEXT_ENV)]
+    pub context_name: Option<String>,
+    /// The context in use, loaded once at start (not a flag).
+    #[arg(skip)]
+    pub selected: Option<context::Selected>,
 }
 
+/// etcd's built-in default endpoint.
+pub const DEFAULT_ETCD: &str = "http://127.0.0.1:2379";
+/// The gateway's built-in default URL.
+pub const DEFAULT_GATEWAY: &str = "http://127.0.0.1:8080";
+
+/// What to do when the platform cannot be reached.
+const HINT: &str = "start the local platform with `lambda up`, or point the CLI at yours with \
+`lambda config set-context NAME …` / `lambda config use-context NAME`";
+
 impl GlobalArgs {
-    /// Store settings from the flags.
+    fn ctx_field<'a, T>(
+        &'a self,
+        f: impl FnOnce(&'a context::Context) -> Option<&'a T>,
+    ) -> Option<(&'a context::Selected, Option<&'a T>)> {
+        self.selected.as_ref().map(|s| (s, f(&s.context)))
+    }
+
+    /// The namespace: `-n`, `$LAMBDA_NAMESPACE`, the context's, or `default`.
+    pub fn namespace(&self) -> String {
+        self.namespace_arg
+            .clone()
+            .or_else(|| {
+                self.selected
+                    .as_ref()
+                    .and_then(|s| s.context.namespace.clone())
+            })
+            .unwrap_or_else(|| "default".into())
+    }
+
+    /// etcd's endpoints and where they came from.
+    pub fn etcd_endpoints(&self) -> context::Resolved<String> {
+        context::resolve(
+            self.etcd_endpoints.as_ref(),
+            "--etcd-endpoints",
+            "LAMBDA_ETCD_ENDPOINTS",
+            self.ctx_field(|c| c.etcd.as_ref().and_then(|e| e.endpoints.as_ref())),
+            Some(DEFAULT_ETCD.to_string()),
+        )
+        .unwrap_or(context::Resolved {
+            value: DEFAULT_ETCD.into(),
+            source: context::Source::Default,
+        })
+    }
+
+    /// The gateway URL: `given` (a subcommand's `--gateway`/`$LAMBDA_GATEWAY`), the context's,
+    /// or the local default.
+    pub fn gateway(&self, given: Option<&String>) -> context::Resolved<String> {
+        context::resolve(
+            given,
+            "--gateway",
+            "LAMBDA_GATEWAY",
+            self.ctx_field(|c| c.gateway.as_ref()),
+            Some(DEFAULT_GATEWAY.to_string()),
+        )
+        .unwrap_or(context::Resolved {
+            value: DEFAULT_GATEWAY.into(),
+            source: context::Source::Default,
+        })
+    }
+
+    /// The API key: `given` (`--token`/`$LAMBDA_TOKEN`) or the context's.
+    pub fn token(&self, given: Option<&String>) -> Option<context::Resolved<String>> {
+        context::resolve(
+            given,
+            "--token",
+            "LAMBDA_TOKEN",
+            self.ctx_field(|c| c.token.as_ref()),
+            None,
+        )
+    }
+
+    /// The Swarm manager: `given` (`--docker-host`/`$DOCKER_HOST`) or the context's.
+    pub fn swarm_manager(&self, given: Option<&String>) -> Option<context::Resolved<String>> {
+        context::resolve(
+            given,
+            "--docker-host",
+            "DOCKER_HOST",
+            self.ctx_field(|c| c.swarm_manager.as_ref()),
+            None,
+        )
+    }
+
+    /// The Swarm manager, or an error that says how to name one.
+    pub fn require_swarm_manager(
+        &self,
+        given: Option<&String>,
+    ) -> Result<context::Resolved<String>> {
+        self.swarm_manager(given).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no Swarm manager to talk to: none of --docker-host, $DOCKER_HOST or a context ({}) names one; {HINT}, or pass --docker-host unix:///path/to/manager.sock",
+                self.context_description()
+            )
+        })
+    }
+
+    /// "context NAME in FILE", or why there is none.
+    pub fn context_description(&self) -> String {
+        match &self.selected {
+            Some(s) => format!("current context {:?} in {}", s.name, s.path.display()),
+            None => match context::config_path() {
+                Ok(p) => format!("no current context in {}", p.display()),
+                Err(e) => e.to_string(),
+            },
+        }
+    }
+
+    /// Store settings: flags and variables, and the context's etcd settings when the endpoints
+    /// come from the context (TLS and auth of one etcd never leak onto another).
     pub fn store_config(&self) -> StoreConfig {
-        let mut cfg = StoreConfig::from_endpoints(&self.etcd_endpoints);
-        cfg.ca_cert = self.etcd_ca.clone();
-        cfg.client_cert = self.etcd_cert.clone();
-        cfg.client_key = self.etcd_key.clone();
-        cfg.user = self.etcd_user.clone();
-        cfg.password = self.etcd_password.clone();
+        let endpoints = self.etcd_endpoints();
+        let mut cfg = StoreConfig::from_endpoints(&endpoints.value);
+        let ctx = match endpoints.source {
+            context::Source::Context { .. } => self
+                .selected
+                .as_ref()
+                .and_then(|s| s.context.etcd.clone())
+                .unwrap_or_default(),
+            _ => context::EtcdContext::default(),
+        };
+        cfg.ca_cert = self.etcd_ca.clone().or(ctx.ca);
+        cfg.client_cert = self.etcd_cert.clone().or(ctx.cert);
+        cfg.client_key = self.etcd_key.clone().or(ctx.key);
+        cfg.user = self.etcd_user.clone().or(ctx.user);
+        cfg.password = self.etcd_password.clone().or(ctx.password);
         cfg.request_timeout = self.etcd_timeout;
         cfg
     }
 
-    /// Connects to etcd.
+    /// Connects to etcd and checks that it answers; the error names the endpoints, where they
+    /// came from and what to do.
     pub async fn store(&self) -> Result<Store> {
-        Ok(Store::connect(&self.store_config()).await?)
+        let endpoints = self.etcd_endpoints();
+        let hint = |e: &dyn std::fmt::Display| {
+            anyhow::anyhow!(
+                "cannot reach etcd at {} ({}): {e}\n  hint: {HINT}, or pass --etcd-endpoints / set LAMBDA_ETCD_ENDPOINTS",
+                endpoints.value,
+                endpoints.source
+            )
+        };
+        let store = Store::connect(&self.store_config())
+            .await
+            .map_err(|e| hint(&e))?;
+        store.ping().await.map_err(|e| hint(&e))?;
+        Ok(store)
+    }
+
+    /// Flags and variables only, never a context (what `lambda up`/`down` use: they manage the
+    /// local platform, wherever the current context points).
+    pub fn without_context(&self) -> GlobalArgs {
+        let mut g = self.clone();
+        g.selected = None;
+        g
     }
 }
 
@@ -212,6 +346,9 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Authenticate against OpenStack and show the catalog, flavors, key pairs, zones.
     CloudCheck(cloud_check::CloudCheckArgs),
+    /// Show and edit the CLI's contexts (where the gateway, etcd and the Swarm manager are).
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 /// Parses a KIND argument, with the accepted forms in the error.
@@ -226,7 +363,11 @@ pub fn parse_kind(s: &str) -> Result<Kind> {
 }
 
 /// Runs a parsed command line.
-pub async fn run(cli: Cli) -> Result<()> {
+pub async fn run(mut cli: Cli) -> Result<()> {
+    // `lambda config …` reads and writes the file itself (and must work when it is broken).
+    if !matches!(cli.command, Command::Config(_)) {
+        cli.global.selected = context::select(cli.global.context_name.as_deref())?;
+    }
     let g = &cli.global;
     match cli.command {
         Command::Apply { files, recursive } => apply::run(g, &files, recursive).await,
@@ -293,6 +434,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Invoke(args) => invoke::invoke(g, args).await,
         Command::Logs(args) => logs::run(g, args).await,
         Command::CloudCheck(args) => cloud_check::run(&args).await,
+        Command::Config(cmd) => config::run(g, cmd),
     }
 }
 

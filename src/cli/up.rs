@@ -176,6 +176,8 @@ fn stop_daemon(state: &Path, name: &str) {
 }
 
 pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
+    // The local platform's etcd, wherever the current context points.
+    let g = &g.without_context();
     let dir = project_dir(&args.project_dir)?;
     let home = std::env::var("LAMBDA_HOME")
         .map(PathBuf::from)
@@ -192,7 +194,10 @@ pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
     script(&dir, "images.sh", &[]).await?;
     let mut env = swarm_env.clone();
     env.push(("LAMBDA_HOME".into(), home.display().to_string()));
-    env.push(("LAMBDA_ETCD_ENDPOINTS".into(), g.etcd_endpoints.clone()));
+    env.push((
+        "LAMBDA_ETCD_ENDPOINTS".into(),
+        g.etcd_endpoints().value.clone(),
+    ));
     let var = |k: &str, default: &str| {
         swarm_env
             .iter()
@@ -271,7 +276,7 @@ pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
     } else {
         dir.join(&args.examples)
     };
-    let docs = super::apply::load(&[examples], false, &g.namespace)?;
+    let docs = super::apply::load(&[examples], false, &g.namespace())?;
     let mut functions = Vec::new();
     let mut infra = Vec::new();
     for d in &docs {
@@ -355,6 +360,23 @@ pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
     }
 
     let gateway = format!("http://{}", args.gateway_listen);
+    let config = super::context::config_path()?;
+    super::context::upsert(
+        &config,
+        super::context::LOCAL_CONTEXT,
+        super::context::Context {
+            gateway: Some(gateway.clone()),
+            token: Some(token.clone()),
+            etcd: Some(super::context::EtcdContext {
+                endpoints: Some(g.etcd_endpoints().value),
+                ..Default::default()
+            }),
+            swarm_manager: Some(var("DOCKER_HOST", "")).filter(|h| !h.is_empty()),
+            broker: None,
+            namespace: None,
+        },
+        true,
+    )?;
     if let Some((ns, name)) = functions.first() {
         step(&format!("invoking {ns}/{name}"));
         let url = format!("{gateway}/v1/namespaces/{ns}/functions/{name}/invoke");
@@ -374,6 +396,11 @@ pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
     println!();
     println!("The platform is up.");
     println!("  gateway:  {gateway}   (API reference: {gateway}/docs)");
+    println!(
+        "  context:  {:?} in {} (lambda invoke, logs, get … use it; `lambda config view`)",
+        super::context::LOCAL_CONTEXT,
+        config.display()
+    );
     println!("  token:    {}", token_file.display());
     println!(
         "  try:      curl -H \"Authorization: Bearer $(cat {})\" -d '{{\"name\": \"you\"}}' {gateway}/v1/functions/hello/invoke",
@@ -384,6 +411,7 @@ pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
 }
 
 pub async fn down(g: &GlobalArgs, args: DownArgs) -> Result<()> {
+    let g = &g.without_context();
     let dir = project_dir(&args.project_dir)?;
     let home = std::env::var("LAMBDA_HOME")
         .map(PathBuf::from)
@@ -442,6 +470,15 @@ pub async fn down(g: &GlobalArgs, args: DownArgs) -> Result<()> {
     script(&dir, "etcd.sh", &["down"]).await?;
     if args.purge {
         let _ = std::fs::remove_dir_all(home.join("etcd"));
+    }
+    if let Ok(config) = super::context::config_path()
+        && super::context::remove(&config, super::context::LOCAL_CONTEXT)?
+    {
+        eprintln!(
+            "    context {:?} removed from {}",
+            super::context::LOCAL_CONTEXT,
+            config.display()
+        );
     }
     println!("The platform is down.");
     Ok(())

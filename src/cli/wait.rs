@@ -166,7 +166,7 @@ pub async fn run(g: &GlobalArgs, target: &str, condition: &str, timeout: Duratio
     let kind = parse_kind(kind)?;
     let goal = parse_goal(condition)?;
     let store = g.store().await?;
-    let key = ObjectKey::new(&g.namespace, name);
+    let key = ObjectKey::new(&g.namespace(), name);
     crate::with_kind!(kind, K, wait_kind::<K>(&store, &key, &goal, timeout).await)
 }
 
@@ -196,7 +196,7 @@ async fn delete_kind<K: Resource>(
 
 pub async fn delete(g: &GlobalArgs, kind: Kind, name: &str, wait: Option<Duration>) -> Result<()> {
     let store = g.store().await?;
-    let key = ObjectKey::new(&g.namespace, name);
+    let key = ObjectKey::new(&g.namespace(), name);
     crate::with_kind!(kind, K, delete_kind::<K>(&store, &key, wait).await)
 }
 

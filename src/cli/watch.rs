@@ -119,7 +119,7 @@ async fn watch_kind<K: Printable>(store: &Store, ns: &str, name: Option<&str>) -
 pub async fn run(g: &GlobalArgs, kind: Kind, name: Option<&str>) -> Result<()> {
     let store = g.store().await?;
     let fut =
-        async { crate::with_kind!(kind, K, watch_kind::<K>(&store, &g.namespace, name).await) };
+        async { crate::with_kind!(kind, K, watch_kind::<K>(&store, &g.namespace(), name).await) };
     tokio::select! {
         r = fut => r,
         _ = tokio::signal::ctrl_c() => Ok(()),

@@ -175,6 +175,22 @@ impl Store {
         self.timeout
     }
 
+    /// Checks that etcd answers (one count-only read of the root prefix, under the timeout).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let root = self.keys.root().to_string();
+        let mut kv = self.client.kv_client();
+        self.call(
+            "ping",
+            &root,
+            kv.get(
+                root.clone(),
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            ),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Runs one etcd call under the request timeout, mapping errors to [`StoreError`].
     async fn call<T>(
         &self,

@@ -19,6 +19,7 @@ mod cleanup;
 pub mod spec;
 pub mod status;
 pub mod sweep;
+pub mod watchdog;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -84,6 +85,9 @@ pub struct FunctionsConfig {
     pub not_ready_requeue: Duration,
     /// Swarm placement constraints of every function service (e.g. `node.role==worker`).
     pub constraints: Vec<String>,
+    /// A service short of running tasks with none on the way for this long is re-kicked
+    /// (forced update; see [`watchdog`]).
+    pub stuck_after: Duration,
 }
 
 impl std::fmt::Debug for FunctionsConfig {
@@ -95,6 +99,7 @@ impl std::fmt::Debug for FunctionsConfig {
             .field("tuning", &self.tuning)
             .field("sweep_every", &self.sweep_every)
             .field("poll_every", &self.poll_every)
+            .field("stuck_after", &self.stuck_after)
             .finish_non_exhaustive()
     }
 }
@@ -112,6 +117,7 @@ impl FunctionsConfig {
             poll_every: Duration::from_secs(10),
             not_ready_requeue: Duration::from_secs(1),
             constraints: Vec::new(),
+            stuck_after: Duration::from_secs(20),
         }
     }
 }
@@ -466,6 +472,43 @@ async fn apply(f: &Function, ctx: &Context) -> Result<Action, FunctionError> {
         })
         .await
         .map_err(&err)?;
+    let was_rolled_back = rolled_back(ctx, &f.key(), &service, &desired_hash);
+    if let Some(stuck) = watchdog::stuck(
+        &service,
+        &tasks,
+        replicas,
+        chrono::Utc::now(),
+        ctx.cfg.stuck_after,
+    ) {
+        let msg = stuck.message(&sname);
+        tracing::warn!(function = %f.key(), "{msg}");
+        swarm
+            .update_service(&sname, |cur| {
+                let cur_spec = cur.spec.clone()?;
+                let force = cur_spec
+                    .task_template
+                    .as_ref()
+                    .and_then(|t| t.force_update)
+                    .unwrap_or(0);
+                // Our spec (which also undoes a hand-edited restart policy), unless Swarm
+                // rolled it back: then the one it runs.
+                let mut next = if was_rolled_back {
+                    cur_spec
+                } else {
+                    desired.clone()
+                };
+                if let Some(t) = next.task_template.as_mut() {
+                    t.force_update = Some(force.wrapping_add(1));
+                }
+                Some(next)
+            })
+            .await
+            .map_err(&err)?;
+        ctx.recorder
+            .emit(f, EventType::Warning, reason::REKICKED, &msg)
+            .await;
+        return Ok(Action::requeue(ctx.cfg.not_ready_requeue));
+    }
     let nodes = swarm.list_nodes().await.map_err(&err)?;
     let up_to_date = label_of(service.spec.as_ref(), labels::SPEC_HASH).as_deref()
         == Some(desired_hash.as_str());
@@ -475,7 +518,7 @@ async fn apply(f: &Function, ctx: &Context) -> Result<Action, FunctionError> {
         &nodes,
         replicas,
         up_to_date,
-        rolled_back(ctx, &f.key(), &service, &desired_hash),
+        was_rolled_back,
     );
     record_status(ctx, f, replicas, &service_id, &obs).await?;
     if obs.is_ready()

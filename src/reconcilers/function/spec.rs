@@ -347,7 +347,10 @@ pub fn service_spec(i: &ServiceInputs<'_>) -> ServiceSpec {
             ..Default::default()
         }),
         restart_policy: Some(TaskSpecRestartPolicy {
-            condition: Some(TaskSpecRestartPolicyConditionEnum::ON_FAILURE),
+            // `any`, not `on-failure`: the agent exits 0 on SIGTERM, so a task stopped from
+            // outside the orchestrator (a health-check kill racing the exit, an engine shutting
+            // down) ends `Complete`, and with `on-failure` Swarm never replaces it.
+            condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
             delay: Some(nanos(t.restart_delay)),
             max_attempts: Some(0),
             ..Default::default()

@@ -37,6 +37,8 @@ pub mod reason {
     pub const NAME_CONFLICT: &str = "NameConflict";
     /// Scaled to zero replicas.
     pub const SCALED_TO_ZERO: &str = "ScaledToZero";
+    /// (Event) Swarm stopped replacing the service's tasks; the controller forced an update.
+    pub const REKICKED: &str = "Rekicked";
 }
 
 /// What the reconciler writes into the status after looking at Swarm.

@@ -1,0 +1,252 @@
+//! The stuck-service watchdog: a decision, from what Swarm reports, that a function's service
+//! runs fewer tasks than it should and Swarm has stopped trying to replace them.
+//!
+//! Swarm's orchestrator replaces a dead task only when its restart policy says so and only on
+//! the task event; a replacement it never created (a task that ended while its node was being
+//! removed, a restart policy that did not apply, an allocator that lost the event) leaves the
+//! service short for good. Seen here: the only task of a service `Shutdown / Complete`, no
+//! new task, for minutes. The decision below is level-triggered and derived from Swarm's own
+//! timestamps (not from memory), so a restarted controller reaches the same verdict, and a
+//! re-kick (which moves the service's `UpdatedAt`) is not repeated before the bound passes
+//! again.
+
+use std::time::Duration;
+
+use bollard::models::{Service, ServiceUpdateStatusStateEnum, Task, TaskState};
+use chrono::{DateTime, Utc};
+
+use crate::swarm::{task_state, task_time};
+
+/// A service short of running tasks with nothing on its way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stuck {
+    /// Tasks desired and running.
+    pub running: u32,
+    /// Replicas wanted.
+    pub desired: u32,
+    /// The most recently ended task: id, state and message (Swarm's `Status.Err`, else
+    /// `Status.Message`).
+    pub last_task: Option<(String, String, String)>,
+    /// Time since the service or any of its tasks last changed.
+    pub quiet_for: Duration,
+}
+
+impl Stuck {
+    /// The event message: what was seen and what is done about it.
+    pub fn message(&self, service: &str) -> String {
+        let last = match &self.last_task {
+            Some((id, state, msg)) if msg.is_empty() => format!("; last task {id} ended {state}"),
+            Some((id, state, msg)) => format!("; last task {id} ended {state} ({msg})"),
+            None => String::new(),
+        };
+        format!(
+            "service {service}: {} of {} replicas running and Swarm started no replacement for {}s{last}; forcing an update",
+            self.running,
+            self.desired,
+            self.quiet_for.as_secs()
+        )
+    }
+}
+
+/// States of a task on its way to running.
+fn on_its_way(s: TaskState) -> bool {
+    matches!(
+        s,
+        TaskState::NEW
+            | TaskState::ALLOCATED
+            | TaskState::PENDING
+            | TaskState::ASSIGNED
+            | TaskState::ACCEPTED
+            | TaskState::PREPARING
+            | TaskState::READY
+            | TaskState::STARTING
+    )
+}
+
+fn parse(t: Option<&String>) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(t?)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Decides whether `service` (wanting `desired` replicas, its tasks `tasks`) is stuck at `now`:
+/// fewer tasks running than desired, none starting or pending, no rollout under way, and
+/// nothing about the service or its tasks changed for `bound`.
+pub fn stuck(
+    service: &Service,
+    tasks: &[Task],
+    desired: u32,
+    now: DateTime<Utc>,
+    bound: Duration,
+) -> Option<Stuck> {
+    if desired == 0 {
+        return None;
+    }
+    let rolling = service
+        .update_status
+        .as_ref()
+        .and_then(|u| u.state)
+        .is_some_and(|s| {
+            matches!(
+                s,
+                ServiceUpdateStatusStateEnum::UPDATING
+                    | ServiceUpdateStatusStateEnum::ROLLBACK_STARTED
+            )
+        });
+    if rolling {
+        return None;
+    }
+    let wanted = |t: &&Task| matches!(t.desired_state, Some(TaskState::RUNNING | TaskState::READY));
+    let running = tasks
+        .iter()
+        .filter(wanted)
+        .filter(|t| task_state(t) == Some(TaskState::RUNNING))
+        .count() as u32;
+    if running >= desired {
+        return None;
+    }
+    if tasks
+        .iter()
+        .filter(wanted)
+        .any(|t| task_state(t).is_none_or(on_its_way))
+    {
+        return None;
+    }
+    let last_change = tasks
+        .iter()
+        .filter_map(task_time)
+        .chain(parse(service.updated_at.as_ref()))
+        .max()?;
+    let quiet = (now - last_change).to_std().ok()?;
+    if quiet < bound {
+        return None;
+    }
+    let last_task = tasks
+        .iter()
+        .filter(|t| task_state(t).is_some_and(|s| s != TaskState::RUNNING))
+        .max_by_key(|t| task_time(t))
+        .map(|t| {
+            let st = t.status.as_ref();
+            let msg = st
+                .and_then(|s| s.err.clone())
+                .or_else(|| st.and_then(|s| s.message.clone()))
+                .unwrap_or_default();
+            let state = task_state(t).map(|s| s.to_string()).unwrap_or_default();
+            (t.id.clone().unwrap_or_default(), state, msg)
+        });
+    Some(Stuck {
+        running,
+        desired,
+        last_task,
+        quiet_for: quiet,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{ServiceUpdateStatus, TaskStatus};
+
+    const T0: &str = "2026-12-02T10:00:00Z";
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        parse(Some(&T0.to_string())).unwrap() + chrono::TimeDelta::seconds(secs)
+    }
+
+    fn task(id: &str, desired: TaskState, state: TaskState, secs: i64) -> Task {
+        Task {
+            id: Some(id.into()),
+            desired_state: Some(desired),
+            status: Some(TaskStatus {
+                state: Some(state),
+                timestamp: Some(at(secs).to_rfc3339()),
+                message: Some("finished".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn service() -> Service {
+        Service {
+            updated_at: Some(T0.into()),
+            ..Default::default()
+        }
+    }
+
+    const BOUND: Duration = Duration::from_secs(20);
+
+    #[test]
+    fn a_completed_task_with_no_replacement_is_stuck_after_the_bound() {
+        let tasks = [task("t1", TaskState::SHUTDOWN, TaskState::COMPLETE, 5)];
+        assert_eq!(
+            stuck(&service(), &tasks, 1, at(24), BOUND),
+            None,
+            "too early"
+        );
+        let s = stuck(&service(), &tasks, 1, at(26), BOUND).expect("stuck");
+        assert_eq!((s.running, s.desired), (0, 1));
+        assert_eq!(
+            s.last_task,
+            Some(("t1".into(), "complete".into(), "finished".into()))
+        );
+        let m = s.message("lambda-x");
+        assert!(
+            m.contains("0 of 1") && m.contains("t1") && m.contains("complete"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn tasks_on_their_way_a_rollout_or_enough_replicas_are_not_stuck() {
+        let done = task("t1", TaskState::SHUTDOWN, TaskState::COMPLETE, 0);
+        let late = at(600);
+        for s in [
+            TaskState::PENDING,
+            TaskState::NEW,
+            TaskState::STARTING,
+            TaskState::ASSIGNED,
+        ] {
+            let tasks = [done.clone(), task("t2", TaskState::RUNNING, s, 0)];
+            assert_eq!(stuck(&service(), &tasks, 1, late, BOUND), None, "{s:?}");
+        }
+        let tasks = [
+            done.clone(),
+            task("t2", TaskState::RUNNING, TaskState::RUNNING, 0),
+        ];
+        assert_eq!(stuck(&service(), &tasks, 1, late, BOUND), None);
+        assert_eq!(
+            stuck(&service(), std::slice::from_ref(&done), 0, late, BOUND),
+            None
+        );
+        let mut svc = service();
+        svc.update_status = Some(ServiceUpdateStatus {
+            state: Some(ServiceUpdateStatusStateEnum::UPDATING),
+            ..Default::default()
+        });
+        assert_eq!(stuck(&svc, &[done], 1, late, BOUND), None);
+    }
+
+    #[test]
+    fn one_of_two_running_counts_and_a_rekick_restarts_the_clock() {
+        let tasks = [
+            task("a", TaskState::RUNNING, TaskState::RUNNING, 0),
+            task("b", TaskState::SHUTDOWN, TaskState::FAILED, 1),
+        ];
+        let s = stuck(&service(), &tasks, 2, at(30), BOUND).expect("stuck");
+        assert_eq!(s.running, 1);
+        assert_eq!(s.last_task.unwrap().0, "b");
+        // The forced update moved UpdatedAt: quiet again only after the bound.
+        let mut svc = service();
+        svc.updated_at = Some(at(30).to_rfc3339());
+        assert_eq!(stuck(&svc, &tasks, 2, at(40), BOUND), None);
+        assert!(stuck(&svc, &tasks, 2, at(51), BOUND).is_some());
+    }
+
+    #[test]
+    fn a_service_without_tasks_counts_from_its_update_time() {
+        assert_eq!(stuck(&service(), &[], 1, at(10), BOUND), None);
+        let s = stuck(&service(), &[], 1, at(21), BOUND).expect("stuck");
+        assert_eq!(s.last_task, None);
+    }
+}
