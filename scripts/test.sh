@@ -76,7 +76,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 CLOUD_PID=$!
 if wait_for 20 test -f "$CLOUD_DIR/env"; then
   LAMBDA_OS_ENV=$CLOUD_DIR/env run_step "OpenStack contract suite against lambda cloud" \
-    cargo test --locked --test openstack_contract
+    cargo test --locked --workspace --test openstack_contract
 else
   cat "$LAMBDA_HOME/cloud-contract.log"
   failed_steps+=("lambda cloud did not start")
@@ -86,7 +86,7 @@ stop_contract_cloud
 # Last, on its own: `lambda up`, the README's usage block verbatim, `lambda down` (which stops the
 # Swarm the other tests used).
 run_step "README usage block after lambda up (tests/readme.rs)" \
-  cargo test --locked --test readme -- --nocapture
+  cargo test --locked --workspace --test readme -- --nocapture
 
 passed=$(grep -Eo '[0-9]+ passed' "$LAMBDA_HOME/test.log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$LAMBDA_HOME/test.log" | awk '{s+=$1} END {print s+0}')

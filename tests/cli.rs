@@ -357,3 +357,158 @@ fn unreachable_etcd_is_a_clear_error() {
     );
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+/// `lambda` with only a config file: no etcd flag or variable, so the context decides.
+fn lambda_with_config(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lambda"))
+        .args(args)
+        .env("LAMBDA_CONFIG", config)
+        .env_remove("LAMBDA_ETCD_ENDPOINTS")
+        .env_remove("LAMBDA_CONTEXT")
+        .env_remove("LAMBDA_NAMESPACE")
+        .env_remove("LAMBDA_GATEWAY")
+        .env_remove("LAMBDA_TOKEN")
+        .env_remove("DOCKER_HOST")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run lambda");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn contexts_point_every_command_at_a_platform_flags_and_variables_win() {
+    use std::os::unix::fs::PermissionsExt;
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("lambda/config.yaml");
+    let run = |args: &[&str]| lambda_with_config(&cfg, args);
+
+    // No context yet: the built-in default, and an error that says what to do.
+    let (ok, _, err) = run(&["--etcd-timeout", "2s", "get", "fn"]);
+    // (Something may listen on 2379 here; only check the message when it failed.)
+    if !ok {
+        assert!(
+            err.contains("127.0.0.1:2379") && err.contains("lambda up"),
+            "{err}"
+        );
+    }
+    let (ok, _, err) = run(&["config", "current-context"]);
+    assert!(!ok && err.contains("no current context"), "{err}");
+
+    // A context at this test's etcd, with a namespace and a gateway key.
+    let endpoint = etcd.endpoint();
+    let (ok, out, err) = run(&[
+        "config",
+        "set-context",
+        "t",
+        "--etcd",
+        &endpoint,
+        "--gateway",
+        "http://127.0.0.1:9",
+        "--token",
+        "lk_abc_secret",
+        "--default-namespace",
+        "team",
+        "--swarm-manager",
+        "unix:///nonexistent/manager.sock",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("created"), "{out}");
+    let mode = std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // The first context becomes current; commands use it with no flags.
+    let (ok, out, _) = run(&["config", "current-context"]);
+    assert!(ok && out.trim() == "t", "{out}");
+    let yaml = "apiVersion: lambda/v1alpha1\nkind: Function\nmetadata: {name: viactx}\nspec: {runtime: shell, code: {inline: cat}}\n";
+    let f = dir.path().join("f.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    let (ok, out, err) = run(&["apply", "-f", f.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("function/viactx created"), "{out}");
+    let store = etcd.store().await;
+    assert!(
+        store.get::<FunctionSpec>("team", "viactx").await.is_ok(),
+        "the context's namespace"
+    );
+    let (ok, out, _) = run(&["get", "fn"]);
+    assert!(ok && out.contains("viactx"), "{out}");
+    // A flag beats the context: another namespace, nothing there.
+    let (ok, out, _) = run(&["-n", "other", "get", "fn", "-o", "name"]);
+    assert!(ok && !out.contains("viactx"), "{out}");
+
+    // view redacts; --raw shows.
+    let (ok, out, _) = run(&["config", "view"]);
+    assert!(
+        ok && out.contains("REDACTED") && !out.contains("lk_abc_secret"),
+        "{out}"
+    );
+    let (ok, out, _) = run(&["config", "view", "--raw"]);
+    assert!(ok && out.contains("lk_abc_secret"), "{out}");
+
+    // Unreachable gateway and Swarm: the error names the address and the context it came from.
+    let (ok, _, err) = run(&["invoke", "viactx"]);
+    assert!(!ok);
+    assert!(
+        err.contains("http://127.0.0.1:9")
+            && err.contains("context \"t\"")
+            && err.contains("--gateway"),
+        "{err}"
+    );
+    let (ok, _, err) = run(&["logs", "viactx"]);
+    assert!(!ok);
+    assert!(
+        err.contains("/nonexistent/manager.sock") && err.contains("context \"t\""),
+        "{err}"
+    );
+
+    // A second context at a dead etcd; use-context switches, --context picks one per command.
+    let (ok, _, err) = run(&[
+        "config",
+        "set-context",
+        "dead",
+        "--etcd",
+        "http://127.0.0.1:9",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(&["config", "get-contexts"]);
+    assert!(ok && out.contains("* ") && out.contains("dead"), "{out}");
+    let (ok, _, err) = run(&["config", "use-context", "dead"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&["--etcd-timeout", "2s", "get", "fn"]);
+    assert!(!ok);
+    assert!(
+        err.contains("http://127.0.0.1:9")
+            && err.contains("context \"dead\"")
+            && err.contains("lambda up"),
+        "{err}"
+    );
+    let (ok, out, err) = run(&["--context", "t", "get", "fn"]);
+    assert!(ok && out.contains("viactx"), "{err}");
+    // The variable beats the context.
+    let out = Command::new(env!("CARGO_BIN_EXE_lambda"))
+        .args(["-n", "team", "get", "fn"])
+        .env("LAMBDA_CONFIG", &cfg)
+        .env("LAMBDA_ETCD_ENDPOINTS", &endpoint)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("viactx"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, _, err) = run(&["--context", "nope", "get", "fn"]);
+    assert!(!ok && err.contains("no context named \"nope\""), "{err}");
+    // A hand-broken file is named, with the field.
+    std::fs::write(&cfg, "contexts:\n  t:\n    gatway: x\n").unwrap();
+    let (ok, _, err) = run(&["get", "fn"]);
+    assert!(
+        !ok && err.contains("config.yaml") && err.contains("gatway"),
+        "{err}"
+    );
+    let (ok, _, err) = run(&["config", "delete-context", "t"]);
+    assert!(!ok && err.contains("gatway"), "{err}");
+}

@@ -690,9 +690,10 @@ fn service_tasks(service: &str) -> Vec<(String, String, String)> {
     .collect()
 }
 
-/// Swarm stops replacing a task: reproduced by a restart policy that does not apply (as
-/// `on-failure` did not for an agent that exited 0 on a SIGTERM it got from outside the
-/// orchestrator) and a task stopped from outside. The service sits at 0 of 1 with no task on the
+/// Swarm stops replacing a task, reproduced as it happened: the restart policy the controller
+/// used to write (`on-failure`) and a SIGTERM from outside the orchestrator (an engine shutting
+/// down, a health-check kill), on which the replica — like the agent — exits 0. The task ends
+/// `Complete`, which `on-failure` does not restart. The service sits at 0 of 1 with no task on the
 /// way; the watchdog forces an update, with an event naming the task, and the function serves
 /// again on its own spec.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -706,15 +707,14 @@ async fn a_service_swarm_stopped_replacing_is_rekicked() {
     p.wait_ready("steady", 1, Duration::from_secs(60)).await;
     let svc = service_name(&p.ns, "steady");
 
-    // Behind the controller's back (its labels stay, so the spec looks current): a restart
-    // policy under which Swarm does not replace a task that ended, and the task on the manager,
-    // where this test can reach its container.
+    // Behind the controller's back (its labels stay, so the spec looks current): the old
+    // restart policy, and the task on the manager, where this test can reach its container.
     docker(&[
         "service",
         "update",
         "--detach",
         "--restart-condition",
-        "none",
+        "on-failure",
         "--constraint-add",
         "node.role==manager",
         &svc,
@@ -776,6 +776,14 @@ async fn a_service_swarm_stopped_replacing_is_rekicked() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let stuck_at = Instant::now();
+    let ended = service_tasks(&svc)
+        .into_iter()
+        .find(|t| t.0 == killed_task)
+        .expect("the killed task");
+    assert!(
+        ended.2.starts_with("Complete"),
+        "the replica exited 0 on SIGTERM: {ended:?}"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let tasks = service_tasks(&svc);
     assert_eq!(

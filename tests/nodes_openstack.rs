@@ -126,10 +126,16 @@ async fn pool_servers_on_the_real_openstack() {
     let nodes: Vec<Object<NodeSpec>> =
         eventually("2 servers ACTIVE", Duration::from_secs(120), async || {
             let nodes = store.list::<NodeSpec>(Some(&ns)).await.ok()?.items;
+            // Two reconcilers write a Node's status: wait until membership has seen the
+            // server too (Joined moves from WaitingForServer to WaitingForJoin).
             (nodes.len() == 2
-                && nodes
-                    .iter()
-                    .all(|n| n.status.as_ref().is_some_and(|s| s.is_true("ServerReady"))))
+                && nodes.iter().all(|n| {
+                    n.status.as_ref().is_some_and(|s| {
+                        s.is_true("ServerReady")
+                            && s.condition("Joined").map(|c| c.reason.as_str())
+                                == Some("WaitingForJoin")
+                    })
+                }))
             .then_some(nodes)
         })
         .await;

@@ -167,6 +167,9 @@ pub fn lambda_in(
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lambda"));
     cmd.current_dir(cwd)
         .env("LAMBDA_ETCD_ENDPOINTS", etcd.endpoint())
+        // Hermetic: never the user's contexts (a machine that ran `lambda up` has one).
+        .env("LAMBDA_CONFIG", "/nonexistent/lambda-tests/config.yaml")
+        .env_remove("LAMBDA_CONTEXT")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
