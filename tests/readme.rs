@@ -57,8 +57,11 @@ impl Shell {
     }
 
     fn command(&self, line: &str) -> Command {
-        let mut c = Command::new("bash");
-        c.args(["-c", line]).current_dir(root());
+        // SIGINT at its default, as in a terminal: a test runner started in the background
+        // inherits it ignored, and an ignored signal stays ignored across exec.
+        let mut c = Command::new("env");
+        c.args(["--default-signal=INT", "bash", "-c", line])
+            .current_dir(root());
         for v in [
             "DOCKER_HOST",
             "LAMBDA_TOKEN",
@@ -116,7 +119,11 @@ impl Shell {
         while child.try_wait().expect("try_wait").is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = child.kill();
+        let stopped = child.try_wait().expect("try_wait").is_some();
+        // Whatever is left of the group goes, so that nothing holds the pipes open.
+        let _ = Command::new("kill")
+            .args(["-KILL", &format!("-{}", child.id())])
+            .status();
         let _ = child.wait();
         let mut out = String::new();
         let mut err = String::new();
@@ -127,6 +134,7 @@ impl Shell {
             "`{line}` ended before Ctrl-C ({early:?}): {out}{err}"
         );
         assert!(!out.trim().is_empty(), "`{line}` printed nothing: {err}");
+        assert!(stopped, "`{line}` did not stop within 10 s of Ctrl-C: {out}{err}");
         out
     }
 }

@@ -1,7 +1,12 @@
-//! The gateway's OpenAPI 3 document and an HTML reference page rendered from it (served from
+//! The gateway's OpenAPI 3.1 document and an HTML reference page rendered from it (served from
 //! the gateway itself: no external scripts, works offline).
+//!
+//! The kinds' schemas come from schemars (JSON Schema 2020-12, which OpenAPI 3.1 embeds as is);
+//! their `$defs` are hoisted into `components/schemas` and every `#/$defs/X` reference rewritten
+//! to `#/components/schemas/X`, so that every `$ref` of the document resolves (validators and
+//! client generators resolve references against the document's root, not the embedded schema).
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::api::Kind;
 use crate::api::schema::schema;
@@ -10,8 +15,53 @@ fn err_response(desc: &str) -> Value {
     json!({"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
 
+/// Points `#/$defs/X` references at `#/components/schemas/X`, everywhere in `v`.
+fn rewrite_refs(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::String(r)) = o.get_mut("$ref")
+                && let Some(name) = r.strip_prefix("#/$defs/")
+            {
+                *r = format!("#/components/schemas/{name}");
+            }
+            o.values_mut().for_each(rewrite_refs);
+        }
+        Value::Array(a) => a.iter_mut().for_each(rewrite_refs),
+        _ => {}
+    }
+}
+
+/// A schemars schema as a component: its `$defs` moved into `components`, its references
+/// rewritten to point there.
+fn component(mut schema: Value, components: &mut Map<String, Value>) -> Value {
+    if let Some(o) = schema.as_object_mut() {
+        o.remove("$schema");
+        if let Some(Value::Object(defs)) = o.remove("$defs") {
+            for (name, mut def) in defs {
+                rewrite_refs(&mut def);
+                components.insert(name, def);
+            }
+        }
+    }
+    rewrite_refs(&mut schema);
+    schema
+}
+
 /// The OpenAPI document.
 pub fn document() -> Value {
+    let mut schemas = Map::new();
+    let function_schema = component(schema(Kind::Function), &mut schemas);
+    schemas.insert("Function".into(), function_schema);
+    schemas.insert(
+        "Error".into(),
+        json!({"type": "object", "properties": {"error": {"type": "object", "properties": {
+            "code": {"type": "integer"}, "reason": {"type": "string"}, "message": {"type": "string"},
+            "details": {"type": "array", "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}}}}}),
+    );
+    schemas.insert(
+        "FunctionError".into(),
+        json!({"type": "object", "properties": {"errorType": {"type": "string"}, "errorMessage": {"type": "string"}, "stackTrace": {"type": "array", "items": {"type": "string"}}}}),
+    );
     let ns = json!({"name": "ns", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Namespace"});
     let name = json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Function name"});
     let function_ref = json!({"$ref": "#/components/schemas/Function"});
@@ -36,18 +86,12 @@ pub fn document() -> Value {
         }}})
     };
     json!({
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "Lambda on OpenStack gateway", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Invoke functions and manage them over REST. Authenticate with `Authorization: Bearer <API key>` (create one with `lambda apikey create NAME`)."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Function": schema(Kind::Function),
-                "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
-                    "code": {"type": "integer"}, "reason": {"type": "string"}, "message": {"type": "string"},
-                    "details": {"type": "array", "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}}}}},
-                "FunctionError": {"type": "object", "properties": {"errorType": {"type": "string"}, "errorMessage": {"type": "string"}, "stackTrace": {"type": "array", "items": {"type": "string"}}}},
-            }
+            "schemas": schemas,
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -122,4 +166,40 @@ pub fn html(doc: &Value) -> String {
     }
     out.push_str("</body></html>");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(o) => {
+                if let Some(Value::String(r)) = o.get("$ref") {
+                    out.push(r);
+                }
+                o.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_ref_resolves_against_the_document_root() {
+        let doc = document();
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(
+            all.iter().any(|r| r.contains("ConditionStatus")),
+            "the Function schema's own definitions are referenced: {all:?}"
+        );
+        for r in all {
+            let pointer = r
+                .strip_prefix('#')
+                .unwrap_or_else(|| panic!("external reference {r}"));
+            assert!(doc.pointer(pointer).is_some(), "unresolvable $ref {r}");
+        }
+        assert!(doc["components"]["schemas"]["Function"].get("$defs").is_none());
+    }
 }
