@@ -1,0 +1,13 @@
+//! The node autoscaler (design §3 "autoscaler", issue 13): worker pools follow the functions'
+//! demand. Its decisions are pure functions of a simulated cluster, unit-tested without etcd,
+//! Swarm or a cloud:
+//!
+//! - [`template`]: a pool's template node, built from its Nova flavor minus the system
+//!   reserve, so a pool at zero nodes can be planned for.
+//!
+//! [`model`] holds the simulated cluster (amounts, nodes, work items) and [`constraints`]
+//! Swarm's placement constraints as its scheduler reads them.
+
+pub mod constraints;
+pub mod model;
+pub mod template;
