@@ -5,12 +5,15 @@
 //! - [`template`]: a pool's template node, built from its Nova flavor minus the system
 //!   reserve, so a pool at zero nodes can be planned for;
 //! - [`scale_up`]: first-fit-decreasing placement of pending work onto existing free
-//!   capacity, then onto new template nodes of the least-wasting pool, within max and quota.
+//!   capacity, then onto new template nodes of the least-wasting pool, within max and quota;
+//! - [`scale_down`]: consolidation of under-used nodes whose tasks fit elsewhere, after the
+//!   unneeded window, empty nodes first and in bulk, others one at a time.
 //!
 //! [`model`] holds the simulated cluster (amounts, nodes, work items) and [`constraints`]
 //! Swarm's placement constraints as its scheduler reads them.
 
 pub mod constraints;
 pub mod model;
+pub mod scale_down;
 pub mod scale_up;
 pub mod template;
