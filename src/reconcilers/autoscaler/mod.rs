@@ -9,11 +9,13 @@
 //! - [`scale_down`]: consolidation of under-used nodes whose tasks fit elsewhere, after the
 //!   unneeded window, empty nodes first and in bulk, others one at a time.
 //!
-//! [`model`] holds the simulated cluster (amounts, nodes, work items) and [`constraints`]
-//! Swarm's placement constraints as its scheduler reads them.
+//! [`model`] holds the simulated cluster (amounts, nodes, work items), [`constraints`]
+//! Swarm's placement constraints as its scheduler reads them, and [`observe`] turns what Swarm
+//! reports (pending tasks, nodes, their tasks' reservations) into those inputs.
 
 pub mod constraints;
 pub mod model;
+pub mod observe;
 pub mod scale_down;
 pub mod scale_up;
 pub mod template;
