@@ -1,6 +1,7 @@
 //! The scale-down decision: consolidation of under-used nodes, a pure function of a simulated
-//! cluster, the time `now` and the "unneeded since" map (which it returns updated, so that the
-//! caller persists it in status and a controller restart forgets no window).
+//! cluster, the time `now` and each pool's "unneeded since" map (which it returns updated, so
+//! that the caller persists it in `status.autoscaler.unneededSince` and a controller restart
+//! forgets no window). Node names need only be unique within their pool.
 //!
 //! Rules (cluster-autoscaler's, kept):
 //! - a node of an autoscaled pool is *unneeded* while its reserved share (the larger of memory
@@ -58,12 +59,15 @@ pub struct PoolPolicy {
     pub unneeded_for: TimeDelta,
     pub delay_after_add: TimeDelta,
     pub last_scale_up: Option<DateTime<Utc>>,
+    /// Node name → since when it has been unneeded, as the last decision left it.
+    pub unneeded_since: BTreeMap<String, DateTime<Utc>>,
 }
 
 impl PoolPolicy {
     /// The policy of an autoscaled `pool` now at `replicas`; `None` when autoscaling is off.
     pub fn of(pool: &Object<NodePoolSpec>, replicas: u32) -> Option<PoolPolicy> {
         let a = pool.spec.autoscaling.as_ref().filter(|a| a.enabled)?;
+        let status = pool.status.as_ref().and_then(|s| s.autoscaler.as_ref());
         Some(PoolPolicy {
             pool: pool.key().to_string(),
             replicas,
@@ -71,11 +75,8 @@ impl PoolPolicy {
             threshold: a.scale_down_utilization_threshold,
             unneeded_for: TimeDelta::seconds(i64::from(a.scale_down_unneeded_seconds)),
             delay_after_add: TimeDelta::seconds(i64::from(a.scale_down_delay_after_add_seconds)),
-            last_scale_up: pool
-                .status
-                .as_ref()
-                .and_then(|s| s.autoscaler.as_ref())
-                .and_then(|a| a.last_scale_up),
+            last_scale_up: status.and_then(|a| a.last_scale_up),
+            unneeded_since: status.map(|a| a.unneeded_since.clone()).unwrap_or_default(),
         })
     }
 }
@@ -103,8 +104,9 @@ pub struct PoolShrink {
 /// The decision.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScaleDown {
-    /// Node → since when it has been unneeded; exactly the nodes unneeded now.
-    pub unneeded_since: BTreeMap<String, DateTime<Utc>>,
+    /// Pool → node name → since when it has been unneeded: exactly the nodes unneeded now
+    /// (a pool with none has no entry).
+    pub unneeded_since: BTreeMap<String, BTreeMap<String, DateTime<Utc>>>,
     pub remove: Vec<Removal>,
     /// Pools that shrink, by name.
     pub shrink: Vec<PoolShrink>,
@@ -118,13 +120,8 @@ fn human(d: TimeDelta) -> String {
     humantime::format_duration(d.to_std().unwrap_or_default()).to_string()
 }
 
-/// Decides the scale-down of the autoscaled `pools` over all the cluster's `nodes`.
-pub fn decide(
-    nodes: &[DownNode],
-    pools: &[PoolPolicy],
-    now: DateTime<Utc>,
-    unneeded_since: &BTreeMap<String, DateTime<Utc>>,
-) -> ScaleDown {
+/// Decides the scale-down of the autoscaled `pools` over all the cluster's `nodes` at `now`.
+pub fn decide(nodes: &[DownNode], pools: &[PoolPolicy], now: DateTime<Utc>) -> ScaleDown {
     let policy: HashMap<&str, &PoolPolicy> = pools.iter().map(|p| (p.pool.as_str(), p)).collect();
     let policy_of = |n: &DownNode| n.node.pool.as_deref().and_then(|p| policy.get(p).copied());
     // The simulation: nodes that can hold tasks, with what they hold.
@@ -190,10 +187,16 @@ pub fn decide(
     let mut out = ScaleDown::default();
     let mut eligible: Vec<(usize, bool)> = Vec::new();
     for &(s, empty) in &unneeded {
+        let Some(p) = policy_of(&nodes[live[s]]) else {
+            continue;
+        };
         let name = &sim[s].name;
-        let since = unneeded_since.get(name).copied().unwrap_or(now);
-        out.unneeded_since.insert(name.clone(), since);
-        if policy_of(&nodes[live[s]]).is_some_and(|p| may_remove(p, since, now)) {
+        let since = p.unneeded_since.get(name).copied().unwrap_or(now);
+        out.unneeded_since
+            .entry(p.pool.clone())
+            .or_default()
+            .insert(name.clone(), since);
+        if may_remove(p, since, now) {
             eligible.push((s, empty));
         }
     }

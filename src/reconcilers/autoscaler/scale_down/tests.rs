@@ -38,15 +38,46 @@ fn policy(pool: &str, replicas: u32, min: u32) -> PoolPolicy {
         unneeded_for: TimeDelta::seconds(600),
         delay_after_add: TimeDelta::seconds(600),
         last_scale_up: None,
+        unneeded_since: BTreeMap::new(),
     }
+}
+
+/// Runs the decision with every pool's map set to `since`.
+fn decide(
+    nodes: &[DownNode],
+    pools: &[PoolPolicy],
+    now: DateTime<Utc>,
+    since: &BTreeMap<String, DateTime<Utc>>,
+) -> ScaleDown {
+    let pools: Vec<PoolPolicy> = pools
+        .iter()
+        .map(|p| PoolPolicy {
+            unneeded_since: since.clone(),
+            ..p.clone()
+        })
+        .collect();
+    let mut d = super::decide(nodes, &pools, now);
+    // Flattened (the tests use one pool) into the pool "*" for `names` and `flat`.
+    let all = d
+        .unneeded_since
+        .values()
+        .flatten()
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    d.unneeded_since = BTreeMap::from([("*".to_string(), all)]);
+    d
+}
+
+fn flat(d: &ScaleDown) -> &BTreeMap<String, DateTime<Utc>> {
+    &d.unneeded_since["*"]
 }
 
 fn removed(d: &ScaleDown) -> Vec<&str> {
     d.remove.iter().map(|r| r.node.as_str()).collect()
 }
 
-fn names(m: &BTreeMap<String, DateTime<Utc>>) -> Vec<&str> {
-    m.keys().map(String::as_str).collect()
+fn names(d: &ScaleDown) -> Vec<&str> {
+    flat(d).keys().map(String::as_str).collect()
 }
 
 #[test]
@@ -60,11 +91,11 @@ fn empty_nodes_go_in_bulk_then_others_one_at_a_time() {
     let pools = [policy("p", 4, 1)];
     // Found unneeded now; the window has not passed.
     let d = decide(&nodes, &pools, t0(), &BTreeMap::new());
-    assert_eq!(names(&d.unneeded_since), ["a", "b", "c"]);
-    assert!(d.unneeded_since.values().all(|t| *t == t0()));
+    assert_eq!(names(&d), ["a", "b", "c"]);
+    assert!(flat(&d).values().all(|t| *t == t0()));
     assert!(d.remove.is_empty() && d.shrink.is_empty());
     // 10 minutes later: the empty ones, together; not the one with a task.
-    let d = decide(&nodes, &pools, at(600), &d.unneeded_since);
+    let d = decide(&nodes, &pools, at(600), flat(&d));
     assert_eq!(removed(&d), ["a", "b"]);
     assert!(d.remove.iter().all(|r| r.empty && r.pool == "p"));
     assert_eq!(
@@ -79,7 +110,7 @@ fn empty_nodes_go_in_bulk_then_others_one_at_a_time() {
     );
     // They are gone; c's task fits on d.
     let rest = &nodes[2..];
-    let d = decide(rest, &[policy("p", 2, 1)], at(601), &d.unneeded_since);
+    let d = decide(rest, &[policy("p", 2, 1)], at(601), flat(&d));
     assert_eq!(removed(&d), ["c"]);
     assert!(!d.remove[0].empty);
     assert_eq!(
@@ -92,12 +123,12 @@ fn empty_nodes_go_in_bulk_then_others_one_at_a_time() {
 fn never_below_min_replicas() {
     let nodes = vec![dn("a", "p", &[]), dn("b", "p", &[]), dn("c", "p", &[])];
     let d = decide(&nodes, &[policy("p", 3, 2)], t0(), &BTreeMap::new());
-    assert_eq!(names(&d.unneeded_since), ["a"]);
-    let d = decide(&nodes, &[policy("p", 3, 2)], at(600), &d.unneeded_since);
+    assert_eq!(names(&d), ["a"]);
+    let d = decide(&nodes, &[policy("p", 3, 2)], at(600), flat(&d));
     assert_eq!(removed(&d), ["a"]);
     assert_eq!(d.shrink[0].to, 2);
     let d = decide(&nodes, &[policy("p", 3, 3)], at(600), &BTreeMap::new());
-    assert!(d.unneeded_since.is_empty());
+    assert!(flat(&d).is_empty());
 }
 
 #[test]
@@ -105,12 +136,12 @@ fn tasks_must_fit_elsewhere_in_the_simulation() {
     // a's 800 fits on b; then b holds 1600 (89 %) and is needed.
     let nodes = vec![dn("a", "p", &[800]), dn("b", "p", &[800])];
     let d = decide(&nodes, &[policy("p", 2, 0)], t0(), &BTreeMap::new());
-    assert_eq!(names(&d.unneeded_since), ["a"]);
+    assert_eq!(names(&d), ["a"]);
     // A task pinned to its node cannot move: that node stays, the other one moves onto it.
     let mut pinned = nodes.clone();
     pinned[0].tasks[0] = item("a-t0", "fn/f", 800, &["node.hostname==a"]);
     let d = decide(&pinned, &[policy("p", 2, 0)], t0(), &BTreeMap::new());
-    assert_eq!(names(&d.unneeded_since), ["b"]);
+    assert_eq!(names(&d), ["b"]);
     // Nothing fits anywhere: nothing is unneeded.
     let big = vec![dn("a", "p", &[950]), dn("b", "p", &[950])];
     let tight = [PoolPolicy {
@@ -118,7 +149,7 @@ fn tasks_must_fit_elsewhere_in_the_simulation() {
         ..policy("p", 2, 0)
     }];
     let d = decide(&big, &tight, t0(), &BTreeMap::new());
-    assert!(d.unneeded_since.is_empty());
+    assert!(flat(&d).is_empty());
 }
 
 #[test]
@@ -127,12 +158,12 @@ fn the_threshold_is_strict_and_uses_the_larger_share() {
     let other = dn("b", "p", &[]);
     let pools = [policy("p", 2, 1)];
     let d = decide(&[n.clone(), other.clone()], &pools, t0(), &BTreeMap::new());
-    assert_eq!(names(&d.unneeded_since), ["b"]);
+    assert_eq!(names(&d), ["b"]);
     // Low memory but 60 % of the CPU reserved: needed.
     n.node.reserved = Resources::new(100, 600);
     n.tasks[0].demand = n.node.reserved;
     let d = decide(&[n, dn("c", "p", &[1200])], &pools, t0(), &BTreeMap::new());
-    assert!(d.unneeded_since.is_empty(), "{d:?}");
+    assert!(flat(&d).is_empty(), "{d:?}");
 }
 
 #[test]
@@ -142,7 +173,7 @@ fn no_scale_down_within_the_delay_after_a_scale_up() {
     p.last_scale_up = Some(at(300));
     let since = BTreeMap::from([("a".to_string(), t0()), ("b".to_string(), t0())]);
     let d = decide(&nodes, &[p.clone()], at(899), &since);
-    assert_eq!(names(&d.unneeded_since), ["a", "b"], "still counted");
+    assert_eq!(names(&d), ["a", "b"], "still counted");
     assert!(d.remove.is_empty());
     let d = decide(&nodes, &[p], at(900), &since);
     assert_eq!(removed(&d), ["a", "b"]);
@@ -160,7 +191,7 @@ fn kept_nodes_are_kept() {
     other.node.pool = Some("not-autoscaled".into());
     let nodes = vec![keep, booting, going, other];
     let d = decide(&nodes, &[policy("p", 4, 0)], at(10_000), &BTreeMap::new());
-    assert!(d.unneeded_since.is_empty(), "{d:?}");
+    assert!(flat(&d).is_empty(), "{d:?}");
     let mut meta = ObjectMeta::named("default", "w-1");
     assert!(!do_not_disrupt(&meta));
     meta.annotations
@@ -182,13 +213,13 @@ fn one_node_with_tasks_at_a_time() {
         ["a", "b", "c"].map(|n| (n.to_string(), t0())).into();
     let d = decide(&nodes, &[policy("p", 3, 0)], at(600), &since);
     // All three are unneeded (their tasks fit on each other); the least used goes first.
-    assert_eq!(names(&d.unneeded_since), ["a", "b"]);
+    assert_eq!(names(&d), ["a", "b"]);
     assert_eq!(removed(&d), ["b"]);
     // While a node with tasks drains, no other one starts.
     let mut draining = nodes.clone();
     draining[1].deleting = true;
     let d = decide(&draining, &[policy("p", 3, 0)], at(600), &since);
-    assert_eq!(names(&d.unneeded_since), ["a"]);
+    assert_eq!(names(&d), ["a"]);
     assert!(d.remove.is_empty());
 }
 
@@ -197,10 +228,10 @@ fn the_map_keeps_old_times_and_drops_needed_nodes() {
     let since = BTreeMap::from([("a".to_string(), t0()), ("gone".to_string(), t0())]);
     let nodes = vec![dn("a", "p", &[]), dn("b", "p", &[]), dn("c", "p", &[1500])];
     let d = decide(&nodes, &[policy("p", 3, 0)], at(60), &since);
-    assert_eq!(d.unneeded_since["a"], t0());
-    assert_eq!(d.unneeded_since["b"], at(60));
-    assert!(!d.unneeded_since.contains_key("gone"));
-    assert!(!d.unneeded_since.contains_key("c"));
+    assert_eq!(flat(&d)["a"], t0());
+    assert_eq!(flat(&d)["b"], at(60));
+    assert!(!flat(&d).contains_key("gone"));
+    assert!(!flat(&d).contains_key("c"));
 }
 
 #[test]
@@ -213,6 +244,7 @@ fn policy_comes_from_the_pool() {
     pool.status = Some(crate::api::NodePoolStatus {
         autoscaler: Some(crate::api::nodepool::AutoscalerStatus {
             last_scale_up: Some(t0()),
+            unneeded_since: BTreeMap::from([("w-1".to_string(), t0())]),
             ..Default::default()
         }),
         ..Default::default()
@@ -225,6 +257,27 @@ fn policy_comes_from_the_pool() {
     assert_eq!(p.unneeded_for, TimeDelta::seconds(30));
     assert_eq!(p.delay_after_add, TimeDelta::seconds(5));
     assert_eq!(p.last_scale_up, Some(t0()));
+    assert_eq!(p.unneeded_since["w-1"], t0());
     pool.spec.autoscaling.as_mut().unwrap().enabled = false;
     assert!(PoolPolicy::of(&pool, 4).is_none());
+}
+
+#[test]
+fn windows_are_kept_per_pool() {
+    // The same node name in two pools (of two namespaces): two windows.
+    let nodes = vec![dn("w", "a/p", &[]), dn("w", "b/p", &[])];
+    let mut a = policy("a/p", 1, 0);
+    a.unneeded_since = BTreeMap::from([("w".to_string(), t0())]);
+    let b = policy("b/p", 1, 0);
+    let d = super::decide(&nodes, &[a, b], at(600));
+    assert_eq!(d.unneeded_since["a/p"]["w"], t0());
+    assert_eq!(d.unneeded_since["b/p"]["w"], at(600));
+    assert_eq!(
+        d.remove,
+        [Removal {
+            node: "w".into(),
+            pool: "a/p".into(),
+            empty: true,
+        }]
+    );
 }
