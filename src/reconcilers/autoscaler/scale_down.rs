@@ -16,7 +16,7 @@
 //! - empty nodes go first and in bulk; a node with tasks goes alone, and only while no other
 //!   node with tasks is being drained.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -61,6 +61,10 @@ pub struct PoolPolicy {
     pub last_scale_up: Option<DateTime<Utc>>,
     /// Node name → since when it has been unneeded, as the last decision left it.
     pub unneeded_since: BTreeMap<String, DateTime<Utc>>,
+    /// Nodes an earlier decision removed (`status.autoscaler.scaleDownNodes`): they count as
+    /// being deleted even before the nodepool reconciler acts on them, so a second pass
+    /// never removes them, or others in their stead, again.
+    pub removing: BTreeSet<String>,
 }
 
 impl PoolPolicy {
@@ -77,6 +81,9 @@ impl PoolPolicy {
             delay_after_add: TimeDelta::seconds(i64::from(a.scale_down_delay_after_add_seconds)),
             last_scale_up: status.and_then(|a| a.last_scale_up),
             unneeded_since: status.map(|a| a.unneeded_since.clone()).unwrap_or_default(),
+            removing: status
+                .map(|a| a.scale_down_nodes.iter().cloned().collect())
+                .unwrap_or_default(),
         })
     }
 }
@@ -124,9 +131,12 @@ fn human(d: TimeDelta) -> String {
 pub fn decide(nodes: &[DownNode], pools: &[PoolPolicy], now: DateTime<Utc>) -> ScaleDown {
     let policy: HashMap<&str, &PoolPolicy> = pools.iter().map(|p| (p.pool.as_str(), p)).collect();
     let policy_of = |n: &DownNode| n.node.pool.as_deref().and_then(|p| policy.get(p).copied());
+    let deleting = |n: &DownNode| {
+        n.deleting || policy_of(n).is_some_and(|p| p.removing.contains(&n.node.name))
+    };
     // The simulation: nodes that can hold tasks, with what they hold.
     let live: Vec<usize> = (0..nodes.len())
-        .filter(|&i| nodes[i].ready && !nodes[i].deleting)
+        .filter(|&i| nodes[i].ready && !deleting(&nodes[i]))
         .collect();
     let mut sim: Vec<SimNode> = live.iter().map(|&i| nodes[i].node.clone()).collect();
     let mut held: Vec<Vec<&WorkItem>> = live
@@ -203,7 +213,7 @@ pub fn decide(nodes: &[DownNode], pools: &[PoolPolicy], now: DateTime<Utc>) -> S
     let empties: Vec<usize> = eligible.iter().filter(|e| e.1).map(|e| e.0).collect();
     let draining = nodes
         .iter()
-        .any(|n| n.deleting && !n.tasks.is_empty() && policy_of(n).is_some());
+        .any(|n| deleting(n) && !n.tasks.is_empty() && policy_of(n).is_some());
     let chosen: Vec<(usize, bool)> = if !empties.is_empty() {
         empties.iter().map(|&s| (s, true)).collect()
     } else if draining {

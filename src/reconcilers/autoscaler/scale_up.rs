@@ -29,7 +29,10 @@ pub struct PoolCandidate {
     pub template: TemplateNode,
     /// Nodes the pool has or is creating: the count it is converging to now.
     pub replicas: u32,
-    /// Of those, the ones not in Swarm yet (modelled as empty template nodes).
+    /// Of those, the ones not among the simulation's nodes yet — being created, booting, or
+    /// not even created (`replicas` minus the pool's nodes in Swarm) — modelled as empty
+    /// template nodes, so a decision made again before they join (a controller restart, the
+    /// next pass) does not ask for them twice.
     pub upcoming: u32,
     pub max_replicas: u32,
     /// Tie-break: higher wins.
@@ -145,6 +148,7 @@ impl fmt::Display for Unplaceable {
 pub struct Unplaced {
     pub item: String,
     pub owner: String,
+    pub demand: Resources,
     pub why: Unplaceable,
 }
 
@@ -430,6 +434,7 @@ pub fn decide(
         .map(|it| Unplaced {
             item: it.id.clone(),
             owner: it.owner.clone(),
+            demand: it.demand,
             why: classify(it, pools, &room_left),
         })
         .collect();

@@ -2,6 +2,8 @@
 
 use super::super::model::Resources;
 use super::super::model::testing::{item, node};
+use std::collections::BTreeSet;
+
 use super::*;
 
 fn t0() -> DateTime<Utc> {
@@ -39,6 +41,7 @@ fn policy(pool: &str, replicas: u32, min: u32) -> PoolPolicy {
         delay_after_add: TimeDelta::seconds(600),
         last_scale_up: None,
         unneeded_since: BTreeMap::new(),
+        removing: BTreeSet::new(),
     }
 }
 
@@ -245,6 +248,7 @@ fn policy_comes_from_the_pool() {
         autoscaler: Some(crate::api::nodepool::AutoscalerStatus {
             last_scale_up: Some(t0()),
             unneeded_since: BTreeMap::from([("w-1".to_string(), t0())]),
+            scale_down_nodes: vec!["w-2".into()],
             ..Default::default()
         }),
         ..Default::default()
@@ -258,6 +262,7 @@ fn policy_comes_from_the_pool() {
     assert_eq!(p.delay_after_add, TimeDelta::seconds(5));
     assert_eq!(p.last_scale_up, Some(t0()));
     assert_eq!(p.unneeded_since["w-1"], t0());
+    assert!(p.removing.contains("w-2"));
     pool.spec.autoscaling.as_mut().unwrap().enabled = false;
     assert!(PoolPolicy::of(&pool, 4).is_none());
 }
@@ -280,4 +285,31 @@ fn windows_are_kept_per_pool() {
             empty: true,
         }]
     );
+}
+
+#[test]
+fn nodes_already_removed_are_not_removed_twice() {
+    // The last pass removed a and b (4 → 2); the nodepool has not acted yet.
+    let nodes = vec![
+        dn("a", "p", &[]),
+        dn("b", "p", &[]),
+        dn("c", "p", &[100]),
+        dn("d", "p", &[1500]),
+    ];
+    let mut p = policy("p", 2, 1);
+    p.removing = BTreeSet::from(["a".to_string(), "b".to_string()]);
+    p.unneeded_since = BTreeMap::from([("c".to_string(), t0())]);
+    let d = super::decide(&nodes, &[p.clone()], at(600));
+    // Not a and b again, nor others in their stead: c goes, 2 → 1.
+    assert_eq!(removed(&d), ["c"]);
+    assert_eq!((d.shrink[0].from, d.shrink[0].to), (2, 1));
+    assert!(!d.unneeded_since["p"].contains_key("a"));
+    // While a node with tasks is being removed, no other node with tasks goes.
+    p.removing = BTreeSet::from(["d".to_string()]);
+    p.unneeded_since = ["a", "b", "c"].map(|n| (n.to_string(), t0())).into();
+    p.replicas = 3;
+    p.min_replicas = 0;
+    let d = super::decide(&nodes, &[p], at(600));
+    assert_eq!(removed(&d), ["a", "b"]);
+    assert!(d.remove.iter().all(|r| r.empty), "{d:?}");
 }
