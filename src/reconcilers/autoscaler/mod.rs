@@ -7,7 +7,9 @@
 //! - [`scale_up`]: first-fit-decreasing placement of pending work onto existing free
 //!   capacity, then onto new template nodes of the least-wasting pool, within max and quota;
 //! - [`scale_down`]: consolidation of under-used nodes whose tasks fit elsewhere, after the
-//!   unneeded window, empty nodes first and in bulk, others one at a time.
+//!   unneeded window, empty nodes first and in bulk, others one at a time;
+//! - [`outcome`]: what a pass writes — each pool's `status.desiredReplicas` and
+//!   `status.autoscaler`, and the `NoPoolFits` condition of functions no pool can take.
 //!
 //! [`model`] holds the simulated cluster (amounts, nodes, work items), [`constraints`]
 //! Swarm's placement constraints as its scheduler reads them, and [`observe`] turns what Swarm
@@ -16,6 +18,7 @@
 pub mod constraints;
 pub mod model;
 pub mod observe;
+pub mod outcome;
 pub mod scale_down;
 pub mod scale_up;
 pub mod template;
