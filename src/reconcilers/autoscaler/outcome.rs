@@ -16,7 +16,7 @@ use crate::api::nodepool::{AutoscalerDecision, AutoscalerStatus, PendingWork};
 
 use super::model::Resources;
 use super::scale_down::ScaleDown;
-use super::scale_up::{ScaleUp, Unplaceable, Unplaced};
+use super::scale_up::{NO_POOL_FITS, ScaleUp, Unplaceable, Unplaced};
 
 /// What the outcome needs to know about one autoscaled pool.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,7 +155,7 @@ pub fn pool_outcome(
 pub fn no_pool_fits(up: &ScaleUp) -> BTreeMap<String, (&'static str, String)> {
     let mut out = BTreeMap::new();
     for u in &up.unplaced {
-        if u.why.reason() == "NoPoolFits" {
+        if u.why.reason() == NO_POOL_FITS {
             out.entry(u.owner.clone())
                 .or_insert_with(|| (u.why.reason(), u.why.to_string()));
         }

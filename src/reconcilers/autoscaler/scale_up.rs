@@ -80,6 +80,9 @@ impl Quota {
     }
 }
 
+/// Condition reason (on the Function) for work no pool's node can take at all.
+pub const NO_POOL_FITS: &str = "NoPoolFits";
+
 /// Why an item gets no node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unplaceable {
@@ -101,7 +104,7 @@ impl Unplaceable {
     /// The condition reason to report it under (`NoPoolFits` on the Function).
     pub fn reason(&self) -> &'static str {
         match self {
-            Unplaceable::NoMatchingPool { .. } | Unplaceable::TooLarge { .. } => "NoPoolFits",
+            Unplaceable::NoMatchingPool { .. } | Unplaceable::TooLarge { .. } => NO_POOL_FITS,
             Unplaceable::AtMaxReplicas { .. } => "PoolAtMaxReplicas",
             Unplaceable::QuotaExhausted { .. } => "QuotaExceeded",
         }
