@@ -1,5 +1,6 @@
 //! The reconcilers the `lambda controller` process runs, one module each (design §3).
 
+pub mod autoscaler;
 pub mod cluster;
 pub mod function;
 pub mod gc;

@@ -2,7 +2,8 @@
 //! has one; both clamped to min/max) `Node` objects owned by each pool, built from the pool's
 //! node template (its image — a `SnapshotImage`'s built Glance image or a Glance image —,
 //! flavor, network, key pair, security groups, availability zone). The decision itself is the
-//! pure [`plan::decide`] (max surge, scale-down victims by fewest tasks, rolling one at a time).
+//! pure [`plan::decide`] (max surge, scale-down victims — the autoscaler's choice first, then
+//! by fewest tasks —, rolling one at a time).
 //!
 //! - Creations and deletions are remembered until the node cache shows them (Kubernetes'
 //!   "expectations"), so a reconcile that runs before the watch delivers its own writes does not
@@ -35,8 +36,8 @@ use crate::swarm::{Swarm, TaskFilter};
 use super::ControllersConfig;
 use super::node::READY;
 use plan::{NodeView, decide};
+use template::{autoscaler_victims, new_node, views};
 pub use template::{desired, resolve_image, template};
-use template::{new_node, views};
 
 /// The finalizer this controller puts on node pools.
 pub const FINALIZER: &str = "lambda/nodepool-nodes";
@@ -184,7 +185,8 @@ async fn apply(pool: &Object<NodePoolSpec>, ctx: &Context) -> Result<Action, Nod
         .filter(|n| !n.is_deleting() && !pending_deleted.contains(&n.metadata.name))
         .collect();
     let tasks = ctx.tasks_per_node().await;
-    let nodes = views(&live, &pending_created, tmpl.as_ref(), &tasks);
+    let victims = autoscaler_victims(pool);
+    let nodes = views(&live, &pending_created, tmpl.as_ref(), &tasks, &victims);
     let plan = decide(&nodes, want, pool.spec.max_surge, tmpl.is_some());
 
     for (name, why) in &plan.delete {

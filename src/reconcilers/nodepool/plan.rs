@@ -6,8 +6,10 @@
 //!   ones;
 //! - scaling up creates at most `maxSurge` nodes at a time: nodes not Ready yet count against
 //!   it; nothing is created while the pool has no image to boot;
-//! - scaling down deletes the surplus, preferring nodes that are not Ready, then outdated ones,
-//!   then the ones running the fewest tasks, then the newest;
+//! - scaling down deletes the surplus, preferring the nodes the autoscaler chose
+//!   (`status.autoscaler.scaleDownNodes`: it simulated that their tasks fit elsewhere), then
+//!   nodes that are not Ready, then outdated ones, then the ones running the fewest tasks,
+//!   then the newest;
 //! - rolling onto a new template (image, flavor, network, …) goes one node at a time: one new
 //!   node beyond the desired count, and one outdated node deleted each time a new one is Ready
 //!   (so Ready capacity never drops below the desired count while the old nodes still run).
@@ -28,6 +30,8 @@ pub struct NodeView {
     pub tasks: u32,
     /// Creation order (larger is newer), e.g. the uid's create revision.
     pub created: i64,
+    /// Named by the autoscaler's scale-down decision.
+    pub chosen: bool,
 }
 
 /// What to do now.
@@ -66,7 +70,7 @@ pub fn decide(nodes: &[NodeView], desired: u32, max_surge: u32, can_create: bool
     if outdated.is_empty() {
         if current.len() > desired_n {
             let mut victims = current.clone();
-            victims.sort_by_key(|n| (n.ready, n.tasks, Reverse(n.created)));
+            victims.sort_by_key(|n| (!n.chosen, n.ready, n.tasks, Reverse(n.created)));
             for n in victims.into_iter().take(current.len() - desired_n) {
                 plan.delete.push((n.name.clone(), "ScaleDown"));
             }
@@ -100,7 +104,7 @@ pub fn decide(nodes: &[NodeView], desired: u32, max_surge: u32, can_create: bool
     }
     if excess > 0 {
         let mut cur: Vec<&&NodeView> = current.iter().filter(|n| n.ready).collect();
-        cur.sort_by_key(|n| (n.tasks, Reverse(n.created)));
+        cur.sort_by_key(|n| (!n.chosen, n.tasks, Reverse(n.created)));
         for n in cur.into_iter().take(excess) {
             plan.delete.push((n.name.clone(), "ScaleDown"));
         }
@@ -124,6 +128,7 @@ mod tests {
             current,
             tasks,
             created,
+            chosen: false,
         }
     }
 
@@ -161,6 +166,19 @@ mod tests {
         assert!(decide(&nodes, 4, 1, true).is_empty());
         // Scaling down works without an image too.
         assert_eq!(deleted(&decide(&nodes, 3, 1, false)), ["starting"]);
+    }
+
+    #[test]
+    fn scale_down_takes_the_autoscalers_choice_first() {
+        let mut chosen = n("chosen", true, true, 4, 1);
+        chosen.chosen = true;
+        let nodes = [
+            n("idle", true, true, 0, 2),
+            chosen,
+            n("busy", true, true, 9, 3),
+        ];
+        assert_eq!(deleted(&decide(&nodes, 2, 1, true)), ["chosen"]);
+        assert_eq!(deleted(&decide(&nodes, 1, 1, true)), ["chosen", "idle"]);
     }
 
     #[test]

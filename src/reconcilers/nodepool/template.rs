@@ -95,11 +95,24 @@ pub(super) fn new_node(pool: &Object<NodePoolSpec>, spec: NodeSpec) -> Object<No
     n
 }
 
+/// The nodes the autoscaler decided to remove, when it owns the pool's size (a list left
+/// behind by an autoscaler since disabled means nothing).
+pub(super) fn autoscaler_victims(pool: &Object<NodePoolSpec>) -> Vec<String> {
+    let enabled = pool.spec.autoscaling.as_ref().is_some_and(|a| a.enabled);
+    pool.status
+        .as_ref()
+        .and_then(|s| s.autoscaler.as_ref())
+        .filter(|_| enabled)
+        .map(|a| a.scale_down_nodes.clone())
+        .unwrap_or_default()
+}
+
 pub(super) fn views(
     live: &[&Arc<Object<NodeSpec>>],
     pending: &[String],
     tmpl: Option<&NodeSpec>,
     tasks: &HashMap<String, u32>,
+    chosen: &[String],
 ) -> Vec<NodeView> {
     let mut v: Vec<NodeView> = live
         .iter()
@@ -123,6 +136,7 @@ pub(super) fn views(
                     .as_deref()
                     .and_then(crate::store::create_revision_of_uid)
                     .unwrap_or(i64::MAX),
+                chosen: chosen.contains(&n.metadata.name),
             }
         })
         .collect();
@@ -133,6 +147,34 @@ pub(super) fn views(
         current: true,
         tasks: 0,
         created: i64::MAX,
+        chosen: false,
     }));
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::NodePoolStatus;
+    use crate::api::nodepool::AutoscalerStatus;
+
+    #[test]
+    fn autoscaler_victims_count_only_while_it_owns_the_pool() {
+        let spec: NodePoolSpec = serde_saphyr::from_str(
+            "image: {glanceImage: b}\nflavor: f\nautoscaling: {enabled: true}\n",
+        )
+        .unwrap();
+        let mut pool = Object::new("default", "workers", spec);
+        assert!(autoscaler_victims(&pool).is_empty());
+        pool.status = Some(NodePoolStatus {
+            autoscaler: Some(AutoscalerStatus {
+                scale_down_nodes: vec!["workers-1a2b3".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(autoscaler_victims(&pool), ["workers-1a2b3"]);
+        pool.spec.autoscaling.as_mut().unwrap().enabled = false;
+        assert!(autoscaler_victims(&pool).is_empty());
+    }
 }
