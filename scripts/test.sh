@@ -11,11 +11,23 @@ cd "$PROJECT_ROOT"
 log "checking system packages"
 apt_ensure "${BUILD_PACKAGES[@]}" "${PLATFORM_PACKAGES[@]}"
 
-log "cargo fmt --check"
-cargo fmt --all -- --check
+: >"$LAMBDA_HOME/test.log"
+failed_steps=()
+# run_step NAME CMD... — runs one step with its output in test.log; a failure is recorded and the
+# next steps still run, so the summary at the end always counts every test.
+run_step() {
+  local name=$1; shift
+  log "$name"
+  set +e
+  "$@" 2>&1 | tee -a "$LAMBDA_HOME/test.log"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  [ "$rc" -eq 0 ] || failed_steps+=("$name (exit $rc)")
+}
 
-log "cargo clippy --workspace --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+run_step "cargo fmt --check" cargo fmt --all -- --check
+run_step "cargo clippy --workspace --all-targets -- -D warnings" \
+  cargo clippy --workspace --all-targets --locked -- -D warnings
 
 CLOUD_PID=""
 stop_contract_cloud() {
@@ -51,19 +63,6 @@ trap cleanup EXIT
 "$PROJECT_ROOT/scripts/openstack/up.sh"
 
 export LAMBDA_OPENSTACK_CONTRACT=1
-: >"$LAMBDA_HOME/test.log"
-failed_steps=()
-# run_step NAME CMD... — runs one test step with its output in test.log; a failure is recorded and
-# the next steps still run, so the summary always counts every test.
-run_step() {
-  local name=$1; shift
-  log "$name"
-  set +e
-  "$@" 2>&1 | tee -a "$LAMBDA_HOME/test.log"
-  local rc=${PIPESTATUS[0]}
-  set -e
-  [ "$rc" -eq 0 ] || failed_steps+=("$name (exit $rc)")
-}
 
 LAMBDA_OS_ENV=$LAMBDA_HOME/openstack/env run_step "cargo test (OpenStack contract suite against the real OpenStack)" \
   cargo test --locked --workspace --all-targets --no-fail-fast

@@ -134,7 +134,10 @@ impl Shell {
             "`{line}` ended before Ctrl-C ({early:?}): {out}{err}"
         );
         assert!(!out.trim().is_empty(), "`{line}` printed nothing: {err}");
-        assert!(stopped, "`{line}` did not stop within 10 s of Ctrl-C: {out}{err}");
+        assert!(
+            stopped,
+            "`{line}` did not stop within 10 s of Ctrl-C: {out}{err}"
+        );
         out
     }
 }

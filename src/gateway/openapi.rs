@@ -200,6 +200,10 @@ mod tests {
                 .unwrap_or_else(|| panic!("external reference {r}"));
             assert!(doc.pointer(pointer).is_some(), "unresolvable $ref {r}");
         }
-        assert!(doc["components"]["schemas"]["Function"].get("$defs").is_none());
+        assert!(
+            doc["components"]["schemas"]["Function"]
+                .get("$defs")
+                .is_none()
+        );
     }
 }
