@@ -71,6 +71,13 @@ pub struct SetContextArgs {
     pub make_current: bool,
 }
 
+/// Overwrites `slot` with `v` when the flag was given (an absent flag leaves the setting alone).
+fn set<T: Clone>(slot: &mut Option<T>, v: &Option<T>) {
+    if v.is_some() {
+        slot.clone_from(v);
+    }
+}
+
 fn check_url(field: &str, v: &str, schemes: &[&str]) -> Result<()> {
     if !schemes.iter().any(|s| v.starts_with(&format!("{s}://"))) {
         bail!(
@@ -162,11 +169,6 @@ pub fn run(g: &GlobalArgs, cmd: ConfigCommand) -> Result<()> {
             let cfg = context::load_from(&path)?;
             let existed = cfg.contexts.contains_key(&a.name);
             let mut c: Context = cfg.contexts.get(&a.name).cloned().unwrap_or_default();
-            let set = |slot: &mut Option<String>, v: &Option<String>| {
-                if v.is_some() {
-                    slot.clone_from(v);
-                }
-            };
             set(&mut c.gateway, &a.gateway);
             set(&mut c.token, &a.token);
             set(&mut c.swarm_manager, &a.swarm_manager);
@@ -183,14 +185,9 @@ pub fn run(g: &GlobalArgs, cmd: ConfigCommand) -> Result<()> {
                 set(&mut e.endpoints, &a.etcd);
                 set(&mut e.user, &a.etcd_user);
                 set(&mut e.password, &a.etcd_password);
-                let setp = |slot: &mut Option<PathBuf>, v: &Option<PathBuf>| {
-                    if v.is_some() {
-                        slot.clone_from(v);
-                    }
-                };
-                setp(&mut e.ca, &a.etcd_ca);
-                setp(&mut e.cert, &a.etcd_cert);
-                setp(&mut e.key, &a.etcd_key);
+                set(&mut e.ca, &a.etcd_ca);
+                set(&mut e.cert, &a.etcd_cert);
+                set(&mut e.key, &a.etcd_key);
                 if e.cert.is_some() != e.key.is_some() {
                     bail!("--etcd-cert-file and --etcd-key-file go together");
                 }

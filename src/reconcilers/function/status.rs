@@ -64,6 +64,21 @@ fn parse_time(s: &Option<String>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// True while Swarm rolls the service out (an update or a rollback under way).
+pub fn update_in_progress(service: &Service) -> bool {
+    service
+        .update_status
+        .as_ref()
+        .and_then(|u| u.state)
+        .is_some_and(|s| {
+            matches!(
+                s,
+                ServiceUpdateStatusStateEnum::UPDATING
+                    | ServiceUpdateStatusStateEnum::ROLLBACK_STARTED
+            )
+        })
+}
+
 /// Computes the observed state of a function's service.
 ///
 /// - `readyReplicas`: tasks desired and observed `running` (Swarm keeps a task with a health
@@ -119,17 +134,7 @@ pub fn observe(
         .collect();
     endpoints.sort_by(|a, b| a.task_id.cmp(&b.task_id));
     let ready = running.len() as u32;
-    let updating = service
-        .update_status
-        .as_ref()
-        .and_then(|u| u.state)
-        .is_some_and(|s| {
-            matches!(
-                s,
-                ServiceUpdateStatusStateEnum::UPDATING
-                    | ServiceUpdateStatusStateEnum::ROLLBACK_STARTED
-            )
-        });
+    let updating = update_in_progress(service);
     let out = |status, reason, message: String| Observed {
         ready_replicas: ready,
         endpoints: endpoints.clone(),

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use bollard::models::{Service, ServiceUpdateStatusStateEnum, Task, TaskState};
+use bollard::models::{Service, Task, TaskState};
 use chrono::{DateTime, Utc};
 
 use crate::swarm::{task_state, task_time};
@@ -82,18 +82,7 @@ pub fn stuck(
     if desired == 0 {
         return None;
     }
-    let rolling = service
-        .update_status
-        .as_ref()
-        .and_then(|u| u.state)
-        .is_some_and(|s| {
-            matches!(
-                s,
-                ServiceUpdateStatusStateEnum::UPDATING
-                    | ServiceUpdateStatusStateEnum::ROLLBACK_STARTED
-            )
-        });
-    if rolling {
+    if super::status::update_in_progress(service) {
         return None;
     }
     let wanted = |t: &&Task| matches!(t.desired_state, Some(TaskState::RUNNING | TaskState::READY));
@@ -145,7 +134,7 @@ pub fn stuck(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bollard::models::{ServiceUpdateStatus, TaskStatus};
+    use bollard::models::{ServiceUpdateStatus, ServiceUpdateStatusStateEnum, TaskStatus};
 
     const T0: &str = "2026-12-02T10:00:00Z";
 
