@@ -255,7 +255,7 @@ async fn invoke_status_codes_and_balancing() {
         .json()
         .await
         .unwrap();
-    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["openapi"], "3.1.0");
     assert!(
         doc["paths"]["/v1/namespaces/{ns}/functions/{name}/invoke"]["post"]["responses"]["429"]
             .is_object()
