@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::meta::{Condition, Conditions};
 use super::object::Resource;
+pub use super::trigger::EventTrigger;
 use super::validation::{FieldErrors, check_dns_label};
 
 /// The language runtime a function runs on.
@@ -104,17 +105,6 @@ pub struct ScheduleTrigger {
     /// The event passed on each run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<serde_json::Value>,
-}
-
-/// A subscription to queue events by source and type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct EventTrigger {
-    /// Event source, e.g. `storage/uploads`.
-    pub source: String,
-    /// Event type, e.g. `file.created`; `*` matches every type of the source.
-    #[serde(rename = "type")]
-    pub type_: String,
 }
 
 /// How a function can be invoked.
@@ -409,8 +399,7 @@ impl Resource for FunctionSpec {
                 }
             }
             for (i, ev) in self.triggers.events.iter().enumerate() {
-                e.non_empty(&format!("events[{i}].source"), &ev.source);
-                e.non_empty(&format!("events[{i}].type"), &ev.type_);
+                e.scoped(format!("events[{i}]"), |e| ev.validate(e));
             }
         });
         e.scoped("retry", |e| {

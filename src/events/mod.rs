@@ -6,3 +6,4 @@
 //! headers and act on its decisions, so the rules are unit-tested without RabbitMQ.
 
 pub mod cloudevent;
+pub mod matching;
