@@ -6,4 +6,5 @@
 //! headers and act on its decisions, so the rules are unit-tested without RabbitMQ.
 
 pub mod cloudevent;
+pub mod execution;
 pub mod matching;
