@@ -147,6 +147,10 @@ pub struct RetryPolicy {
     /// Queue that receives events that failed every attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_queue: Option<String>,
+    /// An event is not retried once it is older than this, counted from when the platform
+    /// accepted it (60–86400 s).
+    #[serde(default = "default_max_event_age")]
+    pub max_event_age_seconds: u32,
 }
 
 fn default_attempts() -> u32 {
@@ -155,6 +159,9 @@ fn default_attempts() -> u32 {
 fn default_backoff() -> u32 {
     1
 }
+fn default_max_event_age() -> u32 {
+    6 * 3600
+}
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -162,6 +169,7 @@ impl Default for RetryPolicy {
             max_attempts: default_attempts(),
             backoff_seconds: default_backoff(),
             dead_letter_queue: None,
+            max_event_age_seconds: default_max_event_age(),
         }
     }
 }
@@ -405,8 +413,31 @@ impl Resource for FunctionSpec {
         e.scoped("retry", |e| {
             e.range("maxAttempts", self.retry.max_attempts, 1, 10);
             e.range("backoffSeconds", self.retry.backoff_seconds, 1, 3600);
+            e.range(
+                "maxEventAgeSeconds",
+                self.retry.max_event_age_seconds,
+                60,
+                86400,
+            );
             if let Some(q) = &self.retry.dead_letter_queue {
-                e.non_empty("deadLetterQueue", q);
+                // A RabbitMQ queue name the platform declares: bounded, printable, and outside
+                // the broker's reserved `amq.` namespace.
+                let valid = !q.is_empty()
+                    && q.len() <= 200
+                    && q.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':')
+                    });
+                if !valid {
+                    e.push(
+                        "deadLetterQueue",
+                        format!("{q:?} must be 1-200 of [A-Za-z0-9._:-]"),
+                    );
+                } else if q.starts_with("amq.") {
+                    e.push(
+                        "deadLetterQueue",
+                        format!("{q:?}: names starting with amq. are reserved by RabbitMQ"),
+                    );
+                }
             }
         });
     }

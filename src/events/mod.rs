@@ -8,3 +8,4 @@
 pub mod cloudevent;
 pub mod execution;
 pub mod matching;
+pub mod retry;
