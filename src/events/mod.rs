@@ -5,6 +5,7 @@
 //! Everything here is independent of the broker: the listener and the gateway feed it bytes and
 //! headers and act on its decisions, so the rules are unit-tested without RabbitMQ.
 
+pub mod broker;
 pub mod cloudevent;
 pub mod execution;
 pub mod matching;
