@@ -8,7 +8,8 @@
 //! - **structured mode**: a `application/cloudevents+json` document (also recognised without that
 //!   content type when the JSON body has a `specversion`);
 //! - **the original system's message**, exactly as it was published:
-//!   `{"event_source": "S1", "user_name": "alice", "event_data": {"type": "FileCreate", …}}`.
+//!   `{"event_source": "S1", "user_name": "alice", "event_data": {"type": "FileCreate", …}}`;
+//! - **OpenStack notifications** (oslo.messaging v2 envelopes and bare v1 messages).
 //!
 //! The mode is decided as the CloudEvents bindings say: a structured content type wins, then the
 //! presence of any `ce-*` header, then the JSON body is sniffed. Every error names the attribute
@@ -17,6 +18,7 @@
 mod attributes;
 mod binary;
 mod legacy;
+mod oslo;
 mod structured;
 
 use std::collections::BTreeMap;
@@ -102,6 +104,7 @@ pub enum Mode {
     HttpBinary,
     Structured,
     Original,
+    OpenStack,
 }
 
 impl std::fmt::Display for Mode {
@@ -111,6 +114,7 @@ impl std::fmt::Display for Mode {
             Mode::HttpBinary => "binary-mode CloudEvent (HTTP ce-* headers)",
             Mode::Structured => "structured-mode CloudEvent",
             Mode::Original => "original-format message",
+            Mode::OpenStack => "OpenStack notification",
         })
     }
 }
@@ -124,8 +128,9 @@ pub enum CloudEventError {
     )]
     NotJson { reason: String },
     #[error(
-        "the JSON message has no specversion (not a CloudEvent) and no event_source, user_name or \
-         event_data (not the original format)"
+        "the JSON message has no specversion (not a CloudEvent), no event_source, user_name or \
+         event_data (not the original format) and no oslo.message or event_type and publisher_id \
+         (not an OpenStack notification)"
     )]
     Unrecognised,
     #[error("{mode}: the body is not a JSON object: {reason}")]
@@ -263,6 +268,7 @@ fn dispatch(
     })?;
     match value {
         Value::Object(obj) if obj.contains_key("specversion") => structured::from_object(obj),
+        Value::Object(obj) if oslo::looks_like(&obj) => oslo::parse(obj),
         Value::Object(obj) if legacy::looks_like(&obj) => legacy::parse(obj, message_id),
         _ => Err(CloudEventError::Unrecognised),
     }
