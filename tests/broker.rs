@@ -193,3 +193,105 @@ async fn events_flow_through_the_platform_topology() {
     assert!(depth.lines().any(|l| l == empty), "{depth}");
     publisher.close().await.expect("close");
 }
+
+fn header(d: &Delivery, name: &str) -> Option<String> {
+    broker::headers_of(&d.properties)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| match v {
+            lambda::events::cloudevent::AmqpValue::Text(t) => Some(t),
+            _ => None,
+        })
+}
+
+#[tokio::test]
+async fn retries_wait_in_the_broker_and_dead_letters_keep_the_history() {
+    use lambda::api::ObjectKey;
+    use lambda::events::delay;
+    use lambda::events::execution::{
+        Attempt, EventRef, Execution, ExecutionStatus, Outcome, Trigger, execution_id,
+    };
+
+    let rmq = RabbitMq::start();
+    let b = Broker::connect(&rmq.url()).await.expect("connect");
+    b.declare_topology().await.expect("topology");
+    delay::declare_levels(&b).await.expect("levels");
+    delay::declare_levels(&b)
+        .await
+        .expect("levels again (idempotent)");
+    let work = "lambda.test.work";
+    b.declare_quorum_queue(work).await.expect("work queue");
+    let mut consumer = b.consume(work, "worker", 5).await.expect("consume");
+
+    let mut h = FieldTable::default();
+    h.insert("x-lambda-attempt".into(), AMQPValue::LongString("2".into()));
+    let start = std::time::Instant::now();
+    delay::publish_delayed(
+        &b,
+        work,
+        Duration::from_millis(1500),
+        b"retry me",
+        BasicProperties::default().with_headers(h),
+    )
+    .await
+    .expect("delayed publish");
+    // Held by the broker: nothing arrives early, then it comes back with its headers.
+    let d = next(&mut consumer).await;
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "came back after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "came back after {waited:?}"
+    );
+    assert_eq!(d.data, b"retry me");
+    assert_eq!(header(&d, "x-lambda-attempt").as_deref(), Some("2"));
+    ack(&d).await;
+
+    // A dead letter carries the event and the whole attempt history.
+    let key = ObjectKey::new("alice", "on-create");
+    let event = CloudEvent::new("e-9", "S1", "FileCreate").expect("event");
+    let t0 = chrono::Utc::now();
+    let mut x = Execution::new(
+        execution_id(&key, &event),
+        &key,
+        Trigger::Event { index: 0 },
+        Some(EventRef::of(&event)),
+        t0,
+    );
+    for _ in 0..2 {
+        x.start_attempt(t0).expect("start");
+        x.finish_attempt(t0, Outcome::FunctionError, Some(502), Some("boom"))
+            .expect("end");
+    }
+    x.finish(ExecutionStatus::DeadLettered, Some("RetriesExhausted"), t0)
+        .expect("final");
+    delay::publish_dead_letter(&b, "failed-events", &event, &x)
+        .await
+        .expect("dead letter");
+    let mut dlq = b
+        .consume("failed-events", "operator", 1)
+        .await
+        .expect("consume");
+    let d = next(&mut dlq).await;
+    assert_eq!(broker::event_of(&d).expect("event"), event);
+    assert_eq!(header(&d, delay::EXECUTION_HEADER), Some(x.id.clone()));
+    assert_eq!(
+        header(&d, delay::FUNCTION_HEADER).as_deref(),
+        Some("alice/on-create")
+    );
+    assert_eq!(
+        header(&d, delay::REASON_HEADER).as_deref(),
+        Some("RetriesExhausted")
+    );
+    let attempts: Vec<Attempt> =
+        serde_json::from_str(&header(&d, delay::ATTEMPTS_HEADER).expect("attempts")).expect("json");
+    assert_eq!(attempts, x.attempts);
+    ack(&d).await;
+    let queues = rmq.ctl(&["list_queues", "name", "type"]).expect("list");
+    assert!(queues.contains("failed-events\tquorum"), "{queues}");
+    assert!(queues.contains("lambda.delay.2048s\tquorum"), "{queues}");
+    b.close().await.expect("close");
+}

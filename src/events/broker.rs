@@ -129,41 +129,32 @@ impl Broker {
 
     /// Declares the exchange and queues of the module docs (idempotent).
     pub async fn declare_topology(&self) -> Result<(), BrokerError> {
+        self.declare_exchange(EVENTS_EXCHANGE, ExchangeKind::Topic)
+            .await?;
+        for queue in [INGEST_QUEUE, POISON_QUEUE] {
+            self.declare_quorum_queue(queue).await?;
+        }
+        self.bind(INGEST_QUEUE, EVENTS_EXCHANGE, "#").await
+    }
+
+    /// Declares a durable exchange.
+    pub async fn declare_exchange(
+        &self,
+        name: &str,
+        kind: ExchangeKind,
+    ) -> Result<(), BrokerError> {
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..Default::default()
         };
         self.publisher
-            .exchange_declare(
-                EVENTS_EXCHANGE.into(),
-                ExchangeKind::Topic,
-                durable,
-                FieldTable::default(),
-            )
+            .exchange_declare(name.into(), kind, durable, FieldTable::default())
             .await
-            .map_err(amqp("declare", EVENTS_EXCHANGE))?;
-        for queue in [INGEST_QUEUE, POISON_QUEUE] {
-            self.declare_quorum_queue(queue).await?;
-        }
-        self.publisher
-            .queue_bind(
-                INGEST_QUEUE.into(),
-                EVENTS_EXCHANGE.into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(amqp("bind", INGEST_QUEUE))
+            .map_err(amqp("declare", name))
     }
 
-    /// Declares a durable quorum queue (replicated, survives broker restarts).
-    pub async fn declare_quorum_queue(&self, queue: &str) -> Result<(), BrokerError> {
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString(LongString::from("quorum")),
-        );
+    /// Declares a durable queue with `args` (its type, dead-lettering, …).
+    pub async fn declare_queue(&self, queue: &str, args: FieldTable) -> Result<(), BrokerError> {
         let options = QueueDeclareOptions {
             durable: true,
             ..Default::default()
@@ -173,6 +164,35 @@ impl Broker {
             .await
             .map(|_| ())
             .map_err(amqp("declare", queue))
+    }
+
+    /// Declares a durable quorum queue (replicated, survives broker restarts).
+    pub async fn declare_quorum_queue(&self, queue: &str) -> Result<(), BrokerError> {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(LongString::from("quorum")),
+        );
+        self.declare_queue(queue, args).await
+    }
+
+    /// Binds `queue` to `exchange` with `routing_key`.
+    pub async fn bind(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+    ) -> Result<(), BrokerError> {
+        self.publisher
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                short(routing_key),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp("bind", queue))
     }
 
     /// Publishes persistently and waits for the broker's confirm; an unroutable message

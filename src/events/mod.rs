@@ -7,6 +7,7 @@
 
 pub mod broker;
 pub mod cloudevent;
+pub mod delay;
 pub mod execution;
 pub mod matching;
 pub mod retry;
