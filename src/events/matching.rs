@@ -14,6 +14,7 @@ use crate::api::meta::DEFAULT_NAMESPACE;
 use crate::api::{Function, ObjectKey};
 
 use super::cloudevent::CloudEvent;
+use super::execution::{EventRef, Execution, Trigger, execution_id};
 
 /// One function an event starts, and through which of its triggers.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -92,6 +93,27 @@ pub fn matching<'a>(
     // A list with the same function twice (two caches merged) must not start it twice.
     out.dedup_by(|a, b| a.function == b.function);
     out
+}
+
+/// The `Queued` execution records an event starts at `now`: one per matching function, each
+/// with the id [`execution_id`] derives (so a redelivery of the event yields the same records).
+pub fn executions_for<'a>(
+    event: &CloudEvent,
+    functions: impl IntoIterator<Item = &'a Function>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<Execution> {
+    matching(event, functions)
+        .into_iter()
+        .map(|m| {
+            Execution::new(
+                execution_id(&m.function, event),
+                &m.function,
+                Trigger::Event { index: m.trigger },
+                Some(EventRef::of(event)),
+                now,
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -257,6 +279,36 @@ mod tests {
         let f = function("default", "x", vec![EventTrigger::exact("s", "t")]);
         let fns = [f.clone(), f];
         assert_eq!(names(&matching(&event("s", "t"), &fns)), ["default/x#0"]);
+    }
+
+    #[test]
+    fn an_event_becomes_one_stable_queued_execution_per_function() {
+        let fns = [
+            function("default", "a", vec![EventTrigger::exact("s", "*")]),
+            function(
+                "default",
+                "b",
+                vec![EventTrigger::exact("x", "*"), EventTrigger::exact("s", "t")],
+            ),
+        ];
+        let now = chrono::Utc::now();
+        let e = event("s", "t");
+        let xs = executions_for(&e, &fns, now);
+        assert_eq!(xs.len(), 2);
+        assert_eq!(xs[0].function, "a");
+        assert_eq!(xs[1].trigger, Trigger::Event { index: 1 });
+        assert_ne!(xs[0].id, xs[1].id);
+        assert!(
+            xs.iter()
+                .all(|x| x.status == crate::events::execution::ExecutionStatus::Queued)
+        );
+        assert_eq!(xs[0].event.as_ref().map(|r| r.id.as_str()), Some("1"));
+        // The same event again (a redelivery) yields the same ids.
+        let again: Vec<_> = executions_for(&e, &fns, now)
+            .into_iter()
+            .map(|x| x.id)
+            .collect();
+        assert_eq!(again, [xs[0].id.clone(), xs[1].id.clone()]);
     }
 
     #[test]

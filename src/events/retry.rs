@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::api::function::RetryPolicy;
 
-use super::execution::Outcome;
+use super::execution::{Execution, ExecutionStatus, Outcome, TransitionError};
 
 /// Longest delay between two attempts, whatever the backoff doubles to.
 pub const MAX_DELAY: Duration = Duration::from_secs(3600);
@@ -124,6 +124,28 @@ pub fn decide(
     }
 }
 
+/// Records `decision` in the execution (whose last attempt has ended): `Succeeded`,
+/// `Retrying`, `DeadLettered` (exhausted with a dead-letter queue), or `Failed` with the reason.
+pub fn apply(
+    execution: &mut Execution,
+    decision: &Decision,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), TransitionError> {
+    match decision {
+        Decision::Succeed => execution.finish(ExecutionStatus::Succeeded, None, now),
+        Decision::Retry { .. } => execution.retrying(),
+        Decision::Exhausted {
+            reason,
+            dead_letter_queue: Some(_),
+        } => execution.finish(ExecutionStatus::DeadLettered, Some(reason), now),
+        Decision::Exhausted {
+            reason,
+            dead_letter_queue: None,
+        }
+        | Decision::Fail { reason } => execution.finish(ExecutionStatus::Failed, Some(reason), now),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +244,71 @@ mod tests {
                 reason: "RetriesExhausted",
                 dead_letter_queue: Some("failed-events".into())
             }
+        );
+    }
+
+    #[test]
+    fn decisions_are_recorded_in_the_execution() {
+        use crate::api::ObjectKey;
+        use crate::events::execution::Trigger;
+        let now = chrono::Utc::now();
+        let fresh = || {
+            let mut x = Execution::new(
+                "x1".into(),
+                &ObjectKey::new("a", "f"),
+                Trigger::Async,
+                None,
+                now,
+            );
+            x.start_attempt(now).expect("start");
+            x
+        };
+        let cases = [
+            (Decision::Succeed, ExecutionStatus::Succeeded, None),
+            (
+                Decision::Retry {
+                    attempt: 2,
+                    delay: S(1),
+                },
+                ExecutionStatus::Retrying,
+                None,
+            ),
+            (
+                Decision::Exhausted {
+                    reason: "RetriesExhausted",
+                    dead_letter_queue: Some("q".into()),
+                },
+                ExecutionStatus::DeadLettered,
+                Some("RetriesExhausted"),
+            ),
+            (
+                Decision::Exhausted {
+                    reason: "EventTooOld",
+                    dead_letter_queue: None,
+                },
+                ExecutionStatus::Failed,
+                Some("EventTooOld"),
+            ),
+            (
+                Decision::Fail {
+                    reason: "FunctionNotFound",
+                },
+                ExecutionStatus::Failed,
+                Some("FunctionNotFound"),
+            ),
+        ];
+        for (decision, status, reason) in cases {
+            let mut x = fresh();
+            apply(&mut x, &decision, now).expect("apply");
+            assert_eq!(x.status, status, "{decision:?}");
+            assert_eq!(x.reason.as_deref(), reason, "{decision:?}");
+            assert_eq!(x.finished_at.is_some(), status.is_terminal());
+        }
+        let mut done = fresh();
+        apply(&mut done, &Decision::Succeed, now).expect("apply");
+        assert!(
+            apply(&mut done, &Decision::Succeed, now).is_err(),
+            "a final record stays final"
         );
     }
 
