@@ -224,6 +224,31 @@ impl CloudEvent {
         }
     }
 
+    /// Addresses the event to `namespace` (the namespaced HTTP endpoint does this). The
+    /// namespace must be a DNS label, and an event that already names another one is refused
+    /// rather than silently moved to a different user's functions.
+    pub fn set_namespace(&mut self, namespace: &str) -> Result<(), CloudEventError> {
+        let invalid = |reason: String| CloudEventError::Invalid {
+            mode: Mode::Structured,
+            name: NAMESPACE_EXTENSION.into(),
+            reason,
+        };
+        crate::api::validation::check_dns_label(namespace)
+            .map_err(|why| invalid(format!("{namespace:?} is not a namespace name: {why}")))?;
+        match self.namespace() {
+            Some(ns) if ns != namespace => Err(invalid(format!(
+                "the event is for namespace {ns:?}, not {namespace:?}"
+            ))),
+            _ => {
+                self.extensions.insert(
+                    NAMESPACE_EXTENSION.into(),
+                    ExtensionValue::String(namespace.into()),
+                );
+                Ok(())
+            }
+        }
+    }
+
     /// `time` in the canonical RFC 3339 form (`…Z`), for headers and JSON.
     pub fn time_string(&self) -> Option<String> {
         self.time
@@ -354,5 +379,27 @@ mod tests {
             .map(|t| t.with_timezone(&Utc));
         assert_eq!(e.time_string().as_deref(), Some("2026-01-02T02:04:05Z"));
         assert_eq!(ExtensionValue::Integer(3).to_canonical_string(), "3");
+    }
+
+    #[test]
+    fn set_namespace_validates_and_never_moves_an_event_between_namespaces() {
+        let mut e = CloudEvent::new("1", "s", "t").expect("event");
+        e.set_namespace("team-a").expect("set");
+        assert_eq!(e.namespace(), Some("team-a"));
+        e.set_namespace("team-a").expect("same again");
+        let err = e.set_namespace("team-b").expect_err("conflict");
+        assert!(
+            err.to_string()
+                .contains("the event is for namespace \"team-a\", not \"team-b\""),
+            "{err}"
+        );
+        let mut e = CloudEvent::new("1", "s", "t").expect("event");
+        let err = e.set_namespace("Team_B").expect_err("invalid");
+        assert!(
+            err.to_string()
+                .contains("lambdanamespace is invalid: \"Team_B\" is not a namespace name"),
+            "{err}"
+        );
+        assert_eq!(e.namespace(), None);
     }
 }
