@@ -44,6 +44,32 @@ async fn an_unreachable_broker_is_named_without_its_password() {
 }
 
 #[tokio::test]
+async fn connecting_waits_for_a_broker_that_is_still_starting_and_gives_up_in_time() {
+    let start = std::time::Instant::now();
+    let err = Broker::connect_with_retry("amqp://u:p@127.0.0.1:9/%2f", Duration::from_secs(1))
+        .await
+        .err()
+        .expect("nothing listens on port 9");
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        err.to_string()
+            .contains("RabbitMQ at amqp://u:***@127.0.0.1:9/%2f"),
+        "{err}"
+    );
+    // Connecting before the broker is up: retried until it is.
+    let rmq = RabbitMq::spawn();
+    let b = Broker::connect_with_retry(&rmq.url(), Duration::from_secs(90))
+        .await
+        .expect("connects once the broker is up");
+    b.declare_topology().await.expect("declare");
+    b.close().await.expect("close");
+}
+
+#[tokio::test]
 async fn events_flow_through_the_platform_topology() {
     let rmq = RabbitMq::start();
     // No guest, and a wrong password is refused by name.

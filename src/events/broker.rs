@@ -14,6 +14,9 @@
 //! A publish returns only once the broker confirmed it (publisher confirms) and it reached a
 //! queue (mandatory): "published" means durably held.
 
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -120,6 +123,33 @@ impl Broker {
             publisher,
             address,
         })
+    }
+
+    /// Like [`Broker::connect`], retrying with exponential backoff and jitter (200 ms up to
+    /// 5 s) while the broker cannot be reached or is still starting, for at most `patience`;
+    /// each failure is logged with the address, and the last one is returned when patience
+    /// runs out.
+    pub async fn connect_with_retry(url: &str, patience: Duration) -> Result<Broker, BrokerError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        loop {
+            match Broker::connect(url).await {
+                Ok(b) => return Ok(b),
+                Err(e) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                    if tokio::time::Instant::now() + delay > deadline {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %e, retry_in = ?delay, "RabbitMQ not reachable yet");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
     }
 
     /// The broker's address, password redacted.

@@ -28,6 +28,13 @@ fn free_port() -> u16 {
 impl RabbitMq {
     /// Starts the broker and waits until it accepts AMQP logins; panics with its log if not.
     pub fn start() -> RabbitMq {
+        let r = Self::spawn();
+        r.wait_ready();
+        r
+    }
+
+    /// Starts the broker without waiting for it (for tests of clients that must wait).
+    pub fn spawn() -> RabbitMq {
         let dir = tempfile::tempdir().expect("temp dir");
         let (port, dist, epmd_port) = (free_port(), free_port(), free_port());
         let user = format!("lambda-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
@@ -57,7 +64,7 @@ impl RabbitMq {
             .unwrap_or_else(|e| {
                 panic!("cannot start rabbitmq-server (install Debian's rabbitmq-server): {e}")
             });
-        let r = RabbitMq {
+        RabbitMq {
             child: Some(child),
             dir,
             port,
@@ -65,9 +72,7 @@ impl RabbitMq {
             password,
             node,
             epmd_port,
-        };
-        r.wait_ready();
-        r
+        }
     }
 
     fn env(
@@ -98,7 +103,8 @@ impl RabbitMq {
         ]
     }
 
-    fn wait_ready(&self) {
+    /// Waits until the broker is up; panics with its log after 90 s.
+    pub fn wait_ready(&self) {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(90) {
             if self.ctl(&["await_startup"]).is_ok() {
