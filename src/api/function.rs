@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::meta::{Condition, Conditions};
 use super::object::Resource;
+pub use super::trigger::EventTrigger;
 use super::validation::{FieldErrors, check_dns_label};
 
 /// The language runtime a function runs on.
@@ -106,17 +107,6 @@ pub struct ScheduleTrigger {
     pub payload: Option<serde_json::Value>,
 }
 
-/// A subscription to queue events by source and type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct EventTrigger {
-    /// Event source, e.g. `storage/uploads`.
-    pub source: String,
-    /// Event type, e.g. `file.created`; `*` matches every type of the source.
-    #[serde(rename = "type")]
-    pub type_: String,
-}
-
 /// How a function can be invoked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -157,6 +147,10 @@ pub struct RetryPolicy {
     /// Queue that receives events that failed every attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_queue: Option<String>,
+    /// An event is not retried once it is older than this, counted from when the platform
+    /// accepted it (60–86400 s).
+    #[serde(default = "default_max_event_age")]
+    pub max_event_age_seconds: u32,
 }
 
 fn default_attempts() -> u32 {
@@ -165,6 +159,9 @@ fn default_attempts() -> u32 {
 fn default_backoff() -> u32 {
     1
 }
+fn default_max_event_age() -> u32 {
+    6 * 3600
+}
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -172,6 +169,7 @@ impl Default for RetryPolicy {
             max_attempts: default_attempts(),
             backoff_seconds: default_backoff(),
             dead_letter_queue: None,
+            max_event_age_seconds: default_max_event_age(),
         }
     }
 }
@@ -409,15 +407,37 @@ impl Resource for FunctionSpec {
                 }
             }
             for (i, ev) in self.triggers.events.iter().enumerate() {
-                e.non_empty(&format!("events[{i}].source"), &ev.source);
-                e.non_empty(&format!("events[{i}].type"), &ev.type_);
+                e.scoped(format!("events[{i}]"), |e| ev.validate(e));
             }
         });
         e.scoped("retry", |e| {
             e.range("maxAttempts", self.retry.max_attempts, 1, 10);
             e.range("backoffSeconds", self.retry.backoff_seconds, 1, 3600);
+            e.range(
+                "maxEventAgeSeconds",
+                self.retry.max_event_age_seconds,
+                60,
+                86400,
+            );
             if let Some(q) = &self.retry.dead_letter_queue {
-                e.non_empty("deadLetterQueue", q);
+                // A RabbitMQ queue name the platform declares: bounded, printable, and outside
+                // the broker's reserved `amq.` namespace.
+                let valid = !q.is_empty()
+                    && q.len() <= 200
+                    && q.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':')
+                    });
+                if !valid {
+                    e.push(
+                        "deadLetterQueue",
+                        format!("{q:?} must be 1-200 of [A-Za-z0-9._:-]"),
+                    );
+                } else if q.starts_with("amq.") {
+                    e.push(
+                        "deadLetterQueue",
+                        format!("{q:?}: names starting with amq. are reserved by RabbitMQ"),
+                    );
+                }
             }
         });
     }

@@ -11,6 +11,7 @@ pub mod nodepool;
 pub mod object;
 pub mod schema;
 pub mod snapshot;
+pub mod trigger;
 pub mod validation;
 
 pub use event::{EventSpec, EventStatus, EventType, InvolvedObject};

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cloud;
+pub mod rabbitmq;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
