@@ -380,17 +380,39 @@ pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
     if let Some((ns, name)) = functions.first() {
         step(&format!("invoking {ns}/{name}"));
         let url = format!("{gateway}/v1/namespaces/{ns}/functions/{name}/invoke");
-        let resp = reqwest::Client::new()
-            .post(&url)
-            .bearer_auth(&token)
-            .body(r#"{"name": "lambda up"}"#)
-            .send()
-            .await?;
-        let status = resp.status();
-        let text = resp.text().await?;
-        println!("{text}");
-        if !status.is_success() {
-            bail!("invoking {name} failed: HTTP {status}");
+        // After a crash (no `lambda down`), etcd still holds the last platform's status: a
+        // function may read Ready with endpoints that are gone until the new controller has
+        // reconciled it. Those answers (no replica, replica unreachable) are transient here.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let resp = reqwest::Client::new()
+                .post(&url)
+                .bearer_auth(&token)
+                .body(r#"{"name": "lambda up"}"#)
+                .send()
+                .await;
+            let (status, text) = match resp {
+                Ok(r) => {
+                    let status = r.status();
+                    (Some(status), r.text().await.unwrap_or_default())
+                }
+                Err(e) => (None, e.to_string()),
+            };
+            if status.is_some_and(|s| s.is_success()) {
+                println!("{text}");
+                break;
+            }
+            let transient = status.is_none_or(|s| s.as_u16() == 502 || s.as_u16() == 503);
+            if !transient || tokio::time::Instant::now() > deadline {
+                println!("{text}");
+                bail!(
+                    "invoking {name} failed: {} (logs: {})",
+                    status.map_or_else(|| "no answer".to_string(), |s| format!("HTTP {s}")),
+                    state.display()
+                );
+            }
+            eprintln!("    not answering yet ({}); retrying", text.trim());
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
     println!();
