@@ -112,8 +112,9 @@ impl Shell {
         std::thread::sleep(Duration::from_secs(secs));
         let early = child.try_wait().expect("try_wait");
         // SIGINT to the whole group, as the terminal sends Ctrl-C.
+        // (`--` first: procps' kill reads a bare `-PGID` as an option.)
         let _ = Command::new("kill")
-            .args(["-INT", &format!("-{}", child.id())])
+            .args(["-s", "INT", "--", &format!("-{}", child.id())])
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while child.try_wait().expect("try_wait").is_none() && Instant::now() < deadline {
@@ -122,8 +123,9 @@ impl Shell {
         let stopped = child.try_wait().expect("try_wait").is_some();
         // Whatever is left of the group goes, so that nothing holds the pipes open.
         let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", child.id())])
+            .args(["-s", "KILL", "--", &format!("-{}", child.id())])
             .status();
+        let _ = child.kill();
         let _ = child.wait();
         let mut out = String::new();
         let mut err = String::new();
