@@ -2,7 +2,7 @@
 //! distribution ports on loopback, data and log dirs in a temp dir, a generated user (no
 //! `guest`), all in one process group that is killed when dropped.
 
-use std::net::TcpListener;
+use super::free_port;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,13 +16,6 @@ pub struct RabbitMq {
     pub password: String,
     node: String,
     epmd_port: u16,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
 }
 
 impl RabbitMq {
