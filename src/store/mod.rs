@@ -191,8 +191,9 @@ impl Store {
         .map(|_| ())
     }
 
-    /// Runs one etcd call under the request timeout, mapping errors to [`StoreError`].
-    async fn call<T>(
+    /// Runs one etcd call under the request timeout, mapping errors to [`StoreError`] (`op` and
+    /// `key` name it). Also for records kept beside the objects with the raw client.
+    pub async fn call<T>(
         &self,
         op: &'static str,
         key: &str,

@@ -32,19 +32,8 @@ const DUPLICATE_RETRIES: usize = 10;
 /// Errors of the execution store, each naming the key or id it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutionError {
-    #[error("etcd {op} of {key} failed: {source}")]
-    Etcd {
-        op: &'static str,
-        key: String,
-        #[source]
-        source: etcd_client::Error,
-    },
-    #[error("etcd {op} of {key} timed out after {after:?}")]
-    Timeout {
-        op: &'static str,
-        key: String,
-        after: std::time::Duration,
-    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("stored execution record {key} is unreadable: {message}")]
     Invalid { key: String, message: String },
     #[error("cannot encode execution {id}: {message}")]
@@ -159,26 +148,14 @@ fn summary(e: &Execution) -> Result<Vec<u8>, ExecutionError> {
     })
 }
 
-/// Runs one etcd call under the store's request timeout.
+/// Runs one etcd call under the store's request timeout (the store's own mapping).
 async fn call<T>(
     store: &Store,
     op: &'static str,
     key: &str,
     fut: impl Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, ExecutionError> {
-    match tokio::time::timeout(store.request_timeout(), fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(source)) => Err(ExecutionError::Etcd {
-            op,
-            key: key.to_string(),
-            source,
-        }),
-        Err(_) => Err(ExecutionError::Timeout {
-            op,
-            key: key.to_string(),
-            after: store.request_timeout(),
-        }),
-    }
+    Ok(store.call(op, key, fut).await?)
 }
 
 fn header_revision(h: Option<&etcd_client::ResponseHeader>) -> i64 {
