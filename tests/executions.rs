@@ -275,3 +275,88 @@ async fn unreadable_values_and_bad_ids_are_clear_errors() {
         "execution abc not found in namespace alice"
     );
 }
+
+#[tokio::test]
+async fn the_cli_lists_shows_and_prints_the_logs_of_records() {
+    let etcd = Etcd::start();
+    let s = etcd.store().await;
+    let old = record("resize", "e-old", at(0));
+    let new = record("resize", "e-new", at(60));
+    store::begin(&s, &old).await.expect("begin");
+    store::begin(&s, &new).await.expect("begin");
+    let mut stored = store::get(&s, "alice", &old.id).await.expect("get");
+    let x = &mut stored.execution;
+    x.start_attempt(at(1)).expect("start");
+    x.finish_attempt(
+        at(2),
+        Outcome::FunctionError,
+        Some(502),
+        Some("ValueError: boom"),
+    )
+    .expect("end");
+    x.set_logs("resizing test.py\ntraceback …\n");
+    x.finish(ExecutionStatus::Failed, Some("RetriesExhausted"), at(2))
+        .expect("final");
+    store::update(&s, &stored).await.expect("update");
+
+    let (ok, out, err) = common::lambda(&etcd, &["executions", "resize", "-n", "alice"], None);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATUS"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(&new.id) && lines[1].contains("Queued"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with(&old.id)
+            && lines[2].contains("Failed")
+            && lines[2].contains("RetriesExhausted"),
+        "{out}"
+    );
+
+    let (ok, out, err) = common::lambda(
+        &etcd,
+        &[
+            "executions",
+            "resize",
+            "-n",
+            "alice",
+            "--status",
+            "failed",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["kind"], "ExecutionList");
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(1), "{out}");
+    assert_eq!(v["items"][0]["attempts"][0]["error"], "ValueError: boom");
+
+    let (ok, out, err) = common::lambda(&etcd, &["execution", "get", &old.id, "-n", "alice"], None);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("status: Failed") && out.contains("FileCreate"),
+        "{out}"
+    );
+    let (ok, out, err) =
+        common::lambda(&etcd, &["execution", "logs", &old.id, "-n", "alice"], None);
+    assert!(ok, "{err}");
+    assert_eq!(out, "resizing test.py\ntraceback …\n");
+
+    // Unknown and malformed ids and a bad status are clear errors.
+    let (ok, _, err) = common::lambda(
+        &etcd,
+        &["execution", "get", &"0".repeat(32), "-n", "alice"],
+        None,
+    );
+    assert!(!ok && err.contains("not found"), "{err}");
+    let (ok, _, err) = common::lambda(&etcd, &["execution", "logs", "../x", "-n", "alice"], None);
+    assert!(!ok && err.contains("../x"), "{err}");
+    let (ok, _, err) = common::lambda(&etcd, &["executions", "resize", "--status", "Done"], None);
+    assert!(!ok && err.contains("Done"), "{err}");
+}

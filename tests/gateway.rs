@@ -429,3 +429,169 @@ async fn no_ready_replica_is_503_and_a_deleted_key_stops_working() {
         .unwrap();
     assert_eq!(gone.status(), 401);
 }
+
+/// Execution records read over REST: one by id (namespaced and default), a function's history
+/// newest first through continue tokens, the status filter, and the errors a caller can act on.
+#[tokio::test]
+async fn execution_records_over_rest() {
+    use lambda::api::ObjectKey;
+    use lambda::events::cloudevent::CloudEvent;
+    use lambda::events::execution::store as records;
+    use lambda::events::execution::{EventRef, Execution, ExecutionStatus, Outcome, Trigger};
+
+    let s = setup(true).await;
+    let base = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+    let key = ObjectKey::new("alice", "on-create");
+    let mut ids = Vec::new();
+    for i in 0..5i64 {
+        let event = CloudEvent::new(format!("e-{i}"), "S1", "FileCreate").expect("event");
+        let at = base + chrono::Duration::seconds(i);
+        let e = Execution::new(
+            lambda::events::execution::execution_id(&key, &event),
+            &key,
+            Trigger::Event { index: 0 },
+            Some(EventRef::of(&event)),
+            at,
+        );
+        records::begin(&s.store, &e).await.expect("begin");
+        if i % 2 == 0 {
+            let mut st = records::get(&s.store, "alice", &e.id).await.expect("get");
+            st.execution.start_attempt(at).expect("start");
+            st.execution
+                .finish_attempt(at, Outcome::Succeeded, Some(200), None)
+                .expect("end");
+            st.execution.set_logs("hello from e\n");
+            st.execution
+                .finish(ExecutionStatus::Succeeded, None, at)
+                .expect("final");
+            records::update(&s.store, &st).await.expect("update");
+        }
+        ids.push(e.id);
+    }
+    let get = |path: String| {
+        s.http
+            .get(format!("{}{path}", s.base))
+            .bearer_auth(&s.token)
+            .send()
+    };
+
+    // One record, with its attempts and logs.
+    let r = get(format!("/v1/namespaces/alice/executions/{}", ids[0]))
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    let rec: Value = r.json().await.expect("json");
+    assert_eq!(rec["id"], ids[0].as_str());
+    assert_eq!(rec["status"], "Succeeded");
+    assert_eq!(rec["function"], "on-create");
+    assert_eq!(rec["event"]["source"], "S1");
+    assert_eq!(rec["attempts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(rec["logs"], "hello from e\n");
+
+    // Unauthenticated reads are refused like every other API call.
+    let r = s
+        .http
+        .get(format!(
+            "{}/v1/namespaces/alice/executions/{}",
+            s.base, ids[0]
+        ))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // Newest first, two per page, until `continue` is gone.
+    let mut seen = Vec::new();
+    let mut next: Option<String> = None;
+    for _ in 0..10 {
+        let mut path = "/v1/namespaces/alice/functions/on-create/executions?limit=2".to_string();
+        if let Some(t) = &next {
+            path.push_str(&format!("&continue={}", urlencode(t)));
+        }
+        let r = get(path).await.expect("list");
+        assert_eq!(r.status(), StatusCode::OK);
+        let page: Value = r.json().await.expect("json");
+        assert_eq!(page["kind"], "ExecutionList");
+        let items = page["items"].as_array().expect("items");
+        assert!(items.len() <= 2);
+        seen.extend(
+            items
+                .iter()
+                .map(|i| i["id"].as_str().expect("id").to_string()),
+        );
+        next = page["continue"].as_str().map(String::from);
+        if next.is_none() {
+            break;
+        }
+    }
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(seen, newest_first);
+
+    // The status filter.
+    let r = get("/v1/namespaces/alice/functions/on-create/executions?status=Queued".into())
+        .await
+        .expect("list");
+    let page: Value = r.json().await.expect("json");
+    let queued: Vec<&str> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(queued, vec![ids[3].as_str(), ids[1].as_str()]);
+
+    // Errors name what is wrong.
+    for (path, code, needle) in [
+        (
+            "/v1/namespaces/alice/executions/nope".to_string(),
+            404,
+            "nope",
+        ),
+        (
+            "/v1/namespaces/alice/executions/bad%20id".to_string(),
+            400,
+            "bad id",
+        ),
+        ("/v1/executions/missing".to_string(), 404, "default"),
+        (
+            "/v1/namespaces/alice/functions/on-create/executions?status=Done".to_string(),
+            400,
+            "status",
+        ),
+        (
+            "/v1/namespaces/alice/functions/on-create/executions?limit=1000".to_string(),
+            400,
+            "limit",
+        ),
+        (
+            "/v1/namespaces/alice/functions/on-create/executions?stauts=Failed".to_string(),
+            400,
+            "stauts",
+        ),
+        (
+            "/v1/namespaces/alice/functions/on-create/executions?continue=garbage".to_string(),
+            400,
+            "continue",
+        ),
+    ] {
+        let r = get(path.clone()).await.expect("get");
+        assert_eq!(r.status().as_u16(), code, "{path}");
+        let body: Value = r.json().await.expect("error body");
+        let msg = body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(msg.contains(needle), "{path}: {msg}");
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

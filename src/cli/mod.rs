@@ -8,6 +8,7 @@ pub mod context;
 mod controller;
 mod describe;
 mod events;
+mod executions;
 mod get;
 mod invoke;
 mod logs;
@@ -344,6 +345,11 @@ pub enum Command {
     Invoke(invoke::InvokeArgs),
     /// Print (and with -f follow) the logs of a function's replicas.
     Logs(logs::LogsArgs),
+    /// List execution records (async, event, scheduled runs), newest first.
+    Executions(executions::ExecutionsArgs),
+    /// Show one execution's record or its logs.
+    #[command(subcommand)]
+    Execution(executions::ExecutionCommand),
     /// Authenticate against OpenStack and show the catalog, flavors, key pairs, zones.
     CloudCheck(cloud_check::CloudCheckArgs),
     /// Show and edit the CLI's contexts (where the gateway, etcd and the Swarm manager are).
@@ -433,6 +439,8 @@ pub async fn run(mut cli: Cli) -> Result<()> {
         Command::Apikey(cmd) => invoke::apikey(g, cmd).await,
         Command::Invoke(args) => invoke::invoke(g, args).await,
         Command::Logs(args) => logs::run(g, args).await,
+        Command::Executions(args) => executions::list(g, args).await,
+        Command::Execution(cmd) => executions::run(g, cmd).await,
         Command::CloudCheck(args) => cloud_check::run(&args).await,
         Command::Config(cmd) => config::run(g, cmd),
     }

@@ -8,6 +8,7 @@
 pub mod apikeys;
 mod crud;
 mod error;
+mod executions;
 mod invoke;
 mod metrics;
 mod openapi;
@@ -172,6 +173,12 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             "/v1/namespaces/{ns}/functions/{name}",
             get(crud::get).put(crud::replace).delete(crud::delete),
         )
+        .route(
+            "/v1/namespaces/{ns}/functions/{name}/executions",
+            get(executions::list),
+        )
+        .route("/v1/namespaces/{ns}/executions/{id}", get(executions::get))
+        .route("/v1/executions/{id}", get(executions::get_default))
         .route_layer(middleware::from_fn_with_state(gw.clone(), auth));
     Router::new()
         .merge(api)

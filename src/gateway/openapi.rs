@@ -114,6 +114,17 @@ pub fn document() -> Value {
                 "delete": {"summary": "Delete a function", "parameters": [ns, name],
                            "responses": {"200": {"description": "Deleted"}, "202": {"description": "Deletion started (finalizers run)"}, "404": err_response("Not found")}}
             },
+            "/v1/namespaces/{ns}/functions/{name}/executions": {
+                "get": {"summary": "A function's execution records, newest first", "parameters": [ns, name,
+                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["Queued", "Running", "Retrying", "Succeeded", "Failed", "DeadLettered"]}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
+                    {"name": "continue", "in": "query", "schema": {"type": "string"}, "description": "The `continue` of the previous page"}],
+                        "responses": {"200": {"description": "ExecutionList (`continue` absent on the last page)"}, "400": err_response("A bad or unknown query parameter (named)")}}
+            },
+            "/v1/namespaces/{ns}/executions/{id}": {
+                "get": {"summary": "One execution record: status, attempts, result and logs", "parameters": [ns, {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                        "responses": {"200": {"description": "The Execution"}, "400": err_response("Malformed id"), "404": err_response("Not found")}}
+            },
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "text exposition"}}}},
             "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3"}}}},
