@@ -51,6 +51,7 @@ cleanup() {
     "$PROJECT_ROOT/target/debug/lambda" down --project-dir "$PROJECT_ROOT" >/dev/null 2>&1 || true
   fi
   "$PROJECT_ROOT/scripts/openstack/down.sh" >/dev/null 2>&1 || true
+  "$PROJECT_ROOT/scripts/rabbitmq.sh" down >/dev/null 2>&1 || true
   "$PROJECT_ROOT/scripts/swarm.sh" down >/dev/null 2>&1 || true
 }
 trap cleanup EXIT

@@ -11,43 +11,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::post;
 use common::Etcd;
+use common::replica::replica;
 use lambda::api::function::Endpoint;
 use lambda::api::{FunctionSpec, FunctionStatus};
 use lambda::gateway::{GatewayConfig, apikeys};
 use serde_json::{Value, json};
-
-/// A replica that follows the agent contract: echoes the event, or fails, sleeps, per event.
-async fn replica(hits: Arc<AtomicUsize>) -> SocketAddr {
-    let app = axum::Router::new().route(
-        "/invoke",
-        post(move |headers: HeaderMap, body: axum::body::Bytes| {
-            let hits = hits.clone();
-            async move {
-                hits.fetch_add(1, Ordering::SeqCst);
-                let ev: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                let deadline: u64 = headers.get("x-lambda-deadline-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
-                if let Some(ms) = ev["sleep_ms"].as_u64() {
-                    if ms > deadline {
-                        tokio::time::sleep(Duration::from_millis(deadline)).await;
-                        return (StatusCode::GATEWAY_TIMEOUT, [("x-lambda-status", "timeout")], axum::Json(json!({"errorType": "Timeout", "errorMessage": "exceeded"}))).into_response();
-                    }
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                }
-                if ev["fail"].as_bool() == Some(true) {
-                    return (StatusCode::BAD_GATEWAY, [("x-lambda-status", "error")], axum::Json(json!({"errorType": "ValueError", "errorMessage": "boom", "stackTrace": ["line 1"]}))).into_response();
-                }
-                (StatusCode::OK, [("x-lambda-status", "ok")], axum::Json(json!({"echo": ev}))).into_response()
-            }
-        }),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await });
-    addr
-}
 
 struct Setup {
     _etcd: Etcd,
@@ -68,6 +37,7 @@ async fn setup(auth: bool) -> Setup {
     let cfg = GatewayConfig {
         listen: format!("127.0.0.1:{port}").parse().unwrap(),
         insecure_no_auth: !auth,
+        amqp_url: None,
     };
     tokio::spawn(lambda::gateway::run(
         store.clone(),

@@ -214,8 +214,20 @@ fn the_usage_block_runs_verbatim_after_lambda_up() {
         );
         eprintln!("{}", out.lines().take(8).collect::<Vec<_>>().join("\n"));
         // What each kind of line is for, checked on its output.
-        if line.starts_with("lambda invoke hello") {
+        if line.starts_with("lambda invoke hello") && line.contains("--async") {
+            let id = out.trim();
+            assert!(
+                id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+                "an async invoke prints its execution id: {out}"
+            );
+        } else if line.starts_with("lambda invoke hello") {
             assert!(out.contains("hello, x!"), "{out}");
+        }
+        if line.starts_with("lambda executions hello") {
+            assert!(
+                out.starts_with("ID") && out.contains("hello") && out.contains("async"),
+                "the async invocation's record is listed: {out}"
+            );
         }
         if line.starts_with("lambda get functions") {
             assert!(out.contains("hello") && out.contains("echo"), "{out}");

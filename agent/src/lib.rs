@@ -36,6 +36,11 @@
 //! - `X-Lambda-Deadline-Ms`: how many ms the caller will still wait; the invocation's deadline is
 //!   `min(that, LAMBDA_TIMEOUT_MS)` and covers the wait for a free worker too.
 //!
+//! - `X-Lambda-Log-Type: Tail`: also return what the function wrote (stdout and stderr) during this
+//!   invocation, base64 in `X-Lambda-Log-Result` (its last 16 KiB, after a `[... N earlier bytes
+//!   cut ...]` line when there was more). Output a function's background work writes after it
+//!   returned is not its own and may land in the next invocation's.
+//!
 //! Every response carries `X-Lambda-Invocation-Id`, `X-Lambda-Duration-Ms` (agent time, ms with 3
 //! decimals), `X-Lambda-Status` and `Content-Type: application/json`:
 //!

@@ -114,35 +114,44 @@ impl Pool {
         (started && warm > 0, warm, warm.saturating_sub(idle))
     }
 
-    /// Runs one invocation within `deadline` (which covers the wait for a worker too).
+    /// Runs one invocation within `deadline` (which covers the wait for a worker too); with
+    /// `capture`, also returns what the function wrote to stderr/stdout meanwhile.
     pub async fn invoke(
         self: &Arc<Self>,
         id: Arc<str>,
         deadline: Duration,
         event: Bytes,
-    ) -> Outcome {
+        capture: bool,
+    ) -> (Outcome, Option<Vec<u8>>) {
         let start = Instant::now();
         let until = start + deadline;
         let deadline_ms = deadline.as_millis();
         if deadline.is_zero() {
             // Nothing can run in no time; don't hand out (and then kill) a worker for it.
-            return Outcome::QueueTimeout { deadline_ms };
+            return (Outcome::QueueTimeout { deadline_ms }, None);
         }
         let permit = match tokio::time::timeout_at(until, self.permits.acquire()).await {
             Ok(Ok(permit)) => permit,
             // The semaphore is never closed; treat it like a full queue if it ever is.
-            Ok(Err(_)) | Err(_) => return Outcome::QueueTimeout { deadline_ms },
+            Ok(Err(_)) | Err(_) => return (Outcome::QueueTimeout { deadline_ms }, None),
         };
         let worker = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let Some(mut worker) = worker else {
             // A permit always has its idle worker; keep the permit and report rather than panic.
-            return Outcome::WorkerExited("no idle worker behind a free permit".into());
+            return (
+                Outcome::WorkerExited("no idle worker behind a free permit".into()),
+                None,
+            );
         };
         // The permit now travels with the worker: returned with it, or re-added by its replacement.
         permit.forget();
         let remaining = until.saturating_duration_since(Instant::now());
         let remaining_ms = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
-        match tokio::time::timeout_at(until, worker.call(&id, remaining_ms, &event)).await {
+        let call = worker.call(&id, remaining_ms, &event, capture);
+        let result = tokio::time::timeout_at(until, call).await;
+        // What it wrote, even when it failed or overran (the worker is replaced after).
+        let logs = worker.take_logs();
+        let outcome = match result {
             Ok(Ok(reply)) => {
                 self.put_back(worker);
                 self.outcome(reply)
@@ -163,7 +172,8 @@ impl Pool {
                 self.replace(worker);
                 Outcome::Timeout { deadline_ms }
             }
-        }
+        };
+        (outcome, logs)
     }
 
     fn outcome(&self, reply: Reply) -> Outcome {

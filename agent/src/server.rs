@@ -29,6 +29,11 @@ pub const DEADLINE_MS: HeaderName = HeaderName::from_static("x-lambda-deadline-m
 pub const STATUS: HeaderName = HeaderName::from_static("x-lambda-status");
 /// Response header: time the agent spent on the request, in ms (3 decimals).
 pub const DURATION_MS: HeaderName = HeaderName::from_static("x-lambda-duration-ms");
+/// Request header: `Tail` asks for the invocation's own output in [`LOG_RESULT`].
+pub const LOG_TYPE: HeaderName = HeaderName::from_static("x-lambda-log-type");
+/// Response header: base64 of what the function wrote during the invocation (its last
+/// 16 KiB, after a `[... N earlier bytes cut ...]` line when there was more).
+pub const LOG_RESULT: HeaderName = HeaderName::from_static("x-lambda-log-result");
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +200,10 @@ impl Server {
                 }
             }
         }
+        let capture = headers
+            .get(&LOG_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("tail"));
         let limit = self.cfg.max_payload;
         let too_large = || {
             let msg = format!("the event exceeds the payload limit of {limit} bytes");
@@ -237,11 +246,14 @@ impl Server {
         // (the worker would be lost); the task returns the worker to the pool either way.
         let pool = self.pool.clone();
         let task_id = id.clone();
-        let outcome =
-            match tokio::spawn(async move { pool.invoke(task_id, deadline, event).await }).await {
-                Ok(outcome) => outcome,
-                Err(e) => Outcome::WorkerExited(format!("invocation task failed: {e}")),
-            };
+        let task = async move { pool.invoke(task_id, deadline, event, capture).await };
+        let (outcome, logs) = match tokio::spawn(task).await {
+            Ok(done) => done,
+            Err(e) => (
+                Outcome::WorkerExited(format!("invocation task failed: {e}")),
+                None,
+            ),
+        };
         let (reply, status) = match outcome {
             Outcome::Ok(result) => (json_response(StatusCode::OK, result), "ok"),
             Outcome::FunctionError(body) => (json_response(StatusCode::BAD_GATEWAY, body), "error"),
@@ -265,7 +277,15 @@ impl Server {
                 "error",
             ),
         };
-        finish(reply, status, &id, start)
+        let mut reply = finish(reply, status, &id, start);
+        if let Some(logs) = logs {
+            use base64::Engine as _;
+            let text = base64::engine::general_purpose::STANDARD.encode(logs);
+            if let Ok(v) = HeaderValue::from_str(&text) {
+                reply.headers_mut().insert(LOG_RESULT, v);
+            }
+        }
+        reply
     }
 }
 

@@ -104,9 +104,60 @@ pub fn prepare(cfg: &Config) -> Result<PathBuf, WorkerError> {
     Ok(boot)
 }
 
-/// The invocation id a worker's stderr lines are prefixed with: the latest one, kept after the reply
-/// because the forwarder may read a line only after the reply went out (`init` before the first).
-type LogLabel = Arc<Mutex<Arc<str>>>;
+/// The line a bootstrap writes to stderr just before each reply: everything the worker wrote
+/// since the previous one belongs to this invocation.
+const END_OF_INVOCATION: &[u8] = b"\x1f\x1flambda-invocation-end\n";
+/// Most output kept per invocation when it is captured (the last bytes; the front is cut).
+pub const MAX_CAPTURED_LOG_BYTES: usize = 16 << 10;
+/// How long a reply waits for the stderr forwarder to reach the invocation's end marker (the
+/// two pipes are read independently).
+const CAPTURE_SETTLE: Duration = Duration::from_millis(200);
+
+/// What the stderr forwarder shares with the worker: the invocation id lines are prefixed with
+/// (the latest one, kept after the reply because the forwarder may read a line only after the
+/// reply went out; `init` before the first), and the capture of the running invocation.
+#[derive(Debug)]
+struct LogState {
+    label: Arc<str>,
+    capture: Option<Capture>,
+}
+
+/// One invocation's captured output: its last [`MAX_CAPTURED_LOG_BYTES`], how much was cut
+/// before them, and who waits for its end marker.
+#[derive(Debug, Default)]
+struct Capture {
+    buf: Vec<u8>,
+    cut: usize,
+    ended: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Capture {
+    fn push(&mut self, line: &[u8]) {
+        self.buf.extend_from_slice(line);
+        if self.buf.len() > 2 * MAX_CAPTURED_LOG_BYTES {
+            let drop = self.buf.len() - MAX_CAPTURED_LOG_BYTES;
+            self.buf.drain(..drop);
+            self.cut += drop;
+        }
+    }
+
+    /// The output, its last [`MAX_CAPTURED_LOG_BYTES`] after a marker line when cut.
+    fn finish(mut self) -> Vec<u8> {
+        if self.buf.len() > MAX_CAPTURED_LOG_BYTES {
+            let drop = self.buf.len() - MAX_CAPTURED_LOG_BYTES;
+            self.buf.drain(..drop);
+            self.cut += drop;
+        }
+        if self.cut == 0 {
+            return self.buf;
+        }
+        let mut out = format!("[... {} earlier bytes cut ...]\n", self.cut).into_bytes();
+        out.extend_from_slice(&self.buf);
+        out
+    }
+}
+
+type LogLabel = Arc<Mutex<LogState>>;
 
 /// A warm interpreter process and its protocol pipes.
 #[derive(Debug)]
@@ -167,7 +218,10 @@ impl Worker {
         else {
             return Err(spawn_err(std::io::Error::other("missing stdio pipe")));
         };
-        let label: LogLabel = Arc::new(Mutex::new(Arc::from("init")));
+        let label: LogLabel = Arc::new(Mutex::new(LogState {
+            label: Arc::from("init"),
+            capture: None,
+        }));
         tokio::spawn(forward_stderr(
             stderr,
             cfg.function_name.clone(),
@@ -209,15 +263,47 @@ impl Worker {
 
     /// Sends one event and reads the reply. Cancel-safe only in the sense that a cancelled call leaves
     /// the worker mid-frame: the caller must then [`kill`](Worker::kill) it.
+    /// With `capture`, what the worker writes to stderr during this call is kept too, for
+    /// [`Worker::take_logs`].
     pub async fn call(
         &mut self,
         id: &Arc<str>,
         remaining_ms: u64,
         event: &[u8],
+        capture: bool,
     ) -> Result<Reply, WorkerError> {
-        if let Ok(mut label) = self.label.lock() {
-            *label = id.clone();
+        let mut ended = None;
+        if let Ok(mut state) = self.label.lock() {
+            state.label = id.clone();
+            state.capture = capture.then(|| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                ended = Some(rx);
+                Capture {
+                    ended: Some(tx),
+                    ..Default::default()
+                }
+            });
         }
+        let reply = self.exchange(id, remaining_ms, event).await;
+        if let (Ok(_), Some(rx)) = (&reply, ended) {
+            // The reply came on stdout; its output may still be in the stderr pipe.
+            let _ = tokio::time::timeout(CAPTURE_SETTLE, rx).await;
+        }
+        reply
+    }
+
+    /// The output captured during the last call (see [`Worker::call`]), if it was captured.
+    pub fn take_logs(&self) -> Option<Vec<u8>> {
+        let mut state = self.label.lock().ok()?;
+        state.capture.take().map(Capture::finish)
+    }
+
+    async fn exchange(
+        &mut self,
+        id: &Arc<str>,
+        remaining_ms: u64,
+        event: &[u8],
+    ) -> Result<Reply, WorkerError> {
         frame::encode_request(&mut self.frame, id, remaining_ms, event);
         if let Err(e) = self.stdin.write_all(&self.frame).await {
             return Err(self.exited_or(e.into()));
@@ -288,17 +374,68 @@ async fn forward_stderr(stderr: tokio::process::ChildStderr, function: String, l
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        let id = label
-            .lock()
-            .map(|l| l.clone())
-            .unwrap_or_else(|_| Arc::from("?"));
+        // The end marker, possibly after output that did not end its line.
+        let (text, end) = match line.strip_suffix(END_OF_INVOCATION) {
+            Some(text) => (text, true),
+            None => (&line[..], false),
+        };
+        let id = match label.lock() {
+            Ok(mut state) => {
+                let capture = state.capture.as_mut().filter(|c| c.ended.is_some());
+                if let Some(c) = capture {
+                    c.push(text);
+                    if end && let Some(tx) = c.ended.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                state.label.clone()
+            }
+            Err(_) => Arc::from("?"),
+        };
+        if text.is_empty() {
+            continue;
+        }
         out.clear();
         out.extend_from_slice(format!("[{function} {id}] ").as_bytes());
-        out.extend_from_slice(&line);
+        out.extend_from_slice(text);
         if out.last() != Some(&b'\n') {
             out.push(b'\n');
         }
         // One write per line keeps lines of concurrent workers whole.
         let _ = std::io::stderr().lock().write_all(&out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_capture_keeps_the_last_bytes_and_says_what_it_cut() {
+        let mut c = Capture::default();
+        c.push(b"short\n");
+        assert_eq!(c.finish(), b"short\n");
+
+        let mut c = Capture::default();
+        let line = vec![b'x'; 1000];
+        for _ in 0..100 {
+            c.push(&line);
+        }
+        c.push(b"last\n");
+        // Bounded while it grows, not only at the end.
+        assert!(c.buf.len() <= 2 * MAX_CAPTURED_LOG_BYTES);
+        let out = c.finish();
+        let text = String::from_utf8(out).expect("utf-8");
+        let cut = 100 * 1000 + 5 - MAX_CAPTURED_LOG_BYTES;
+        assert!(
+            text.starts_with(&format!("[... {cut} earlier bytes cut ...]\n")),
+            "{}",
+            &text[..60]
+        );
+        assert!(text.ends_with("last\n"));
+        assert_eq!(
+            text.len() - text.find('\n').unwrap() - 1,
+            MAX_CAPTURED_LOG_BYTES
+        );
     }
 }

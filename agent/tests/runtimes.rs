@@ -269,3 +269,53 @@ fn keep_alive_connection_serves_many_requests() {
     assert_eq!(conn.send("GET", "/nope", &[], b"").unwrap().status, 404);
     assert_eq!(conn.send("GET", "/invoke", &[], b"").unwrap().status, 405);
 }
+
+/// `X-Lambda-Log-Type: Tail` → the invocation's own output, base64 in `X-Lambda-Log-Result`.
+fn log_result(r: &common::Resp) -> Option<String> {
+    use base64::Engine as _;
+    let b = base64::engine::general_purpose::STANDARD
+        .decode(r.header("x-lambda-log-result")?)
+        .expect("base64");
+    Some(String::from_utf8(b).expect("utf-8"))
+}
+
+#[test]
+fn each_invocation_can_get_its_own_output_back() {
+    let tail = [("X-Lambda-Log-Type", "Tail")];
+    let py = Agent::start("python3", PY, &[("LAMBDA_HANDLER", "code.handler")]);
+    let r = py.invoke_with(&tail, br#"{"op":"print"}"#);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        log_result(&r).as_deref(),
+        Some("printed on stdout\nwritten on stdout\n")
+    );
+    // The next one has only its own (none here), and only when asked.
+    let r = py.invoke_with(&tail, br#"{"op":"none"}"#);
+    assert_eq!(log_result(&r).as_deref(), Some(""));
+    assert_eq!(log_result(&py.invoke(r#"{"op":"print"}"#)), None);
+    // An exception's traceback is the failed invocation's output.
+    let r = py.invoke_with(&tail, br#"{"op":"raise","msg":"bad input"}"#);
+    assert_eq!(r.status, 502);
+    let logs = log_result(&r).expect("logs");
+    assert!(logs.contains("ValueError: bad input"), "{logs}");
+    // The end markers never reach the container log.
+    common::wait_log(&py, "written on stdout");
+    assert!(!py.log_text().contains("lambda-invocation-end"));
+
+    let sh = Agent::start("shell", SH, &[]);
+    let r = sh.invoke_with(&tail, br#"{"fail": 1}"#);
+    assert_eq!(r.status, 502);
+    assert_eq!(
+        log_result(&r).as_deref(),
+        Some("first problem\nsecond problem\n")
+    );
+}
+
+#[test]
+fn node_output_is_captured_per_invocation() {
+    let agent = Agent::start("node", NODE, &[]);
+    let r = agent.invoke_with(&[("X-Lambda-Log-Type", "tail")], br#"{"op":"log"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let logs = log_result(&r).expect("logs");
+    assert!(logs.contains("node says hi"), "{logs}");
+}

@@ -88,6 +88,30 @@ pub enum BenchCommand {
         #[arg(long, default_value = "{}")]
         data: String,
     },
+    /// Asynchronous invocations end to end (202 → record Succeeded) vs. raw publish → consume
+    /// of the same bytes on the same broker.
+    Events {
+        /// Function to invoke (namespace from -n); a trivial one measures the platform.
+        function: String,
+        #[arg(long, default_value_t = 2_000)]
+        invocations: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Gateway URL [default: the context's].
+        #[arg(long, env = "LAMBDA_GATEWAY")]
+        gateway: Option<String>,
+        /// API key [default: the context's].
+        #[arg(long, env = "LAMBDA_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// RabbitMQ [default: the context's broker].
+        #[arg(long, env = "LAMBDA_AMQP_URL", hide_env_values = true)]
+        amqp_url: Option<String>,
+        /// The event.
+        #[arg(long, default_value = "{}")]
+        data: String,
+        #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Store create rate vs. raw etcd puts of the same bytes at the same concurrency; watch
     /// latency (write → event delivered).
     Store {
@@ -281,6 +305,37 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
                 duration,
             )
             .await?;
+            return Ok(());
+        }
+        BenchCommand::Events {
+            function,
+            invocations,
+            concurrency,
+            gateway,
+            token,
+            amqp_url,
+            data,
+            timeout,
+        } => {
+            let Some(amqp) = g.broker(amqp_url.as_ref()) else {
+                bail!("no broker: pass --amqp-url, set LAMBDA_AMQP_URL, or use a context with one");
+            };
+            let store = g.store().await?;
+            let cfg = crate::bench::events::EventsBench {
+                invoke_url: format!(
+                    "{}/v1/namespaces/{}/functions/{function}/invoke",
+                    g.gateway(gateway.as_ref()).value.trim_end_matches('/'),
+                    g.namespace()
+                ),
+                bearer: g.token(token.as_ref()).map(|t| t.value),
+                namespace: g.namespace(),
+                amqp_url: amqp.value,
+                invocations: invocations.max(1),
+                concurrency: concurrency.max(1),
+                data,
+                timeout,
+            };
+            crate::bench::events::run(&store, &cfg).await?;
             return Ok(());
         }
         BenchCommand::Store {

@@ -18,6 +18,9 @@ pub struct GatewayArgs {
     /// Serve without authentication. Only for trusted local setups.
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// RabbitMQ for asynchronous invocations and events [default: the context's broker].
+    #[arg(long, env = "LAMBDA_AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<String>,
 }
 
 /// `lambda apikey …`
@@ -48,6 +51,13 @@ pub struct InvokeArgs {
     /// Print the response headers (invocation id, duration) to stderr.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Queue the invocation and print its execution id (202) instead of waiting for the
+    /// result; follow it with `lambda execution get ID`.
+    #[arg(long = "async")]
+    pub asynchronous: bool,
+    /// With --async: a URL that receives the result when the execution ends.
+    #[arg(long, requires = "asynchronous")]
+    pub callback_url: Option<String>,
 }
 
 pub async fn gateway(g: &GlobalArgs, args: GatewayArgs) -> Result<()> {
@@ -55,6 +65,7 @@ pub async fn gateway(g: &GlobalArgs, args: GatewayArgs) -> Result<()> {
     let cfg = GatewayConfig {
         listen: args.listen,
         insecure_no_auth: args.insecure_no_auth,
+        amqp_url: g.broker(args.amqp_url.as_ref()).map(|r| r.value),
     };
     crate::gateway::run(store, cfg, super::shutdown_signal()).await?;
     Ok(())
@@ -113,6 +124,12 @@ pub async fn invoke(g: &GlobalArgs, args: InvokeArgs) -> Result<()> {
         .post(&url)
         .header("content-type", "application/json")
         .body(body);
+    if args.asynchronous {
+        req = req.header("prefer", "respond-async");
+    }
+    if let Some(c) = &args.callback_url {
+        req = req.header("x-callback-url", c);
+    }
     if let Some(t) = &token {
         req = req.bearer_auth(&t.value);
     }
@@ -139,7 +156,17 @@ pub async fn invoke(g: &GlobalArgs, args: InvokeArgs) -> Result<()> {
         }
     }
     let text = resp.text().await.context("reading the response")?;
-    if status.is_success() {
+    if status == reqwest::StatusCode::ACCEPTED {
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        match v["executionId"].as_str() {
+            Some(id) => {
+                println!("{id}");
+                eprintln!("queued; follow it with `lambda execution get {id}`");
+            }
+            None => println!("{text}"),
+        }
+        Ok(())
+    } else if status.is_success() {
         println!("{text}");
         Ok(())
     } else {

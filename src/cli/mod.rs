@@ -11,6 +11,7 @@ mod events;
 mod executions;
 mod get;
 mod invoke;
+mod listener;
 mod logs;
 mod output;
 mod up;
@@ -151,6 +152,17 @@ impl GlobalArgs {
             "--token",
             "LAMBDA_TOKEN",
             self.ctx_field(|c| c.token.as_ref()),
+            None,
+        )
+    }
+
+    /// The broker's AMQP URL: `given` (`--amqp-url`/`$LAMBDA_AMQP_URL`) or the context's.
+    pub fn broker(&self, given: Option<&String>) -> Option<context::Resolved<String>> {
+        context::resolve(
+            given,
+            "--amqp-url",
+            "LAMBDA_AMQP_URL",
+            self.ctx_field(|c| c.broker.as_ref()),
             None,
         )
     }
@@ -336,6 +348,8 @@ pub enum Command {
     Up(up::UpArgs),
     /// Stop and remove what `lambda up` started.
     Down(up::DownArgs),
+    /// Run the queue listener: events and asynchronous invocations on RabbitMQ.
+    Events(listener::EventsArgs),
     /// Serve the invocation gateway (REST: invoke, function CRUD, OpenAPI, metrics).
     Gateway(invoke::GatewayArgs),
     /// Manage the gateway's API keys.
@@ -436,6 +450,7 @@ pub async fn run(mut cli: Cli) -> Result<()> {
         Command::Up(args) => up::up(g, args).await,
         Command::Down(args) => up::down(g, args).await,
         Command::Gateway(args) => invoke::gateway(g, args).await,
+        Command::Events(args) => listener::run(g, args).await,
         Command::Apikey(cmd) => invoke::apikey(g, cmd).await,
         Command::Invoke(args) => invoke::invoke(g, args).await,
         Command::Logs(args) => logs::run(g, args).await,

@@ -93,6 +93,8 @@ fn exports(text: &str) -> Vec<(String, String)> {
 
 /// Where `lambda up` runs `lambda cloud`.
 const CLOUD_LISTEN: &str = "127.0.0.1:8780";
+/// Where `lambda events` started by `lambda up` serves /metrics.
+const EVENTS_METRICS: &str = "127.0.0.1:9467";
 
 /// Waits until `addr` accepts connections and `file` exists (a daemon's readiness).
 async fn wait_listening(addr: &str, file: &Path, log: &Path) -> Result<()> {
@@ -187,6 +189,9 @@ pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
 
     step("etcd");
     script(&dir, "etcd.sh", &["up"]).await?;
+    step("RabbitMQ (events and asynchronous invocations)");
+    script(&dir, "rabbitmq.sh", &["up"]).await?;
+    let broker_env = exports(&script(&dir, "rabbitmq.sh", &["env"]).await?);
     step("Docker Swarm (manager dockerd, swarm, overlay network)");
     script(&dir, "swarm.sh", &["up"]).await?;
     let swarm_env = exports(&script(&dir, "swarm.sh", &["env"]).await?);
@@ -198,6 +203,12 @@ pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
         "LAMBDA_ETCD_ENDPOINTS".into(),
         g.etcd_endpoints().value.clone(),
     ));
+    env.extend(broker_env.iter().cloned());
+    let amqp_url = broker_env
+        .iter()
+        .find(|(k, _)| k == "LAMBDA_AMQP_URL")
+        .map(|(_, v)| v.clone())
+        .context("scripts/rabbitmq.sh env printed no LAMBDA_AMQP_URL")?;
     let var = |k: &str, default: &str| {
         swarm_env
             .iter()
@@ -255,6 +266,18 @@ pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
             "gateway".into(),
             "--listen".into(),
             args.gateway_listen.to_string(),
+        ],
+        &env,
+    )?;
+
+    step("events listener (lambda.events and asynchronous invocations)");
+    start_daemon(
+        &state,
+        "events",
+        &[
+            "events".into(),
+            "--metrics-listen".into(),
+            EVENTS_METRICS.into(),
         ],
         &env,
     )?;
@@ -372,7 +395,7 @@ pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
                 ..Default::default()
             }),
             swarm_manager: Some(var("DOCKER_HOST", "")).filter(|h| !h.is_empty()),
-            broker: None,
+            broker: Some(amqp_url.clone()),
             namespace: None,
         },
         true,
@@ -425,6 +448,10 @@ pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
     );
     println!("  token:    {}", token_file.display());
     println!(
+        "  events:   publish to exchange lambda.events on {} (URL in the context; metrics http://{EVENTS_METRICS}/metrics)",
+        crate::events::broker::redact(&amqp_url)
+    );
+    println!(
         "  try:      curl -H \"Authorization: Bearer $(cat {})\" -d '{{\"name\": \"you\"}}' {gateway}/v1/functions/hello/invoke",
         token_file.display()
     );
@@ -461,8 +488,9 @@ pub async fn down(g: &GlobalArgs, args: DownArgs) -> Result<()> {
         delete_all::<crate::api::NodePoolSpec>(&store).await;
         delete_all::<crate::api::SnapshotImageSpec>(&store).await;
     }
-    step("gateway and controller");
+    step("gateway, events listener and controller");
     stop_daemon(&state, "gateway");
+    stop_daemon(&state, "events");
     stop_daemon(&state, "controller");
     let _ = std::fs::remove_file(state.join("token"));
     step("lambda cloud");
@@ -488,6 +516,11 @@ pub async fn down(g: &GlobalArgs, args: DownArgs) -> Result<()> {
         &["down"]
     };
     script(&dir, "swarm.sh", purge).await?;
+    step("RabbitMQ");
+    script(&dir, "rabbitmq.sh", &["down"]).await?;
+    if args.purge {
+        let _ = std::fs::remove_dir_all(home.join("rabbitmq"));
+    }
     step("etcd");
     script(&dir, "etcd.sh", &["down"]).await?;
     if args.purge {

@@ -152,6 +152,12 @@ impl Broker {
         }
     }
 
+    /// True while the connection and its publishing channel are open (false once the broker
+    /// went away, or closed the channel over an error).
+    pub fn is_connected(&self) -> bool {
+        self.connection.status().connected() && self.publisher.status().connected()
+    }
+
     /// The broker's address, password redacted.
     pub fn address(&self) -> &str {
         &self.address
@@ -204,6 +210,30 @@ impl Broker {
             AMQPValue::LongString(LongString::from("quorum")),
         );
         self.declare_queue(queue, args).await
+    }
+
+    /// Messages ready in `queue` (not those delivered and unacked), by a passive declare: the
+    /// queue must exist (a missing one closes the channel, as AMQP has it).
+    pub async fn queue_depth(&self, queue: &str) -> Result<u32, BrokerError> {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            durable: true,
+            ..Default::default()
+        };
+        self.publisher
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+            .map(|q| q.message_count())
+            .map_err(amqp("inspect", queue))
+    }
+
+    /// Deletes a queue (scratch queues of benchmarks and tests).
+    pub async fn delete_queue(&self, queue: &str) -> Result<(), BrokerError> {
+        self.publisher
+            .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
+            .await
+            .map(|_| ())
+            .map_err(amqp("delete", queue))
     }
 
     /// Binds `queue` to `exchange` with `routing_key`.
@@ -314,7 +344,7 @@ impl Broker {
     pub async fn to_poison(
         &self,
         delivery: &Delivery,
-        error: &CloudEventError,
+        error: &(dyn std::fmt::Display + Sync),
     ) -> Result<(), BrokerError> {
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
         headers.insert(

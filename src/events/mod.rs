@@ -9,5 +9,7 @@ pub mod broker;
 pub mod cloudevent;
 pub mod delay;
 pub mod execution;
+pub mod listener;
 pub mod matching;
+pub mod publisher;
 pub mod retry;

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full, Limited};
 
 use super::Gateway;
 use super::error::HttpError;
-use super::table::Route;
+use super::table::{Lease, Route};
 
 /// Extra time the gateway waits beyond the function's timeout for the agent's own 504.
 const GRACE: Duration = Duration::from_millis(500);
@@ -53,10 +53,13 @@ async fn invoke(
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(String::from)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if super::asynchronous::wants_async(req.headers()) {
+        return super::asynchronous::submit(&gw, &ns, &name, &id, req).await;
+    }
     // One table lookup per request: the route serves both forwarding and its metric handles.
     let route = route_with_endpoints(&gw, &ns, &name).await;
     let result = match &route {
-        Ok(r) => forward(&gw, r, &ns, &name, &id, req).await,
+        Ok(r) => forward(&gw, r, &id, req).await,
         Err(e) => Err(e.clone()),
     };
     let (status, mut resp) = match result {
@@ -118,11 +121,22 @@ async fn route_with_endpoints(gw: &Gateway, ns: &str, name: &str) -> Result<Arc<
 async fn forward(
     gw: &Gateway,
     route: &Route,
-    ns: &str,
-    name: &str,
     id: &str,
     req: Request<Body>,
 ) -> Result<Response, HttpError> {
+    // A caller may ask for the invocation's own output, as from the agent (`X-Lambda-Log-Result`).
+    let logs = req
+        .headers()
+        .get("x-lambda-log-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("tail"));
+    let body = read_event(route, req).await?;
+    to_replica(gw, route, id, body, None, logs).await
+}
+
+/// The request body within the function's payload limit: 413 past it (from Content-Length
+/// before reading anything, else while reading), 400 when it cannot be read.
+pub(super) async fn read_event(route: &Route, req: Request<Body>) -> Result<Bytes, HttpError> {
     let too_large = || {
         HttpError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -142,31 +156,47 @@ async fn forward(
     {
         return Err(too_large());
     }
-    let body: Bytes = match Limited::new(req.into_body(), route.max_payload)
+    match Limited::new(req.into_body(), route.max_payload)
         .collect()
         .await
     {
-        Ok(b) => b.to_bytes(),
+        Ok(b) => Ok(b.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            return Err(too_large());
+            Err(too_large())
         }
-        Err(e) => {
-            return Err(HttpError::new(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                format!("cannot read the request body: {e}"),
-            ));
-        }
-    };
+        Err(e) => Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("cannot read the request body: {e}"),
+        )),
+    }
+}
+
+/// Sends an event to the least-loaded replica of `route` that is under the function's
+/// concurrency and maps the agent's answer to the gateway's status codes (200, 400, 413, 502,
+/// 504; 429 when every replica is full, 502 when none can be reached). `first` is a slot the
+/// caller already holds (the listener waits for one), else one is taken here; `logs` asks the
+/// agent for the invocation's output (`X-Lambda-Log-Result`). Shared by synchronous
+/// invocations and the events listener, so both follow the same balancing and limits.
+pub(crate) async fn to_replica(
+    gw: &Gateway,
+    route: &Route,
+    id: &str,
+    body: Bytes,
+    first: Option<Lease>,
+    logs: bool,
+) -> Result<Response, HttpError> {
+    let (ns, name) = (route.namespace.as_str(), route.name.as_str());
     // A replica that refuses the connection never saw the request (its task is stopping, or
     // its node is draining): the request goes to another replica, at most twice.
     let mut refused: Vec<Arc<str>> = Vec::new();
+    let mut first = first;
     let (lease, resp) = loop {
         let skip: Vec<&str> = refused.iter().map(|a| &**a).collect();
-        let Some(lease) = route.acquire_except(&skip) else {
+        let Some(lease) = first.take().or_else(|| route.acquire_except(&skip)) else {
             if let Some(last) = refused.last() {
                 return Err(HttpError::new(
                     StatusCode::BAD_GATEWAY,
@@ -205,6 +235,7 @@ async fn forward(
                 "x-lambda-deadline-ms",
                 route.timeout.as_millis().to_string(),
             )
+            .header("x-lambda-log-type", if logs { "Tail" } else { "None" })
             .body(Full::new(body.clone()))
             .map_err(|e| {
                 HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string())

@@ -6,6 +6,7 @@
 //! reconciler writes the ready endpoints there): no Docker call per request.
 
 pub mod apikeys;
+mod asynchronous;
 mod crud;
 mod error;
 mod executions;
@@ -34,7 +35,8 @@ use crate::runtime::{Cache, WatcherConfig, watcher};
 use crate::store::{CacheChange, Store};
 
 pub use error::HttpError;
-pub use table::{Route, Table};
+pub(crate) use invoke::to_replica;
+pub use table::{Lease, Route, Table};
 
 /// Errors starting the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -53,12 +55,18 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// Serve without authentication (only when asked for).
     pub insecure_no_auth: bool,
+    /// RabbitMQ for asynchronous invocations and `POST /v1/events`; without it those answer
+    /// 503 naming the missing setting.
+    pub amqp_url: Option<String>,
 }
 
 /// Shared state of the handlers.
 pub struct Gateway {
     pub store: Store,
     pub table: Table,
+    /// Every Function as last seen (ready once the first list is in).
+    pub functions: Cache<FunctionSpec>,
+    publisher: Option<crate::events::publisher::Publisher>,
     client: Client<HttpConnector, Full<bytes::Bytes>>,
     metrics: metrics::GatewayMetrics,
     verifier: Option<apikeys::Verifier>,
@@ -68,6 +76,12 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway over the store; `auth` false serves without authentication.
     pub fn new(store: Store, auth: bool) -> Arc<Gateway> {
+        Self::with_broker(store, auth, None)
+    }
+
+    /// A gateway that also publishes asynchronous invocations and events to the broker at
+    /// `amqp_url` (connected on first use, reconnected after a broker restart).
+    pub fn with_broker(store: Store, auth: bool, amqp_url: Option<String>) -> Arc<Gateway> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
@@ -78,6 +92,8 @@ impl Gateway {
             verifier: auth.then(|| apikeys::Verifier::new(store.clone())),
             store,
             table: Table::default(),
+            functions: Cache::new(),
+            publisher: amqp_url.map(crate::events::publisher::Publisher::new),
             client,
             metrics: metrics::GatewayMetrics::default(),
             openapi: openapi::document(),
@@ -86,7 +102,7 @@ impl Gateway {
 
     /// Keeps the routing table in step with the Functions in etcd (forever).
     pub async fn follow_functions(self: Arc<Self>) {
-        let cache = Cache::<FunctionSpec>::new();
+        let cache = self.functions.clone();
         let stream =
             watcher::<FunctionSpec>(self.store.clone(), None, WatcherConfig::default(), None);
         cache
@@ -179,6 +195,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         )
         .route("/v1/namespaces/{ns}/executions/{id}", get(executions::get))
         .route("/v1/executions/{id}", get(executions::get_default))
+        .route("/v1/events", post(asynchronous::events_default))
+        .route("/v1/namespaces/{ns}/events", post(asynchronous::events_ns))
         .route_layer(middleware::from_fn_with_state(gw.clone(), auth));
     Router::new()
         .merge(api)
@@ -200,7 +218,7 @@ pub async fn run(
     cfg: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    let gw = Gateway::new(store, !cfg.insecure_no_auth);
+    let gw = Gateway::with_broker(store, !cfg.insecure_no_auth, cfg.amqp_url.clone());
     tokio::spawn(gw.clone().follow_functions());
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

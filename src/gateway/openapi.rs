@@ -67,15 +67,17 @@ pub fn document() -> Value {
     let function_ref = json!({"$ref": "#/components/schemas/Function"});
     let invoke = |params: Value| {
         json!({"post": {
-        "summary": "Invoke a function synchronously",
-        "description": "The request body is the event (JSON); the response body is the function's result. One timeout, the function's, governs the whole call.",
-        "parameters": params,
+        "summary": "Invoke a function (synchronously, or queued with Prefer: respond-async)",
+        "description": "The request body is the event (JSON); the response body is the function's result. One timeout, the function's, governs the whole call. With `Prefer: respond-async` (or `X-Lambda-Invocation-Type: Event`) the invocation is queued on the broker instead: 202 once the broker confirmed it, with the execution id and its Location; `X-Callback-Url` receives the result when it ends.",
+        "parameters": with_async_headers(params),
         "requestBody": {"required": true, "content": {"application/json": {"schema": {}}}},
         "responses": {
             "200": {"description": "The function's result", "headers": {
                 "X-Lambda-Invocation-Id": {"schema": {"type": "string"}},
                 "X-Lambda-Duration-Ms": {"schema": {"type": "string"}}},
                 "content": {"application/json": {"schema": {}}}},
+            "202": {"description": "Queued (asynchronous): `{executionId, status, location}`", "headers": {
+                "Location": {"schema": {"type": "string"}}, "X-Lambda-Execution-Id": {"schema": {"type": "string"}}}},
             "401": err_response("Missing or invalid bearer token"),
             "404": err_response("Unknown function"),
             "413": err_response("The event exceeds the function's maxPayloadBytes"),
@@ -83,6 +85,19 @@ pub fn document() -> Value {
             "502": {"description": "The function raised an error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FunctionError"}}}},
             "503": err_response("No ready replica"),
             "504": err_response("The function exceeded its timeout"),
+        }}})
+    };
+    let events = |params: Value| {
+        json!({"post": {
+        "summary": "Publish an event to lambda.events",
+        "description": "One CloudEvent in binary mode (`ce-*` headers, the body is its data) or structured mode (`application/cloudevents+json`), or the original system's `{event_source, user_name, event_data}` message. The namespaced form addresses the event to that namespace's functions.",
+        "parameters": params,
+        "requestBody": {"required": true, "content": {"application/cloudevents+json": {"schema": {}}, "application/json": {"schema": {}}}},
+        "responses": {
+            "202": {"description": "Published and confirmed by the broker: `{id}`"},
+            "400": err_response("Not an event (the error names the attribute)"),
+            "401": err_response("Missing or invalid bearer token"),
+            "503": err_response("The broker did not take it"),
         }}})
     };
     json!({
@@ -125,11 +140,33 @@ pub fn document() -> Value {
                 "get": {"summary": "One execution record: status, attempts, result and logs", "parameters": [ns, {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                         "responses": {"200": {"description": "The Execution"}, "400": err_response("Malformed id"), "404": err_response("Not found")}}
             },
+            "/v1/events": events(json!([])),
+            "/v1/namespaces/{ns}/events": events(json!([ns])),
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "text exposition"}}}},
             "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3"}}}},
         }
     })
+}
+
+/// The invoke parameters plus the headers of asynchronous invocation.
+fn with_async_headers(params: Value) -> Value {
+    let mut v = params.as_array().cloned().unwrap_or_default();
+    for (name, desc) in [
+        ("Prefer", "`respond-async` queues the invocation (RFC 7240)"),
+        ("X-Lambda-Invocation-Type", "`Event` queues the invocation"),
+        (
+            "X-Callback-Url",
+            "With async: receives the result when the execution ends",
+        ),
+        (
+            "X-Lambda-Invocation-Id",
+            "Idempotency: the same id twice is the same execution",
+        ),
+    ] {
+        v.push(json!({"name": name, "in": "header", "required": false, "schema": {"type": "string"}, "description": desc}));
+    }
+    Value::Array(v)
 }
 
 fn esc(s: &str) -> String {

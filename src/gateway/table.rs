@@ -53,16 +53,23 @@ pub struct Route {
     pub metrics: super::metrics::RouteMetrics,
     /// Rotates the starting point of the scan so ties spread over replicas.
     cursor: AtomicUsize,
+    /// Signalled (one waiter) whenever a lease ends: a slot may be free. Shared by every
+    /// version of the route, so waiters survive status updates.
+    pub freed: Arc<tokio::sync::Notify>,
+    /// Callers waiting in [`Route::acquire_within`] right now.
+    waiting: Arc<AtomicUsize>,
 }
 
 /// A reserved slot on an endpoint; releases it when dropped, so no path can leak a slot.
 pub struct Lease {
     pub endpoint: Arc<Endpoint>,
+    freed: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         self.endpoint.inflight.fetch_sub(1, Ordering::Relaxed);
+        self.freed.notify_one();
     }
 }
 
@@ -71,6 +78,36 @@ impl Route {
     /// concurrency; `None` means every replica is full (429) or there is none.
     pub fn acquire(&self) -> Option<Lease> {
         self.acquire_except(&[])
+    }
+
+    /// [`Route::acquire`], waiting up to `patience` for a slot to free when every replica is
+    /// full, unless `max_waiting` callers already wait (then `None` at once: the caller puts
+    /// the work back rather than queue without bound). `None` also when there is no replica.
+    pub async fn acquire_within(&self, patience: Duration, max_waiting: usize) -> Option<Lease> {
+        if let Some(l) = self.acquire() {
+            return Some(l);
+        }
+        if self.endpoints.is_empty() || self.waiting.load(Ordering::Relaxed) >= max_waiting {
+            return None;
+        }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + patience;
+        let lease = loop {
+            // Register before looking again, so a release in between is not missed.
+            let freed = self.freed.notified();
+            if let Some(l) = self.acquire() {
+                break Some(l);
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                break self.acquire();
+            }
+        };
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        if lease.is_none() {
+            // Pass the wake-up on: another waiter may find a slot this one did not take.
+            self.freed.notify_one();
+        }
+        lease
     }
 
     /// [`Route::acquire`] among the endpoints whose address is not in `skip` (replicas that
@@ -99,6 +136,7 @@ impl Route {
             {
                 return Some(Lease {
                     endpoint: best.clone(),
+                    freed: self.freed.clone(),
                 });
             }
         }
@@ -158,6 +196,12 @@ impl Table {
                 endpoints,
                 metrics: metrics.route(ns, name),
                 cursor: AtomicUsize::new(0),
+                freed: old
+                    .as_ref()
+                    .map_or_else(Default::default, |o| o.freed.clone()),
+                waiting: old
+                    .as_ref()
+                    .map_or_else(Default::default, |o| o.waiting.clone()),
             }),
         );
         drop(routes);
@@ -210,6 +254,8 @@ mod tests {
                 .collect(),
             metrics: crate::gateway::metrics::GatewayMetrics::default().route("default", "f"),
             cursor: AtomicUsize::new(0),
+            freed: Default::default(),
+            waiting: Default::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod cloud;
 pub mod rabbitmq;
+pub mod replica;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -258,6 +259,7 @@ pub async fn start_gateway(
             .parse()
             .expect("loopback address"),
         insecure_no_auth: false,
+        amqp_url: None,
     };
     tokio::spawn(lambda::gateway::run(store.clone(), cfg, async move {
         stop.cancelled().await

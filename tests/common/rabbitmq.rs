@@ -12,6 +12,7 @@ pub struct RabbitMq {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub port: u16,
+    dist: u16,
     pub user: String,
     pub password: String,
     node: String,
@@ -40,7 +41,34 @@ impl RabbitMq {
         std::fs::write(d.join("env.conf"), "").expect("env");
         std::fs::write(d.join("plugins"), "[].\n").expect("plugins");
         let node = format!("lambdatest{port}@localhost");
-        let log = std::fs::File::create(d.join("server.log")).expect("log");
+        let mut r = RabbitMq {
+            child: None,
+            dir,
+            port,
+            dist,
+            user,
+            password,
+            node,
+            epmd_port,
+        };
+        r.launch();
+        r
+    }
+
+    /// Starts the broker's process group on this broker's dir and ports.
+    fn launch(&mut self) {
+        let (d, node, port, dist, epmd_port) = (
+            self.dir.path(),
+            &self.node,
+            self.port,
+            self.dist,
+            self.epmd_port,
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("server.log"))
+            .expect("log");
         // sh starts the private epmd and then becomes rabbitmq-server, all in a new process
         // group (process_group(0)), so one kill of the group stops beam, epmd and helpers.
         let script = format!(
@@ -48,7 +76,7 @@ impl RabbitMq {
         );
         let child = Command::new("sh")
             .args(["-c", &script])
-            .envs(Self::env(d, &node, port, dist, epmd_port))
+            .envs(Self::env(d, node, port, dist, epmd_port))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
@@ -57,15 +85,23 @@ impl RabbitMq {
             .unwrap_or_else(|e| {
                 panic!("cannot start rabbitmq-server (install Debian's rabbitmq-server): {e}")
             });
-        RabbitMq {
-            child: Some(child),
-            dir,
-            port,
-            user,
-            password,
-            node,
-            epmd_port,
+        self.child = Some(child);
+    }
+
+    /// Kills the broker with SIGKILL (no clean shutdown), keeping its data for [`Self::restart`].
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", c.id())])
+                .status();
+            let _ = c.wait();
         }
+    }
+
+    /// Starts the broker again on the same data, ports and user, and waits until it is up.
+    pub fn restart(&mut self) {
+        self.launch();
+        self.wait_ready();
     }
 
     fn env(

@@ -11,7 +11,12 @@ const [codeDir, file, exportName, functionName, memoryMb] = process.argv.slice(2
 const protoWrite = process.stdout.write.bind(process.stdout);
 process.stdout.write = (chunk, encoding, cb) => process.stderr.write(chunk, encoding, cb);
 
+// Written to stderr before each reply: the agent ends the invocation's captured output there.
+// (Writes to a pipe are synchronous on Linux, so it follows everything the function wrote.)
+const END_OF_INVOCATION = '\x1f\x1flambda-invocation-end\n';
+
 function send(kind, payload) {
+  if (kind !== 'ready') process.stderr.write(END_OF_INVOCATION);
   protoWrite(Buffer.concat([Buffer.from(`${kind} ${payload.length}\n`), payload]));
 }
 

@@ -7,6 +7,9 @@ import sys
 import time
 import traceback
 
+# Written to stderr before each reply: the agent ends the invocation's captured output there.
+END_OF_INVOCATION = b"\x1f\x1flambda-invocation-end\n"
+
 # Compact like node's JSON.stringify: fewer bytes on every hop.
 compact = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -26,6 +29,9 @@ def main():
     sys.stdin = open(os.devnull)
 
     def send(kind, payload):
+        if kind != b"ready":
+            # Ends this invocation's output on stderr (the agent's per-invocation log capture).
+            os.write(2, END_OF_INVOCATION)
         proto_out.write(b"%s %d\n" % (kind, len(payload)))
         proto_out.write(payload)
         proto_out.flush()

@@ -15,6 +15,8 @@ while IFS=' ' read -r id remaining len <&4; do
   LAMBDA_INVOCATION_ID=$id LAMBDA_REMAINING_MS=$remaining "$sh" "$script" <"$dir/event" >"$dir/out" 2>"$dir/err"
   code=$?
   if [ -s "$dir/err" ]; then cat "$dir/err" >&2; fi
+  # Ends this invocation's output on stderr (the agent's per-invocation log capture).
+  printf '\037\037lambda-invocation-end\n' >&2
   if [ "$code" -eq 0 ]; then
     printf 'ok %d\n' "$(($(wc -c <"$dir/out")))" >&3
     cat "$dir/out" >&3
