@@ -6,6 +6,7 @@ mod cloud_check;
 mod config;
 pub mod context;
 mod controller;
+mod daemons;
 mod describe;
 mod events;
 mod executions;

@@ -143,12 +143,19 @@ pub async fn run(
             }
             Err(e) => tracing::warn!(error = %e, "broker session ended; reconnecting"),
         }
-        // Reconnect for as long as it takes: the broker is part of the platform.
-        broker = loop {
-            match Broker::connect_with_retry(&cfg.amqp_url, Duration::from_secs(60)).await {
-                Ok(b) => break b,
-                Err(e) => tracing::error!(error = %e, "RabbitMQ still unreachable"),
+        // Reconnect for as long as it takes (the broker is part of the platform), or until
+        // told to stop.
+        let reconnect = async {
+            loop {
+                match Broker::connect_with_retry(&cfg.amqp_url, Duration::from_secs(60)).await {
+                    Ok(b) => break b,
+                    Err(e) => tracing::error!(error = %e, "RabbitMQ still unreachable"),
+                }
             }
+        };
+        broker = tokio::select! {
+            b = reconnect => b,
+            _ = shutdown.as_mut() => return Ok(()),
         };
         tracing::info!(broker = %broker.address(), "reconnected");
     }
