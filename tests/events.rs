@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use common::Etcd;
-use common::rabbitmq::RabbitMq;
+use common::rabbitmq::{RabbitMq, pika_publish};
 use common::replica::replica;
 use lambda::api::function::Endpoint;
 use lambda::api::{Function, FunctionSpec, FunctionStatus};
@@ -262,30 +262,6 @@ impl Platform {
         std::mem::forget(c);
         ch
     }
-}
-
-/// Publishes `body` to `lambda.events` with python3-pika (a client that is not the project's).
-fn pika_publish(url: &str, routing_key: &str, body: &str) {
-    let script = r#"
-import sys, pika
-params = pika.URLParameters(sys.argv[1])
-conn = pika.BlockingConnection(params)
-ch = conn.channel()
-ch.confirm_delivery()
-ch.basic_publish(exchange='lambda.events', routing_key=sys.argv[2], body=sys.argv[3].encode(),
-                 properties=pika.BasicProperties(delivery_mode=2), mandatory=True)
-conn.close()
-"#;
-    // Debian's interpreter, where python3-pika lives (not a pyenv one earlier on PATH).
-    let out = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", script, url, routing_key, body])
-        .output()
-        .expect("run python3 (install Debian's python3-pika: scripts/test.sh does)");
-    assert!(
-        out.status.success(),
-        "python3-pika publish failed (is python3-pika installed?): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test]

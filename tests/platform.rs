@@ -393,3 +393,147 @@ async fn code_update_rolls_out_without_failed_requests_and_delete_cleans_up() {
     );
     assert_eq!(p.invoke("roll", "{}").await.0, 404);
 }
+
+/// Events and asynchronous invocations through the real agent on the Swarm: the original
+/// system's message (published by python3-pika) and an async invocation run a python function
+/// whose record holds its own output; under load, a function sleeping 5 s does not hold up
+/// another function's executions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_and_async_invocations_run_on_the_real_agent() {
+    use common::rabbitmq::{RabbitMq, pika_publish};
+    use lambda::events::execution::store as records;
+    use lambda::events::execution::{Execution, ExecutionStatus};
+
+    let p = Platform::start().await;
+    let rabbit = RabbitMq::start();
+    // A gateway and a listener with the broker, on this test's runtime.
+    let port = common::free_port();
+    let cfg = lambda::gateway::GatewayConfig {
+        listen: format!("127.0.0.1:{port}").parse().expect("addr"),
+        insecure_no_auth: true,
+        amqp_url: Some(rabbit.url()),
+    };
+    let stop = p.stop.clone();
+    tokio::spawn(lambda::gateway::run(p.store.clone(), cfg, async move {
+        stop.cancelled().await
+    }));
+    let listener = lambda::events::listener::ListenerConfig {
+        amqp_url: rabbit.url(),
+        prefetch: 64,
+        connect_patience: Duration::from_secs(20),
+        metrics_listen: None,
+        retention: Default::default(),
+    };
+    let stop = p.stop.clone();
+    tokio::spawn(lambda::events::listener::run(
+        p.store.clone(),
+        listener,
+        async move { stop.cancelled().await },
+    ));
+    let gw = format!("http://127.0.0.1:{port}");
+
+    let resize = "runtime: python3\nhandler: main.handler\ncode:\n  inline: |\n    import time\n    def handler(event, context):\n        if event.get('sleep'):\n            time.sleep(event['sleep'])\n        name = event.get('event_data', {}).get('filename', event.get('x'))\n        print('resizing', name)\n        return {'resized': name}\nconcurrency: 4\ntriggers:\n  events:\n    - {source: S1, type: FileCreate}\n";
+    let slow = "runtime: python3\nhandler: main.handler\ncode:\n  inline: |\n    import time\n    def handler(event, context):\n        time.sleep(5)\n        return 'slept'\ntimeoutSeconds: 10\nconcurrency: 1\n";
+    p.apply("resize", resize);
+    p.apply("slow", slow);
+    p.wait_ready("resize", Duration::from_secs(120)).await;
+    p.wait_ready("slow", Duration::from_secs(120)).await;
+    p.invoke_ready("resize", r#"{"x": "warm"}"#).await;
+
+    let wait_final = |id: String| {
+        let store = p.store.clone();
+        let ns = p.ns.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Ok(s) = records::get(&store, &ns, &id).await
+                    && s.execution.status.is_terminal()
+                {
+                    return s.execution;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "execution {id} not final in 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+
+    // The original message, exactly as it was, by a foreign client.
+    let original = format!(
+        r#"{{"event_source": "S1", "user_name": "{}", "event_data": {{"type": "FileCreate", "filename": "test.py"}}}}"#,
+        p.ns
+    );
+    pika_publish(&rabbit.url(), "FileCreate", &original);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let e: Execution = loop {
+        let page = records::list(&p.store, &p.ns, "resize", None, 10, None)
+            .await
+            .expect("list");
+        if let Some(e) = page.items.into_iter().find(|e| e.status.is_terminal()) {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "the event never ran resize");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(e.status, ExecutionStatus::Succeeded, "{e:?}");
+    assert_eq!(e.result.as_deref(), Some(r#"{"resized":"test.py"}"#));
+    assert_eq!(
+        e.logs, "resizing test.py\n",
+        "the record holds the function's own output"
+    );
+    assert_eq!(
+        e.event.as_ref().map(|r| r.type_.as_str()),
+        Some("FileCreate")
+    );
+
+    // Head of line: the slow function gets 3 jobs (one slot), then 10 quick async invocations
+    // of another function all finish before the slow one's last execution starts.
+    let submit = |name: &'static str, body: String| {
+        let (http, url) = (
+            p.http.clone(),
+            format!("{gw}/v1/namespaces/{}/functions/{name}/invoke", p.ns),
+        );
+        async move {
+            let r = http
+                .post(url)
+                .header("prefer", "respond-async")
+                .body(body)
+                .send()
+                .await
+                .expect("submit");
+            assert_eq!(r.status(), 202);
+            let v: Value = r.json().await.expect("json");
+            v["executionId"].as_str().expect("id").to_string()
+        }
+    };
+    let mut slow_ids = Vec::new();
+    for i in 0..3 {
+        slow_ids.push(submit("slow", format!(r#"{{"i": {i}}}"#)).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut quick = Vec::new();
+    for i in 0..10 {
+        quick.push(submit("resize", format!(r#"{{"x": "q{i}"}}"#)).await);
+    }
+    let mut quick_done = Vec::new();
+    for id in quick {
+        let e = wait_final(id).await;
+        assert_eq!(e.status, ExecutionStatus::Succeeded, "{e:?}");
+        assert!(e.logs.starts_with("resizing q"), "{:?}", e.logs);
+        quick_done.push(e.finished_at.expect("finished"));
+    }
+    let mut slow_starts = Vec::new();
+    for id in slow_ids {
+        let e = wait_final(id).await;
+        assert_eq!(e.status, ExecutionStatus::Succeeded, "{e:?}");
+        slow_starts.push(e.attempts.last().expect("attempt").started_at);
+    }
+    let last_quick = quick_done.iter().max().expect("quick");
+    let last_slow_start = slow_starts.iter().max().expect("slow");
+    assert!(
+        last_quick < last_slow_start,
+        "a quick execution waited behind the slow function: quick ended {last_quick}, slow's last started {last_slow_start}"
+    );
+}
