@@ -119,11 +119,7 @@ impl GatewayMetrics {
 
     /// The text exposition.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
         let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {
-            tracing::warn!(error = %e, "cannot encode metrics");
-        }
-        out
+        crate::runtime::metrics::encode_registry(&reg)
     }
 }

@@ -175,11 +175,16 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        encode_registry(&self.registry)
     }
+}
+
+/// The OpenMetrics text exposition of a registry (shared by every component's `/metrics`).
+pub fn encode_registry(registry: &prometheus_client::registry::Registry) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
 }
 
 async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {

@@ -30,8 +30,12 @@ def main():
 
     def send(kind, payload):
         if kind != b"ready":
-            # Ends this invocation's output on stderr (the agent's per-invocation log capture).
-            os.write(2, END_OF_INVOCATION)
+            # Ends this invocation's output on stderr (the agent's per-invocation log capture);
+            # a function that closed or replaced fd 2 costs its capture, never its reply.
+            try:
+                os.write(2, END_OF_INVOCATION)
+            except OSError:
+                pass
         proto_out.write(b"%s %d\n" % (kind, len(payload)))
         proto_out.write(payload)
         proto_out.flush()
