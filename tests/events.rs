@@ -24,7 +24,6 @@ use lambda::events::execution::retention::Retention;
 use lambda::events::execution::store as records;
 use lambda::events::execution::{Execution, ExecutionStatus};
 use lambda::events::listener::{self, ListenerConfig};
-use lambda::gateway::GatewayConfig;
 use lapin::options::{BasicGetOptions, BasicPublishOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -40,13 +39,6 @@ struct Platform {
     http: reqwest::Client,
     replica: SocketAddr,
     listener: Option<CancellationToken>,
-}
-
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 async fn wait_http(http: &reqwest::Client, url: &str) {
@@ -66,19 +58,8 @@ impl Platform {
         let etcd = Etcd::start();
         let rabbit = RabbitMq::start();
         let store = etcd.store().await;
-        let gw_port = port();
-        let cfg = GatewayConfig {
-            listen: format!("127.0.0.1:{gw_port}").parse().expect("addr"),
-            insecure_no_auth: true,
-            amqp_url: Some(rabbit.url()),
-        };
-        tokio::spawn(lambda::gateway::run(
-            store.clone(),
-            cfg,
-            std::future::pending(),
-        ));
+        let base = common::start_broker_gateway(&store, rabbit.url(), std::future::pending());
         let http = reqwest::Client::new();
-        let base = format!("http://127.0.0.1:{gw_port}");
         wait_http(&http, &format!("{base}/healthz")).await;
         let mut p = Platform {
             _etcd: etcd,
@@ -97,7 +78,7 @@ impl Platform {
     }
 
     async fn start_listener(&mut self) {
-        let m = port();
+        let m = common::free_port();
         let cfg = ListenerConfig {
             amqp_url: self.rabbit.url(),
             prefetch: 64,

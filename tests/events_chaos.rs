@@ -21,18 +21,10 @@ use lambda::api::function::Endpoint;
 use lambda::api::{Function, FunctionSpec, FunctionStatus};
 use lambda::events::execution::ExecutionStatus;
 use lambda::events::execution::store as records;
-use lambda::gateway::GatewayConfig;
 use serde_json::Value;
 
 /// Submitters running at once.
 const CLIENTS: usize = 32;
-
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 /// A `lambda events` process; killed with SIGKILL when dropped.
 struct Listener(Child);
@@ -97,18 +89,8 @@ async fn no_accepted_invocation_is_lost_when_the_broker_and_a_listener_die() {
     };
     store.update_status(&f, &status).await.expect("status");
 
-    let gw_port = port();
-    let cfg = GatewayConfig {
-        listen: format!("127.0.0.1:{gw_port}").parse().expect("addr"),
-        insecure_no_auth: true,
-        amqp_url: Some(rabbit.url()),
-    };
-    tokio::spawn(lambda::gateway::run(
-        store.clone(),
-        cfg,
-        std::future::pending(),
-    ));
-    let url = format!("http://127.0.0.1:{gw_port}/v1/functions/sink/invoke");
+    let gateway = common::start_broker_gateway(&store, rabbit.url(), std::future::pending());
+    let url = format!("{gateway}/v1/functions/sink/invoke");
     let http = reqwest::Client::new();
     let logs = tempfile::tempdir().expect("temp dir");
     let mut a = Listener::start(&etcd, &rabbit.url(), &logs.path().join("a.log"));

@@ -414,16 +414,12 @@ async fn events_and_async_invocations_run_on_the_real_agent() {
     let p = Platform::start().await;
     let rabbit = RabbitMq::start();
     // A gateway and a listener with the broker, on this test's runtime.
-    let port = common::free_port();
-    let cfg = lambda::gateway::GatewayConfig {
-        listen: format!("127.0.0.1:{port}").parse().expect("addr"),
-        insecure_no_auth: true,
-        amqp_url: Some(rabbit.url()),
-    };
     let stop = p.stop.clone();
-    tokio::spawn(lambda::gateway::run(p.store.clone(), cfg, async move {
-        stop.cancelled().await
-    }));
+    let gw = common::start_broker_gateway(
+        &p.store,
+        rabbit.url(),
+        async move { stop.cancelled().await },
+    );
     let listener = lambda::events::listener::ListenerConfig {
         amqp_url: rabbit.url(),
         prefetch: 64,
@@ -437,7 +433,6 @@ async fn events_and_async_invocations_run_on_the_real_agent() {
         listener,
         async move { stop.cancelled().await },
     ));
-    let gw = format!("http://127.0.0.1:{port}");
 
     let resize = "runtime: python3\nhandler: main.handler\ncode:\n  inline: |\n    import time\n    def handler(event, context):\n        if event.get('sleep'):\n            time.sleep(event['sleep'])\n        name = event.get('event_data', {}).get('filename', event.get('x'))\n        print('resizing', name)\n        return {'resized': name}\nconcurrency: 4\ntriggers:\n  events:\n    - {source: S1, type: FileCreate}\n";
     let slow = "runtime: python3\nhandler: main.handler\ncode:\n  inline: |\n    import time\n    def handler(event, context):\n        time.sleep(5)\n        return 'slept'\ntimeoutSeconds: 10\nconcurrency: 1\n";

@@ -269,3 +269,22 @@ pub async fn start_gateway(
         .expect("create an API key");
     (format!("http://127.0.0.1:{port}"), token)
 }
+
+/// Runs a gateway without authentication that publishes asynchronous invocations and events to
+/// the broker at `amqp_url`, on a free loopback port until `stop`; returns its base URL.
+pub fn start_broker_gateway(
+    store: &Store,
+    amqp_url: String,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> String {
+    let port = free_port();
+    let cfg = lambda::gateway::GatewayConfig {
+        listen: format!("127.0.0.1:{port}")
+            .parse()
+            .expect("loopback address"),
+        insecure_no_auth: true,
+        amqp_url: Some(amqp_url),
+    };
+    tokio::spawn(lambda::gateway::run(store.clone(), cfg, stop));
+    format!("http://127.0.0.1:{port}")
+}

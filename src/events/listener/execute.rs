@@ -12,9 +12,8 @@ use bytes::Bytes;
 use chrono::Utc;
 use http_body_util::{BodyExt, Limited};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 
-use crate::events::broker::{Broker, BrokerError, headers_of};
+use crate::events::broker::{Broker, headers_of};
 use crate::events::delay::{publish_dead_letter, publish_delayed};
 use crate::events::execution::store::{self, ExecutionError, Stored};
 use crate::events::execution::{Execution, ExecutionStatus, Outcome, TransitionError};
@@ -40,29 +39,12 @@ const BACKOFF: Duration = Duration::from_secs(1);
 pub(super) async fn handle(ctx: &Context, broker: &Broker, delivery: Delivery) {
     if let Err(e) = process(ctx, broker, &delivery).await {
         tracing::warn!(error = %e, "execution not processed; it goes back to the queue");
-        tokio::time::sleep(BACKOFF).await;
-        let requeue = BasicNackOptions {
-            requeue: true,
-            ..Default::default()
-        };
-        let _ = delivery.nack(requeue).await;
+        super::requeue(&delivery, BACKOFF).await;
     }
 }
 
-fn ack_error(source: lapin::Error) -> ListenerError {
-    ListenerError::Broker(BrokerError::Amqp {
-        op: "ack",
-        what: EXECUTIONS_QUEUE.into(),
-        source,
-    })
-}
-
 async fn ack(delivery: &Delivery) -> Result<(), ListenerError> {
-    delivery
-        .ack(BasicAckOptions::default())
-        .await
-        .map(|_| ())
-        .map_err(ack_error)
+    super::ack(delivery, EXECUTIONS_QUEUE).await
 }
 
 /// What one attempt got.

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 
 use crate::events::broker::{Broker, event_of};
 use crate::events::execution::ExecutionStatus;
@@ -29,15 +28,12 @@ const STORE_BACKOFF: Duration = Duration::from_secs(1);
 pub(super) async fn handle(ctx: &Context, broker: &Broker, delivery: Delivery) {
     if let Err(e) = process(ctx, broker, &delivery).await {
         tracing::warn!(error = %e, "event not processed; it goes back to the queue");
-        if matches!(e, ListenerError::Record(_)) {
-            tokio::time::sleep(STORE_BACKOFF).await;
-        }
-        let requeue = BasicNackOptions {
-            requeue: true,
-            ..Default::default()
+        let pause = if matches!(e, ListenerError::Record(_)) {
+            STORE_BACKOFF
+        } else {
+            Duration::ZERO
         };
-        // A failed nack means the channel is gone: the broker requeues by itself.
-        let _ = delivery.nack(requeue).await;
+        super::requeue(&delivery, pause).await;
     }
 }
 
@@ -84,13 +80,5 @@ async fn process(ctx: &Context, broker: &Broker, delivery: &Delivery) -> Result<
                 .await?;
         }
     }
-    delivery
-        .ack(BasicAckOptions::default())
-        .await
-        .map_err(|source| crate::events::broker::BrokerError::Amqp {
-            op: "ack",
-            what: crate::events::broker::INGEST_QUEUE.into(),
-            source,
-        })?;
-    Ok(())
+    super::ack(delivery, crate::events::broker::INGEST_QUEUE).await
 }

@@ -221,6 +221,33 @@ async fn session(
     result
 }
 
+/// Acknowledges a delivery of `queue` (only once what it started is durable).
+async fn ack(delivery: &lapin::message::Delivery, queue: &str) -> Result<(), ListenerError> {
+    delivery
+        .ack(lapin::options::BasicAckOptions::default())
+        .await
+        .map(|_| ())
+        .map_err(|source| {
+            ListenerError::Broker(BrokerError::Amqp {
+                op: "ack",
+                what: queue.into(),
+                source,
+            })
+        })
+}
+
+/// Puts a delivery that could not be processed back in its queue after `pause` (so a failing
+/// dependency is not retried in a tight loop). A failed nack means the channel is gone: the
+/// broker then requeues it by itself.
+async fn requeue(delivery: &lapin::message::Delivery, pause: Duration) {
+    tokio::time::sleep(pause).await;
+    let options = lapin::options::BasicNackOptions {
+        requeue: true,
+        ..Default::default()
+    };
+    let _ = delivery.nack(options).await;
+}
+
 fn amqp_lost(source: lapin::Error, queue: &str) -> ListenerError {
     ListenerError::Broker(BrokerError::Amqp {
         op: "consume",
