@@ -22,7 +22,8 @@ up() {
     --listen-peer-urls "http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
     --initial-cluster "lambda=http://127.0.0.1:$PEER_PORT" \
     --experimental-watch-progress-notify-interval=2s \
-    --auto-compaction-mode=periodic --auto-compaction-retention=1h \
+    --auto-compaction-mode=periodic --auto-compaction-retention=5m \
+    --quota-backend-bytes=$((8 * 1024 * 1024 * 1024)) \
     >"$DIR/etcd.log" 2>&1 &
   echo $! >"$DIR/etcd.pid"
   wait_for 20 healthy || { tail -20 "$DIR/etcd.log" >&2; die "etcd did not become healthy (log: $DIR/etcd.log)"; }

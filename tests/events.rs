@@ -85,6 +85,10 @@ impl Platform {
             connect_patience: Duration::from_secs(20),
             metrics_listen: Some(format!("127.0.0.1:{m}").parse().expect("addr")),
             retention: Retention::default(),
+            // The test's callback receiver is on loopback.
+            callbacks: listener::CallbackPolicy {
+                allow: vec!["127.0.0.0/8".parse().expect("net")],
+            },
         };
         let stop = CancellationToken::new();
         let s = stop.clone();
@@ -233,6 +237,42 @@ impl Platform {
             .filter(|l| l.starts_with(name))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
+    }
+
+    /// Publishes an asynchronous invocation's job straight to the executions queue, as a
+    /// gateway accepted it at `created` (no record written).
+    async fn publish_job(
+        &self,
+        id: &str,
+        function: &str,
+        data: Value,
+        created: chrono::DateTime<chrono::Utc>,
+    ) {
+        let mut event = lambda::events::cloudevent::CloudEvent::new(
+            id,
+            format!("/v1/namespaces/default/functions/{function}"),
+            "lambda.invoke.async",
+        )
+        .expect("event");
+        event.data = Some(lambda::events::cloudevent::Data::Json(data));
+        let job = listener::Job {
+            execution_id: id.into(),
+            function: lambda::api::ObjectKey::new("default", function),
+            callback: None,
+            event,
+            created_at: Some(created),
+        };
+        self.amqp()
+            .await
+            .basic_publish(
+                "".into(),
+                listener::EXECUTIONS_QUEUE.into(),
+                BasicPublishOptions::default(),
+                &job.body(),
+                job.properties(),
+            )
+            .await
+            .expect("publish");
     }
 
     async fn amqp(&self) -> lapin::Channel {
@@ -524,6 +564,14 @@ async fn async_invocations_answer_after_the_confirm_run_retry_and_dead_letter() 
     let body: Value = r.json().await.expect("json");
     let id = body["executionId"].as_str().expect("id").to_string();
     assert_eq!(location, format!("/v1/namespaces/default/executions/{id}"));
+    // Following Location at once finds the execution (its record is written behind the 202).
+    let now = p
+        .http
+        .get(format!("{}{location}", p.base))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(now.status(), 200);
     let e = p
         .wait_record("default", &id, 30, |e| e.status.is_terminal())
         .await;
@@ -569,6 +617,83 @@ async fn async_invocations_answer_after_the_confirm_run_retry_and_dead_letter() 
         again.json::<Value>().await.expect("json")["executionId"],
         id.as_str()
     );
+
+    // A callback to the cloud's metadata service is refused by the listener's policy; the
+    // execution itself runs.
+    let r = p
+        .submit(
+            "default",
+            "ok",
+            "{}",
+            &[("x-callback-url", "http://169.254.169.254/latest/meta-data")],
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let meta_id = r.json::<Value>().await.expect("json")["executionId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let e = p
+        .wait_record("default", &meta_id, 30, |e| e.status.is_terminal())
+        .await;
+    assert_eq!(e.status, ExecutionStatus::Succeeded);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p
+        .metric(r#"lambda_execution_callbacks_total{outcome="refused"}"#)
+        .await
+        < 1.0
+    {
+        assert!(Instant::now() < deadline, "the refused callback is counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        p.metric(r#"lambda_execution_callbacks_total{outcome="delivered"}"#)
+            .await
+            >= 1.0
+    );
+
+    // The gateway counts its submissions and says it is ready (etcd and broker).
+    let text = p
+        .http
+        .get(format!("{}/metrics", p.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.lines().any(|l| {
+            l.starts_with("lambda_gateway_async_submissions_total{")
+                && l.contains(r#"function="ok""#)
+                && l.contains(r#"code="202""#)
+                && !l.ends_with(" 0")
+        }),
+        "{text}"
+    );
+    let ready = p
+        .http
+        .get(format!("{}/readyz", p.base))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
+    assert_eq!(
+        ready.json::<Value>().await.expect("json"),
+        json!({"etcd": "ok", "broker": "ok"})
+    );
+
+    // A job whose record was never written (the gateway's write after the 202 failed): the
+    // listener writes the record from the job and runs it.
+    let created = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3);
+    p.publish_job("orphan-1", "ok", json!({"n": 2}), created)
+        .await;
+    let e = p
+        .wait_record("default", "orphan-1", 30, |e| e.status.is_terminal())
+        .await;
+    assert_eq!(e.status, ExecutionStatus::Succeeded, "{e:?}");
+    assert_eq!(e.trigger, lambda::events::execution::Trigger::Async);
+    assert_eq!(e.created_at, created);
 
     // Submit-time errors.
     assert_eq!(p.submit("default", "nope", "{}", &[]).await.status(), 404);
@@ -646,6 +771,36 @@ async fn async_invocations_answer_after_the_confirm_run_retry_and_dead_letter() 
             && e.spec.involved_object.name == "flaky"
             && e.spec.message.contains("flaky-dlq")),
         "{events:?}"
+    );
+
+    // Past its maximum age (6 h by default) when taken: not run, dead-lettered as too old.
+    let old = chrono::Utc::now() - chrono::Duration::hours(7);
+    p.publish_job("too-old-1", "flaky", json!({"fail": true}), old)
+        .await;
+    let e = p
+        .wait_record("default", "too-old-1", 30, |e| e.status.is_terminal())
+        .await;
+    assert_eq!(
+        (e.status, e.reason.as_deref(), e.attempts.len()),
+        (ExecutionStatus::DeadLettered, Some("EventTooOld"), 0),
+        "{e:?}"
+    );
+    let dead = ch
+        .basic_get("flaky-dlq".into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("get")
+        .expect("the too old one's dead letter");
+    let headers = dead.delivery.properties.headers().clone().expect("headers");
+    let text = |name: &str| match headers.inner().get(name) {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => panic!("{name}: {other:?}"),
+    };
+    assert_eq!(
+        (
+            text(lambda::events::delay::EXECUTION_HEADER).as_str(),
+            text(lambda::events::delay::REASON_HEADER).as_str()
+        ),
+        ("too-old-1", "EventTooOld")
     );
 
     // A function at its concurrency gets its jobs back later, while another's run at once.

@@ -360,3 +360,34 @@ async fn the_cli_lists_shows_and_prints_the_logs_of_records() {
     let (ok, _, err) = common::lambda(&etcd, &["executions", "resize", "--status", "Done"], None);
     assert!(!ok && err.contains("Done"), "{err}");
 }
+
+#[tokio::test]
+async fn many_records_are_read_at_once_in_order_and_peeks_see_them() {
+    let etcd = Etcd::start();
+    let s = etcd.store().await;
+    let mut ids = Vec::new();
+    for i in 0..150 {
+        let e = record("many", &format!("e-{i}"), at(i));
+        assert!(store::create(&s, &e).await.expect("create").is_some());
+        // A second create of the same id writes nothing.
+        assert!(store::create(&s, &e).await.expect("again").is_none());
+        ids.push(e.id.clone());
+        if i == 70 {
+            ids.push("missing".into());
+        }
+    }
+    let got = store::get_many(&s, "alice", &ids).await.expect("many");
+    assert_eq!(got.len(), 151);
+    for (id, e) in ids.iter().zip(&got) {
+        match e {
+            Some(e) => assert_eq!(&e.id, id),
+            None => assert_eq!(id, "missing"),
+        }
+    }
+    let peeked = store::peek(&s, "alice", &ids[0]).await.expect("peek");
+    assert_eq!(peeked.execution.status, ExecutionStatus::Queued);
+    assert!(matches!(
+        store::get_many(&s, "alice", &["a/b".to_string()]).await,
+        Err(ExecutionError::InvalidId { .. })
+    ));
+}

@@ -426,6 +426,7 @@ async fn events_and_async_invocations_run_on_the_real_agent() {
         connect_patience: Duration::from_secs(20),
         metrics_listen: None,
         retention: Default::default(),
+        callbacks: Default::default(),
     };
     let stop = p.stop.clone();
     tokio::spawn(lambda::events::listener::run(

@@ -452,3 +452,84 @@ async fn create_clears_a_status_left_by_a_hand_deleted_spec() {
         Err(StoreError::AlreadyExists { .. })
     ));
 }
+
+#[tokio::test]
+async fn conditional_writes_are_group_committed_and_each_keeps_its_precondition() {
+    use lambda::store::{CondWrite, Precondition};
+    let etcd = Etcd::start();
+    let store = etcd.store().await;
+    let root = store.keys().root().to_string();
+    let create = |key: String, value: &str| CondWrite {
+        puts: vec![(key.clone(), value.as_bytes().to_vec())],
+        key,
+        when: Precondition::Absent,
+    };
+    // 300 creates at once: every one lands, in far fewer transactions than writes.
+    let written = futures::future::join_all(
+        (0..300).map(|i| store.write_if(create(format!("{root}/batch/k{i}"), "v1"))),
+    )
+    .await;
+    let revisions: Vec<i64> = written
+        .into_iter()
+        .map(|r| r.expect("write").expect("absent before"))
+        .collect();
+    let mut distinct = revisions.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert!(
+        distinct.len() < 100,
+        "300 writes took {} transactions",
+        distinct.len()
+    );
+    // The same key created twice at once: exactly one wins (never both in one transaction).
+    let twice = futures::future::join_all(
+        ["a", "b"].map(|v| store.write_if(create(format!("{root}/batch/same"), v))),
+    )
+    .await;
+    let wins: Vec<bool> = twice
+        .into_iter()
+        .map(|r| r.expect("write").is_some())
+        .collect();
+    assert_eq!(wins.iter().filter(|w| **w).count(), 1, "{wins:?}");
+    // Updates at their revisions, one of them stale: only the stale one fails.
+    let updates = (0..20).map(|i| {
+        let key = format!("{root}/batch/k{i}");
+        let at = if i == 7 { 1 } else { revisions[i] };
+        store.write_if(CondWrite {
+            puts: vec![(key.clone(), b"v2".to_vec())],
+            key,
+            when: Precondition::AtRevision(at),
+        })
+    });
+    let updated: Vec<bool> = futures::future::join_all(updates)
+        .await
+        .into_iter()
+        .map(|r| r.expect("write").is_some())
+        .collect();
+    for (i, applied) in updated.iter().enumerate() {
+        assert_eq!(*applied, i != 7, "update {i}");
+    }
+    let mut kv = store.client().kv_client();
+    let value = |key: String| {
+        let mut kv = kv.clone();
+        async move {
+            let r = kv.get(key, None).await.expect("get");
+            String::from_utf8_lossy(r.kvs()[0].value()).into_owned()
+        }
+    };
+    assert_eq!(value(format!("{root}/batch/k3")).await, "v2");
+    assert_eq!(value(format!("{root}/batch/k7")).await, "v1");
+    assert_eq!(value(format!("{root}/batch/k299")).await, "v1");
+    let all = kv
+        .get(
+            format!("{root}/batch/k"),
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .expect("count");
+    assert_eq!(all.count(), 300);
+}

@@ -127,12 +127,11 @@ pub async fn run(store: &Store, cfg: &EventsBench) -> Result<(), EventsBenchErro
         .pool_max_idle_per_host(cfg.concurrency * 2)
         .build()
         .unwrap_or_default();
-    let run_id = uuid::Uuid::new_v4().simple().to_string();
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..cfg.concurrency {
-        let (http, next, cfg, run_id) = (http.clone(), next.clone(), cfg.clone(), run_id.clone());
+        let (http, next, cfg) = (http.clone(), next.clone(), cfg.clone());
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             loop {
@@ -143,7 +142,6 @@ pub async fn run(store: &Store, cfg: &EventsBench) -> Result<(), EventsBenchErro
                 let mut req = http
                     .post(&cfg.invoke_url)
                     .header("prefer", "respond-async")
-                    .header("x-lambda-invocation-id", format!("bench-{run_id}-{i}"))
                     .header("content-type", "application/json")
                     .body(cfg.data.clone());
                 if let Some(b) = &cfg.bearer {
@@ -186,25 +184,44 @@ pub async fn run(store: &Store, cfg: &EventsBench) -> Result<(), EventsBenchErro
     let mut last_finish = chrono::DateTime::<chrono::Utc>::MIN_UTC;
     let mut first_created = chrono::DateTime::<chrono::Utc>::MAX_UTC;
     while !pending.is_empty() {
+        // Oldest first, a page at a time, and the round ends at a page with nothing final:
+        // executions finish roughly in order, so the bench's own reads stay near one per
+        // execution instead of competing with the platform it measures.
         let mut still = Vec::new();
-        for id in pending {
-            match records::get(store, &cfg.namespace, &id).await {
-                Ok(s) if s.execution.status.is_terminal() => {
-                    let e = s.execution;
-                    if e.status != crate::events::execution::ExecutionStatus::Succeeded {
-                        return Err(EventsBenchError::Failed {
-                            id: e.id,
-                            status: e.status.as_str().into(),
-                            reason: e.reason.unwrap_or_default(),
-                        });
+        let mut rest = pending.into_iter();
+        loop {
+            let page: Vec<String> = rest.by_ref().take(records::MAX_PAGE).collect();
+            if page.is_empty() {
+                break;
+            }
+            let found = records::get_many(store, &cfg.namespace, &page)
+                .await
+                .unwrap_or_default();
+            let mut any_final = false;
+            for (i, id) in page.into_iter().enumerate() {
+                match found.get(i).cloned().flatten() {
+                    Some(e) if e.status.is_terminal() => {
+                        any_final = true;
+                        if e.status != crate::events::execution::ExecutionStatus::Succeeded {
+                            return Err(EventsBenchError::Failed {
+                                id: e.id,
+                                status: e.status.as_str().into(),
+                                reason: e.reason.unwrap_or_default(),
+                            });
+                        }
+                        if let Some(a) = e.attempts.first() {
+                            to_start
+                                .push((a.started_at - e.created_at).to_std().unwrap_or_default());
+                        }
+                        first_created = first_created.min(e.created_at);
+                        last_finish = last_finish.max(e.finished_at.unwrap_or(e.created_at));
                     }
-                    if let Some(a) = e.attempts.first() {
-                        to_start.push((a.started_at - e.created_at).to_std().unwrap_or_default());
-                    }
-                    first_created = first_created.min(e.created_at);
-                    last_finish = last_finish.max(e.finished_at.unwrap_or(e.created_at));
+                    _ => still.push(id),
                 }
-                _ => still.push(id),
+            }
+            if !any_final {
+                still.extend(rest);
+                break;
             }
         }
         pending = still;

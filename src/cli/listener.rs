@@ -32,6 +32,10 @@ pub struct EventsArgs {
     /// Finished execution records kept per function (its newest).
     #[arg(long, default_value_t = DEFAULT_MAX_PER_FUNCTION)]
     pub retention_per_function: usize,
+    /// A network callbacks may reach although reserved by default (loopback, link-local,
+    /// multicast, unspecified), e.g. 127.0.0.0/8; repeatable.
+    #[arg(long = "callback-allow", value_name = "CIDR")]
+    pub callback_allow: Vec<ipnet::IpNet>,
 }
 
 pub async fn run(g: &GlobalArgs, args: EventsArgs) -> Result<()> {
@@ -50,6 +54,9 @@ pub async fn run(g: &GlobalArgs, args: EventsArgs) -> Result<()> {
         retention: Retention {
             max_age: args.retention_max_age,
             max_per_function: args.retention_per_function.max(1),
+        },
+        callbacks: listener::CallbackPolicy {
+            allow: args.callback_allow,
         },
     };
     listener::run(store, cfg, super::shutdown_signal()).await?;

@@ -124,6 +124,18 @@ pub fn decide(
     }
 }
 
+/// What becomes of an execution a listener takes when it is already older than
+/// `maxEventAgeSeconds`: no (further) attempt, exhausted as `EventTooOld` (to the dead-letter
+/// queue if there is one). `None` while it is young enough to run.
+pub fn expired(policy: &RetryPolicy, event_age: Duration) -> Option<Decision> {
+    (event_age > Duration::from_secs(u64::from(policy.max_event_age_seconds))).then(|| {
+        Decision::Exhausted {
+            reason: "EventTooOld",
+            dead_letter_queue: policy.dead_letter_queue.clone(),
+        }
+    })
+}
+
 /// Records `decision` in the execution (whose last attempt has ended): `Succeeded`,
 /// `Retrying`, `DeadLettered` (exhausted with a dead-letter queue), or `Failed` with the reason.
 pub fn apply(
@@ -160,6 +172,27 @@ mod tests {
     }
 
     const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn executions_past_their_maximum_age_are_not_run() {
+        let p = policy(3, 1, Some("dlq"));
+        assert_eq!(expired(&p, S(3600)), None);
+        assert_eq!(
+            expired(&p, S(3601)),
+            Some(Decision::Exhausted {
+                reason: "EventTooOld",
+                dead_letter_queue: Some("dlq".into())
+            })
+        );
+        let p = policy(3, 1, None);
+        assert_eq!(
+            expired(&p, S(7200)),
+            Some(Decision::Exhausted {
+                reason: "EventTooOld",
+                dead_letter_queue: None
+            })
+        );
+    }
 
     #[test]
     fn backoff_doubles_with_equal_jitter_and_a_cap() {

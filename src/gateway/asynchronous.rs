@@ -2,10 +2,10 @@
 //! `POST /v1/events`: the request becomes a message on the broker, and the answer is a 202 only
 //! once the broker confirmed it (durably held), never before.
 //!
-//! An asynchronous invocation writes its `Queued` record first, then publishes the job for the
-//! listeners; its id is derived from the function and the invocation id, so a client that
-//! repeats a request with the same `X-Lambda-Invocation-Id` gets the same execution back
-//! instead of a second run.
+//! An asynchronous invocation publishes its job for the listeners (the 202 waits only for the
+//! broker's confirm) and writes its `Queued` record behind the answer; its id is derived from
+//! the function and the invocation id, so a client that repeats a request with the same
+//! `X-Lambda-Invocation-Id` gets the same execution back instead of a second run.
 
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::api::ObjectKey;
 use crate::events::broker::EVENTS_EXCHANGE;
 use crate::events::cloudevent::{CloudEvent, Data, STRUCTURED_CONTENT_TYPE};
-use crate::events::execution::store::{self, Begin};
+use crate::events::execution::store;
 use crate::events::execution::{EventRef, Execution, ExecutionStatus, Trigger, execution_id};
 use crate::events::listener::{EXECUTIONS_QUEUE, Job};
 use crate::events::publisher::Publisher;
@@ -50,6 +50,41 @@ pub fn wants_async(headers: &HeaderMap) -> bool {
             .get("x-lambda-invocation-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("event"))
+}
+
+/// Most records [`Unwritten`] holds (beyond, a `GET` may miss a record for a moment).
+const MAX_UNWRITTEN: usize = 65_536;
+
+/// `Queued` records of invocations this gateway accepted whose write has not landed yet, so
+/// that a client following `Location` right after the 202 finds its execution. An entry lives
+/// from the 202 until its write returned (written, found already written by a listener, or
+/// failed: the listener then writes it).
+#[derive(Default)]
+pub struct Unwritten(std::sync::Mutex<std::collections::HashMap<(String, String), Execution>>);
+
+impl Unwritten {
+    fn map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), Execution>> {
+        // A panic elsewhere cannot leave the map half-updated: every change is one call.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn insert(&self, e: Execution) {
+        let mut m = self.map();
+        if m.len() < MAX_UNWRITTEN {
+            m.insert((e.namespace.clone(), e.id.clone()), e);
+        }
+    }
+
+    fn remove(&self, ns: &str, id: &str) {
+        self.map().remove(&(ns.to_string(), id.to_string()));
+    }
+
+    /// The record of an accepted invocation still being written.
+    pub fn get(&self, ns: &str, id: &str) -> Option<Execution> {
+        self.map().get(&(ns.to_string(), id.to_string())).cloned()
+    }
 }
 
 fn publisher(gw: &Gateway) -> Result<&Publisher, HttpError> {
@@ -95,9 +130,9 @@ fn callback_url(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
 }
 
 /// `POST …/functions/{name}/invoke` when [`wants_async`]: 202 with the execution id and its
-/// `Location`, after the record is stored and the job confirmed by the broker.
+/// `Location`, once the broker confirmed the job (the record follows).
 pub async fn submit(
-    gw: &Gateway,
+    gw: &Arc<Gateway>,
     ns: &str,
     name: &str,
     invocation_id: &str,
@@ -110,7 +145,7 @@ pub async fn submit(
 }
 
 async fn try_submit(
-    gw: &Gateway,
+    gw: &Arc<Gateway>,
     ns: &str,
     name: &str,
     invocation_id: &str,
@@ -157,51 +192,47 @@ async fn try_submit(
         Some(EventRef::of(&event)),
         chrono::Utc::now(),
     );
-    let unavailable = |e: store::ExecutionError| {
-        HttpError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "StoreUnavailable",
-            e.to_string(),
-        )
-    };
     let job = Job {
         execution_id: id.clone(),
         function: key,
         callback,
         event,
+        created_at: Some(record.created_at),
     };
-    let stored = match store::begin(&gw.store, &record)
-        .await
-        .map_err(unavailable)?
-    {
-        Begin::New(stored) => stored,
-        // The same invocation id again: the execution it started, not a second one; still
-        // `Queued` means its job may never have been confirmed (the client retries after a
-        // 503), so it is published again (the listener runs an execution once per record).
-        Begin::Duplicate(s) if s.execution.status != ExecutionStatus::Queued => {
-            return Ok(accepted(ns, &id, s.execution.status));
-        }
-        Begin::Duplicate(s) => s,
-    };
-    if let Err(e) = p
-        .publish("", EXECUTIONS_QUEUE, &job.body(), job.properties())
-        .await
-    {
-        // A client that named its invocation can retry it: the record stays `Queued` for that
-        // retry. A generated id can never be retried, so that record must not wait forever.
-        if !client_named_it {
-            let mut failed = stored;
-            let now = chrono::Utc::now();
-            if failed
-                .execution
-                .finish(ExecutionStatus::Failed, Some("BrokerUnavailable"), now)
-                .is_ok()
-            {
-                let _ = store::update(&gw.store, &failed).await;
+    if client_named_it {
+        // The same invocation id again: the execution it started, not a second one. One still
+        // `Queued` may never have had its job confirmed (the client retries after a 503), so
+        // it is published again (the listener runs an execution once per record).
+        match store::peek(&gw.store, ns, &id).await {
+            Ok(s) if s.execution.status != ExecutionStatus::Queued => {
+                return Ok(accepted(ns, &id, s.execution.status));
+            }
+            Ok(_) | Err(store::ExecutionError::NotFound { .. }) => {}
+            Err(e) => {
+                return Err(HttpError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "StoreUnavailable",
+                    e.to_string(),
+                ));
             }
         }
-        return Err(broker_down(p, e));
     }
+    p.publish("", EXECUTIONS_QUEUE, &job.body(), job.properties())
+        .await
+        .map_err(|e| broker_down(p, e))?;
+    // The confirmed job is the durable copy: it carries all the record holds at this point,
+    // and a listener that finds no record creates it from the job. The `Queued` record is
+    // written after the 202 (group-committed with the others), and until it lands this
+    // gateway answers `GET` for it from memory.
+    gw.unwritten.insert(record.clone());
+    let gw2 = gw.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store::create(&gw2.store, &record).await {
+            tracing::warn!(execution = %record.id, error = %e,
+                "Queued record not written; the listener writes it when it takes the job");
+        }
+        gw2.unwritten.remove(&record.namespace, &record.id);
+    });
     Ok(accepted(ns, &id, ExecutionStatus::Queued))
 }
 

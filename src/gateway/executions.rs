@@ -99,6 +99,10 @@ pub async fn get(
 ) -> Response {
     match store::get(&gw.store, &ns, &id).await {
         Ok(s) => Json(s.execution).into_response(),
+        Err(e @ store::ExecutionError::NotFound { .. }) => match gw.unwritten.get(&ns, &id) {
+            Some(queued) => Json(queued).into_response(),
+            None => execution_error(e).into_response(),
+        },
         Err(e) => execution_error(e).into_response(),
     }
 }

@@ -54,7 +54,10 @@ async fn invoke(
         .map(String::from)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     if super::asynchronous::wants_async(req.headers()) {
-        return super::asynchronous::submit(&gw, &ns, &name, &id, req).await;
+        let resp = super::asynchronous::submit(&gw, &ns, &name, &id, req).await;
+        gw.metrics
+            .observe_submit(&ns, &name, resp.status().as_u16(), started.elapsed());
+        return resp;
     }
     // One table lookup per request: the route serves both forwarding and its metric handles.
     let route = route_with_endpoints(&gw, &ns, &name).await;

@@ -28,6 +28,8 @@ pub struct GatewayMetrics {
     registry: Mutex<Registry>,
     invocations: Family<InvocationLabels, Counter>,
     duration: Family<FunctionLabels, Histogram>,
+    submissions: Family<InvocationLabels, Counter>,
+    submit_duration: Family<FunctionLabels, Histogram>,
 }
 
 impl Default for GatewayMetrics {
@@ -47,10 +49,26 @@ impl Default for GatewayMetrics {
             "Time from request to response",
             duration.clone(),
         );
+        let submissions = Family::<InvocationLabels, Counter>::default();
+        let submit_duration = Family::<FunctionLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+        });
+        registry.register(
+            "lambda_gateway_async_submissions",
+            "Asynchronous invocations by function and HTTP status of the submission (202: accepted)",
+            submissions.clone(),
+        );
+        registry.register(
+            "lambda_gateway_async_submit_duration_seconds",
+            "Time from an asynchronous request to its answer (the broker's confirm included)",
+            submit_duration.clone(),
+        );
         GatewayMetrics {
             registry: Mutex::new(registry),
             invocations,
             duration,
+            submissions,
+            submit_duration,
         }
     }
 }
@@ -110,6 +128,23 @@ impl GatewayMetrics {
             })
             .inc();
         self.duration
+            .get_or_create(&FunctionLabels {
+                namespace: ns.into(),
+                function: name.into(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one asynchronous submission (its answer, not the execution's outcome).
+    pub fn observe_submit(&self, ns: &str, name: &str, code: u16, elapsed: Duration) {
+        self.submissions
+            .get_or_create(&InvocationLabels {
+                namespace: ns.into(),
+                function: name.into(),
+                code,
+            })
+            .inc();
+        self.submit_duration
             .get_or_create(&FunctionLabels {
                 namespace: ns.into(),
                 function: name.into(),

@@ -71,6 +71,8 @@ pub struct Gateway {
     metrics: metrics::GatewayMetrics,
     verifier: Option<apikeys::Verifier>,
     openapi: serde_json::Value,
+    /// Accepted asynchronous invocations whose `Queued` record is still being written.
+    unwritten: asynchronous::Unwritten,
 }
 
 impl Gateway {
@@ -97,6 +99,7 @@ impl Gateway {
             client,
             metrics: metrics::GatewayMetrics::default(),
             openapi: openapi::document(),
+            unwritten: Default::default(),
         })
     }
 
@@ -165,6 +168,27 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Readiness: etcd answers and, when the gateway has one, the broker is connected (a
+/// connection is attempted). 503 names what is not ready.
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    let etcd = gw.store.ping().await.err().map(|e| e.to_string());
+    let broker = match &gw.publisher {
+        None => None,
+        Some(p) => p.broker().await.err().map(|e| e.to_string()),
+    };
+    let state = |e: &Option<String>| e.clone().unwrap_or_else(|| "ok".into());
+    let body = serde_json::json!({
+        "etcd": state(&etcd),
+        "broker": if gw.publisher.is_some() { state(&broker) } else { "not configured".into() },
+    });
+    let code = if etcd.is_none() && broker.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
+}
+
 async fn not_found() -> HttpError {
     HttpError::new(
         StatusCode::NOT_FOUND,
@@ -204,6 +228,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/docs", get(docs))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .fallback(not_found)
         // Bodies are limited per function in the invoke path; CRUD bodies by this.
         .layer(axum::extract::DefaultBodyLimit::max(

@@ -143,6 +143,7 @@ pub fn document() -> Value {
             "/v1/events": events(json!([])),
             "/v1/namespaces/{ns}/events": events(json!([ns])),
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
+            "/readyz": {"get": {"summary": "Readiness: etcd and (when configured) the broker", "security": [], "responses": {"200": {"description": "`{\"etcd\": \"ok\", \"broker\": \"ok\"}`"}, "503": {"description": "the same object, naming the error of what is not ready"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "text exposition"}}}},
             "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3"}}}},
         }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::retention::{Entry, Retention, to_prune};
 use super::{Execution, ExecutionStatus};
 use crate::api::validation::check_dns_label;
-use crate::store::{Store, prefix_end};
+use crate::store::{CondWrite, Precondition, Store, prefix_end};
 
 /// Most records one page of [`list`] returns.
 pub const MAX_PAGE: usize = 100;
@@ -158,31 +158,36 @@ async fn call<T>(
     Ok(store.call(op, key, fut).await?)
 }
 
-fn header_revision(h: Option<&etcd_client::ResponseHeader>) -> i64 {
-    h.map(|h| h.revision()).unwrap_or(0)
+/// Stores `execution` if no record of its id exists: `Some` with it stored, `None` when one
+/// does (nothing written). Committed together with concurrent record writes (group commit).
+pub async fn create(
+    store: &Store,
+    execution: &Execution,
+) -> Result<Option<Stored>, ExecutionError> {
+    check_id(&execution.id)?;
+    check_name("namespace", &execution.namespace)?;
+    check_name("function", &execution.function)?;
+    let key = record_key(store, &execution.namespace, &execution.id);
+    let write = CondWrite {
+        puts: vec![
+            (key.clone(), encode(execution)?),
+            (index_key(store, execution), summary(execution)?),
+        ],
+        key,
+        when: Precondition::Absent,
+    };
+    Ok(store.write_if(write).await?.map(|revision| Stored {
+        execution: execution.clone(),
+        revision,
+    }))
 }
 
 /// Stores a new execution's record, or finds the existing one of the same id (then counts the
 /// delivery as a duplicate). The caller runs the execution only for [`Begin::New`], or for a
 /// duplicate whose record is not final (its first delivery died mid-run).
 pub async fn begin(store: &Store, execution: &Execution) -> Result<Begin, ExecutionError> {
-    check_id(&execution.id)?;
-    check_name("namespace", &execution.namespace)?;
-    check_name("function", &execution.function)?;
-    let key = record_key(store, &execution.namespace, &execution.id);
-    let txn = Txn::new()
-        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-        .and_then([
-            TxnOp::put(key.clone(), encode(execution)?, None),
-            TxnOp::put(index_key(store, execution), summary(execution)?, None),
-        ]);
-    let mut kv = store.client().kv_client();
-    let resp = call(store, "create", &key, kv.txn(txn)).await?;
-    if resp.succeeded() {
-        return Ok(Begin::New(Stored {
-            execution: execution.clone(),
-            revision: header_revision(resp.header()),
-        }));
+    if let Some(stored) = create(store, execution).await? {
+        return Ok(Begin::New(stored));
     }
     for _ in 0..DUPLICATE_RETRIES {
         let mut seen = get(store, &execution.namespace, &execution.id).await?;
@@ -198,13 +203,73 @@ pub async fn begin(store: &Store, execution: &Execution) -> Result<Begin, Execut
     })
 }
 
-/// Reads one record by id.
+/// Reads one record by id (linearizable: it reflects every write acknowledged before).
 pub async fn get(store: &Store, namespace: &str, id: &str) -> Result<Stored, ExecutionError> {
+    read(store, namespace, id, None).await
+}
+
+/// Reads one record by id from the etcd member the client talks to, without a quorum round
+/// (serializable: it may miss the latest writes of a multi-member cluster). For the hot path's
+/// "seen before?" checks, where a stale answer costs at most a duplicate run, which
+/// at-least-once delivery allows anyway; on a single member it is exact.
+pub async fn peek(store: &Store, namespace: &str, id: &str) -> Result<Stored, ExecutionError> {
+    read(
+        store,
+        namespace,
+        id,
+        Some(GetOptions::new().with_serializable()),
+    )
+    .await
+}
+
+/// Reads many records of `namespace` at once (one transaction per [`MAX_PAGE`] ids), in the
+/// order of `ids`; `None` for one that does not exist.
+pub async fn get_many(
+    store: &Store,
+    namespace: &str,
+    ids: &[String],
+) -> Result<Vec<Option<Execution>>, ExecutionError> {
+    check_name("namespace", namespace)?;
+    let mut out = Vec::with_capacity(ids.len());
+    let mut kv = store.client().kv_client();
+    for chunk in ids.chunks(MAX_PAGE) {
+        for id in chunk {
+            check_id(id)?;
+        }
+        let ops: Vec<TxnOp> = chunk
+            .iter()
+            .map(|id| TxnOp::get(record_key(store, namespace, id), None))
+            .collect();
+        let first = record_key(store, namespace, &chunk[0]);
+        let resp = call(store, "get", &first, kv.txn(Txn::new().and_then(ops))).await?;
+        for r in resp.op_responses() {
+            let TxnOpResponse::Get(g) = r else {
+                out.push(None);
+                continue;
+            };
+            match g.kvs().first() {
+                None => out.push(None),
+                Some(entry) => {
+                    let k = String::from_utf8_lossy(entry.key()).into_owned();
+                    out.push(Some(decode(&k, entry.value())?));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn read(
+    store: &Store,
+    namespace: &str,
+    id: &str,
+    opts: Option<GetOptions>,
+) -> Result<Stored, ExecutionError> {
     check_id(id)?;
     check_name("namespace", namespace)?;
     let key = record_key(store, namespace, id);
     let mut kv = store.client().kv_client();
-    let resp = call(store, "get", &key, kv.get(key.clone(), None)).await?;
+    let resp = call(store, "get", &key, kv.get(key.clone(), opts)).await?;
     let kv = resp.kvs().first().ok_or_else(|| ExecutionError::NotFound {
         namespace: namespace.into(),
         id: id.into(),
@@ -224,25 +289,21 @@ pub async fn update(store: &Store, stored: &Stored) -> Result<Stored, ExecutionE
     check_name("namespace", &e.namespace)?;
     check_name("function", &e.function)?;
     let key = record_key(store, &e.namespace, &e.id);
-    let txn = Txn::new()
-        .when([Compare::mod_revision(
-            key.clone(),
-            CompareOp::Equal,
-            stored.revision,
-        )])
-        .and_then([
-            TxnOp::put(key.clone(), encode(e)?, None),
-            TxnOp::put(index_key(store, e), summary(e)?, None),
-        ]);
-    let mut kv = store.client().kv_client();
-    let resp = call(store, "update", &key, kv.txn(txn)).await?;
-    if !resp.succeeded() {
-        return Err(ExecutionError::Conflict { id: e.id.clone() });
+    let write = CondWrite {
+        puts: vec![
+            (key.clone(), encode(e)?),
+            (index_key(store, e), summary(e)?),
+        ],
+        key,
+        when: Precondition::AtRevision(stored.revision),
+    };
+    match store.write_if(write).await? {
+        Some(revision) => Ok(Stored {
+            execution: e.clone(),
+            revision,
+        }),
+        None => Err(ExecutionError::Conflict { id: e.id.clone() }),
     }
-    Ok(Stored {
-        execution: e.clone(),
-        revision: header_revision(resp.header()),
-    })
 }
 
 /// The id of an index key (`…/<ms>-<id>`), and its sort suffix (the continue token).

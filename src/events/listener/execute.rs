@@ -68,43 +68,93 @@ async fn process(ctx: &Context, broker: &Broker, delivery: &Delivery) -> Result<
         }
     };
     let ns = &job.function.namespace;
-    let mut stored = match store::get(&ctx.store, ns, &job.execution_id).await {
-        Ok(s) => s,
-        Err(ExecutionError::NotFound { .. }) => {
-            // Pruned (older than retention) or never written: nothing to run it for.
-            tracing::warn!(execution = %job.execution_id, "job without a record; dropped");
+    // A gateway's job on its first delivery has no record yet, or only its `Queued` one (but
+    // for a publish repeated after a lost confirm): it is not read first, and the first write
+    // finds out (creating the record, or reading and changing the one there). Anything else
+    // is read, serializably: a stale answer costs at worst a duplicate run.
+    if !delivery.redelivered
+        && let Some(queued) = record_of(&job)
+    {
+        return run(ctx, broker, delivery, &job, Record::Unwritten(queued)).await;
+    }
+    let record = match store::peek(&ctx.store, ns, &job.execution_id).await {
+        Ok(mut s) if s.execution.status.is_terminal() => {
+            ctx.metrics.duplicates.inc();
+            // Counted in the record too (best effort: the record is final either way).
+            let counted = modify(ctx, &mut s, |e| {
+                e.duplicates = e.duplicates.saturating_add(1);
+                Ok(())
+            })
+            .await;
+            if let Err(e) = counted {
+                tracing::debug!(execution = %job.execution_id, error = %e, "duplicate not counted");
+            }
             return ack(delivery).await;
         }
+        Ok(s) => Record::Stored(s),
+        // An asynchronous invocation whose `Queued` record has not landed yet (or never will:
+        // the gateway's write failed): the job holds all of it, and the first write below
+        // creates it, so the attempt does not wait for the gateway's write.
+        Err(ExecutionError::NotFound { .. }) => match record_of(&job) {
+            Some(queued) => Record::Unwritten(queued),
+            None => {
+                // Pruned (older than retention) or never written: nothing to run it for.
+                tracing::warn!(execution = %job.execution_id, "job without a record; dropped");
+                return ack(delivery).await;
+            }
+        },
         Err(e) => return Err(e.into()),
     };
-    if stored.execution.status.is_terminal() {
-        ctx.metrics.duplicates.inc();
-        return ack(delivery).await;
-    }
+    run(ctx, broker, delivery, &job, record).await
+}
+
+/// Runs (or settles without running) the execution of `job`, whose record is `record`.
+async fn run(
+    ctx: &Context,
+    broker: &Broker,
+    delivery: &Delivery,
+    job: &Job,
+    record: Record,
+) -> Result<(), ListenerError> {
+    let ns = &job.function.namespace;
     let function = ctx.gw.functions.get(&job.function);
     let route = ctx.gw.table.get(ns, &job.function.name);
     let (Some(function), Some(route)) = (function.filter(|f| !f.is_deleting()), route) else {
         let now = Utc::now();
-        let done = modify(ctx, &mut stored, |e| {
+        let done = apply(ctx, record, |e| {
             e.finish(ExecutionStatus::Failed, Some("FunctionNotFound"), now)
         })
         .await?;
-        finished(ctx, &job, &done).await;
+        finished(ctx, job, &done.execution).await;
         return ack(delivery).await;
     };
     let policy = function.spec.retry.clone();
-    let age = (Utc::now() - stored.execution.created_at)
+    let age = (Utc::now() - record.execution().created_at)
         .to_std()
         .unwrap_or_default();
     // At its concurrency: wait briefly for a slot (a bounded number of waiters per function),
     // else back through the shortest delay, without an attempt: not hammered, and not
     // holding prefetch slots other functions need.
+    if let Some(decision) = retry::expired(&policy, age) {
+        let now = Utc::now();
+        if let Decision::Exhausted {
+            dead_letter_queue: Some(q),
+            ..
+        } = &decision
+        {
+            let mut preview = record.execution().clone();
+            retry::apply(&mut preview, &decision, now)?;
+            publish_dead_letter(broker, q, &job.event, &preview).await?;
+            ctx.metrics.dead_letters.inc();
+        }
+        let done = apply(ctx, record, |e| retry::apply(e, &decision, now)).await?;
+        dead_lettered(ctx, &function, &decision).await;
+        finished(ctx, job, &done.execution).await;
+        return ack(delivery).await;
+    }
     let max_waiting = (route.concurrency * route.endpoints.len().max(1) * 2).max(ctx.prefetch / 4);
     let lease = route.acquire_within(SLOT_PATIENCE, max_waiting).await;
-    if lease.is_none()
-        && !route.endpoints.is_empty()
-        && age < Duration::from_secs(u64::from(policy.max_event_age_seconds))
-    {
+    if lease.is_none() && !route.endpoints.is_empty() {
         publish_delayed(
             broker,
             EXECUTIONS_QUEUE,
@@ -120,10 +170,10 @@ async fn process(ctx: &Context, broker: &Broker, delivery: &Delivery) -> Result<
     // `Running` is written while the function runs, not before: the slot is held only for
     // the invocation itself. The final write below waits for this one (it needs its revision).
     let (running, answer) = tokio::join!(
-        modify(ctx, &mut stored, |e| e.start_attempt(started).map(|_| ())),
-        attempt(ctx, &route, &job, lease)
+        apply(ctx, record, |e| e.start_attempt(started).map(|_| ())),
+        attempt(ctx, &route, job, lease)
     );
-    running?;
+    let mut stored = running?;
     ctx.metrics.attempt(&format!("{:?}", answer.outcome));
     let ended = Utc::now();
     let attempts_made = stored.execution.attempts.len() as u32;
@@ -162,10 +212,31 @@ async fn process(ctx: &Context, broker: &Broker, delivery: &Delivery) -> Result<
         close_attempt(e, ended, &answer, &decision)
     })
     .await?;
+    dead_lettered(ctx, &function, &decision).await;
+    if done.status.is_terminal() {
+        finished(ctx, job, &done).await;
+    }
+    ack(delivery).await
+}
+
+/// The `Queued` record an asynchronous invocation's job stands for (the gateway's, exactly).
+fn record_of(job: &Job) -> Option<Execution> {
+    let created = job.created_at?;
+    Some(Execution::new(
+        job.execution_id.clone(),
+        &job.function,
+        crate::events::execution::Trigger::Async,
+        Some(crate::events::execution::EventRef::of(&job.event)),
+        created,
+    ))
+}
+
+/// A Warning event on the function when `decision` sent its execution to a dead-letter queue.
+async fn dead_lettered(ctx: &Context, function: &crate::api::Function, decision: &Decision) {
     if let Decision::Exhausted {
         reason,
         dead_letter_queue: Some(q),
-    } = &decision
+    } = decision
     {
         // Same message for every dead letter of a function and queue: one event, counted.
         let message = format!(
@@ -174,17 +245,13 @@ async fn process(ctx: &Context, broker: &Broker, delivery: &Delivery) -> Result<
         );
         ctx.recorder
             .emit(
-                function.as_ref(),
+                function,
                 crate::api::EventType::Warning,
                 "DeadLettered",
                 &message,
             )
             .await;
     }
-    if done.status.is_terminal() {
-        finished(ctx, &job, &done).await;
-    }
-    ack(delivery).await
 }
 
 /// Ends the running attempt and applies the decision (the result kept on success).
@@ -305,6 +372,45 @@ fn error_text(body: &str) -> String {
     }
 }
 
+/// An execution's record as this delivery found it.
+enum Record {
+    Stored(Stored),
+    /// Not in etcd yet: an asynchronous invocation's `Queued` record, from its job.
+    Unwritten(Execution),
+}
+
+impl Record {
+    fn execution(&self) -> &Execution {
+        match self {
+            Record::Stored(s) => &s.execution,
+            Record::Unwritten(e) => e,
+        }
+    }
+}
+
+/// Applies `change` to the record and writes it: creates an unwritten one with the change
+/// applied, or (when the gateway's write landed meanwhile) changes the stored one.
+async fn apply(
+    ctx: &Context,
+    record: Record,
+    mut change: impl FnMut(&mut Execution) -> Result<(), TransitionError>,
+) -> Result<Stored, ListenerError> {
+    let mut stored = match record {
+        Record::Stored(s) => s,
+        Record::Unwritten(queued) => {
+            let mut first = queued.clone();
+            change(&mut first)?;
+            if let Some(s) = store::create(&ctx.store, &first).await? {
+                return Ok(s);
+            }
+            // Serializable: a stale copy only makes the update below conflict and re-read.
+            store::peek(&ctx.store, &queued.namespace, &queued.id).await?
+        }
+    };
+    modify(ctx, &mut stored, change).await?;
+    Ok(stored)
+}
+
 /// Applies `change` to the record and writes it, re-reading on conflicts with a concurrent
 /// writer (a duplicate delivery). Returns the record as written.
 async fn modify(
@@ -343,39 +449,6 @@ async fn finished(ctx: &Context, job: &Job, e: &Execution) {
         .unwrap_or_default();
     ctx.metrics.finished(e.status.as_str(), latency);
     if let Some(url) = &job.callback {
-        callback(ctx, url, e).await;
-    }
-}
-
-/// POSTs the result (or the last error) to the callback URL, with the execution id, status and
-/// duration as headers; three tries, then logged and given up (the record has it all).
-async fn callback(ctx: &Context, url: &str, e: &Execution) {
-    let duration: u64 = e.attempts.iter().filter_map(|a| a.duration_ms).sum();
-    let body = match (&e.result, e.attempts.last().and_then(|a| a.error.clone())) {
-        (Some(r), _) if !e.result_truncated => r.clone(),
-        (_, err) => serde_json::json!({
-            "status": e.status.as_str(),
-            "reason": e.reason,
-            "error": err,
-        })
-        .to_string(),
-    };
-    for attempt in 1..=3u32 {
-        let sent = ctx
-            .http
-            .post(url)
-            .header("content-type", "application/json")
-            .header("x-lambda-execution-id", &e.id)
-            .header("x-lambda-execution-status", e.status.as_str())
-            .header("x-lambda-duration-ms", duration.to_string())
-            .body(body.clone())
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status().is_success() => return,
-            Ok(r) => tracing::warn!(url, status = %r.status(), attempt, "callback refused"),
-            Err(err) => tracing::warn!(url, error = %err, attempt, "callback failed"),
-        }
-        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+        super::callback::post(ctx, url, e).await;
     }
 }

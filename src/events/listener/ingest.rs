@@ -74,6 +74,7 @@ async fn process(ctx: &Context, broker: &Broker, delivery: &Delivery) -> Result<
                 function: execution.function_key(),
                 callback: None,
                 event: event.clone(),
+                created_at: None,
             };
             broker
                 .publish("", EXECUTIONS_QUEUE, &job.body(), job.properties())

@@ -3,6 +3,7 @@
 //! the execution, its function and the optional callback URL. Pure encoding and decoding, so
 //! the wire form is unit-tested without a broker.
 
+use chrono::{DateTime, Utc};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 
@@ -14,6 +15,9 @@ use crate::events::delay::{EXECUTION_HEADER, FUNCTION_HEADER};
 pub const EXECUTIONS_QUEUE: &str = "lambda.executions";
 /// Header of a job: where to POST the result when the execution ends.
 pub const CALLBACK_HEADER: &str = "x-lambda-callback-url";
+/// Header of an asynchronous invocation's job: when it was accepted (RFC 3339), so that a
+/// listener that finds no record yet creates it as the gateway would have.
+pub const CREATED_HEADER: &str = "x-lambda-created-at";
 
 /// One execution to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +26,9 @@ pub struct Job {
     pub function: ObjectKey,
     pub callback: Option<String>,
     pub event: CloudEvent,
+    /// Set on asynchronous invocations, whose `Queued` record is written after the 202: when
+    /// the invocation was accepted. A job without it always has its record written first.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// Why a message on the executions queue is not a job (it goes to the poison queue).
@@ -33,6 +40,8 @@ pub enum JobError {
     BadFunction(String),
     #[error("job body is not a structured CloudEvent: {0}")]
     Event(String),
+    #[error("job header {CREATED_HEADER} is {0:?}, not an RFC 3339 time")]
+    BadCreated(String),
 }
 
 fn text(headers: &[(String, AmqpValue)], name: &str) -> Option<String> {
@@ -58,6 +67,12 @@ impl Job {
         if let Some(c) = &self.callback {
             h.insert(CALLBACK_HEADER.into(), long(c));
         }
+        if let Some(t) = &self.created_at {
+            h.insert(
+                CREATED_HEADER.into(),
+                long(&t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+            );
+        }
         BasicProperties::default()
             .with_content_type(STRUCTURED_CONTENT_TYPE.into())
             .with_message_id(self.execution_id.as_str().into())
@@ -82,11 +97,20 @@ impl Job {
         };
         let event =
             CloudEvent::from_structured(body).map_err(|e| JobError::Event(e.to_string()))?;
+        let created_at = match text(headers, CREATED_HEADER) {
+            None => None,
+            Some(t) => Some(
+                DateTime::parse_from_rfc3339(&t)
+                    .map_err(|_| JobError::BadCreated(t.clone()))?
+                    .with_timezone(&Utc),
+            ),
+        };
         Ok(Job {
             execution_id,
             function,
             callback: text(headers, CALLBACK_HEADER),
             event,
+            created_at,
         })
     }
 
@@ -114,6 +138,11 @@ mod tests {
             function: ObjectKey::new("alice", "resize"),
             callback: Some("http://127.0.0.1:9999/done".into()),
             event,
+            created_at: Some(
+                DateTime::parse_from_rfc3339("2026-12-03T10:00:00.123456Z")
+                    .expect("time")
+                    .with_timezone(&Utc),
+            ),
         }
     }
 
@@ -154,6 +183,13 @@ mod tests {
         assert_eq!(
             Job::decode(&headers, &j.body()),
             Err(JobError::BadFunction("nope".into()))
+        );
+        let mut headers = headers_of(&j.properties());
+        headers.retain(|(k, _)| k != CREATED_HEADER);
+        headers.push((CREATED_HEADER.into(), AmqpValue::Text("yesterday".into())));
+        assert_eq!(
+            Job::decode(&headers, &j.body()),
+            Err(JobError::BadCreated("yesterday".into()))
         );
     }
 }

@@ -1,6 +1,6 @@
 //! The listener's metrics (Prometheus text format): events received, matched, unmatched and
 //! poisoned; executions by final status; attempts by outcome; retries, deferrals, dead
-//! letters, duplicates; and the end-to-end latency from acceptance to the final record.
+//! letters, duplicates; callbacks by outcome; and the end-to-end latency from acceptance to the final record.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -40,6 +40,7 @@ pub struct ListenerMetrics {
     pub dead_letters: Counter,
     executions: Family<StatusLabels, Counter>,
     attempts: Family<OutcomeLabels, Counter>,
+    callbacks: Family<OutcomeLabels, Counter>,
     latency: Histogram,
     depth: Family<QueueLabels, Gauge>,
 }
@@ -100,6 +101,12 @@ impl Default for ListenerMetrics {
             "Attempts by outcome",
             attempts.clone(),
         );
+        let callbacks = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "lambda_execution_callbacks",
+            "X-Callback-Url POSTs by outcome (delivered, failed after 3 tries, refused by the policy)",
+            callbacks.clone(),
+        );
         registry.register(
             "lambda_execution_latency_seconds",
             "From acceptance (202 or event consumed) to the final record",
@@ -117,6 +124,7 @@ impl Default for ListenerMetrics {
             dead_letters,
             executions,
             attempts,
+            callbacks,
             latency,
             depth,
         }
@@ -132,6 +140,15 @@ impl ListenerMetrics {
             })
             .inc();
         self.latency.observe(latency.as_secs_f64());
+    }
+
+    /// One callback ended with `outcome` (`delivered`, `failed`, `refused`).
+    pub fn callback(&self, outcome: &str) {
+        self.callbacks
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     /// One attempt ended with `outcome`.

@@ -18,6 +18,7 @@
 //! Broker restarts: the session ends, unacked deliveries return to their queues, and the
 //! listener reconnects with backoff; redeliveries are recognised by their execution ids.
 
+mod callback;
 mod execute;
 mod ingest;
 mod job;
@@ -36,6 +37,7 @@ use crate::events::execution::store::ExecutionError;
 use crate::gateway::Gateway;
 use crate::store::Store;
 
+pub use callback::CallbackPolicy;
 pub use job::{CALLBACK_HEADER, EXECUTIONS_QUEUE, Job, JobError};
 pub use metrics::ListenerMetrics;
 
@@ -60,6 +62,8 @@ pub struct ListenerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Execution history kept per function.
     pub retention: Retention,
+    /// Where `X-Callback-Url` results may be POSTed.
+    pub callbacks: CallbackPolicy,
 }
 
 /// Errors of the listener.
@@ -87,7 +91,9 @@ pub(crate) struct Context {
     /// The routing table and replica client (the gateway's, so the same rules apply).
     pub gw: Arc<Gateway>,
     pub metrics: Arc<ListenerMetrics>,
+    /// The callbacks' client: connects only where `callbacks` permits.
     pub http: reqwest::Client,
+    pub callbacks: CallbackPolicy,
     /// Deliveries per queue this process holds (bounds the jobs one function may keep
     /// waiting for a slot).
     pub prefetch: usize,
@@ -111,10 +117,8 @@ pub async fn run(
         store: store.clone(),
         gw: gw.clone(),
         metrics,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default(),
+        http: cfg.callbacks.client(Duration::from_secs(10)),
+        callbacks: cfg.callbacks.clone(),
         prefetch: usize::from(cfg.prefetch),
         recorder: crate::runtime::events::Recorder::new(
             store.clone(),
