@@ -100,8 +100,11 @@ impl Default for FunctionResources {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScheduleTrigger {
-    /// Standard 5-field cron expression (UTC), e.g. `*/5 * * * *`.
+    /// Cron expression: 5 fields (`*/5 * * * *`), or 6 with seconds first (`*/2 * * * * *`).
     pub cron: String,
+    /// IANA time zone the expression is read in (e.g. `Europe/Berlin`); UTC when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
     /// The event passed on each run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<serde_json::Value>,
@@ -396,13 +399,21 @@ impl Resource for FunctionSpec {
                         &format!("schedules[{i}].cron"),
                         format!("invalid cron expression {:?}: {err}", s.cron),
                     );
-                } else if s.cron.split_whitespace().count() != 5 {
+                } else if !matches!(s.cron.split_whitespace().count(), 5 | 6) {
                     e.push(
                         &format!("schedules[{i}].cron"),
                         format!(
-                            "{:?} must have 5 fields (minute hour day month weekday)",
+                            "{:?} must have 5 fields (minute hour day month weekday) or 6 (seconds first)",
                             s.cron
                         ),
+                    );
+                }
+                if let Some(tz) = &s.timezone
+                    && tz.parse::<chrono_tz::Tz>().is_err()
+                {
+                    e.push(
+                        &format!("schedules[{i}].timezone"),
+                        format!("{tz:?} is not an IANA time zone name (e.g. UTC, Europe/Berlin)"),
                     );
                 }
             }

@@ -1,8 +1,11 @@
 //! `lambda bench events`: N asynchronous invocations of one function end to end (202 → record
-//! `Succeeded`) and, in the same run on the same broker, raw confirmed publishes of the same
-//! bytes consumed with manual acks (the physical limit of the queue itself). Reports the
-//! throughput ratio, the 202 latency and the enqueue → function start latency (record creation
-//! → first attempt's start), with the targets.
+//! `Succeeded`) and, in the same run, its limits: raw confirmed publishes of the same bytes
+//! consumed with manual acks on the same broker (the limit of the queue itself); the function
+//! called straight at its agents at the same concurrency (the limit of running it at all: an
+//! asynchronous execution is never faster than a direct call); and the two combined, as they
+//! share the same cores (`1 / (1/raw + 1/direct)`). Reports the throughput ratios, the 202
+//! latency and the enqueue → function start latency (record creation → first attempt's
+//! start), with the targets.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +20,9 @@ use crate::events::broker::{Broker, BrokerError};
 use crate::events::execution::store as records;
 use crate::store::Store;
 
+/// How long the function's agents are loaded directly.
+const DIRECT_FOR: Duration = Duration::from_secs(3);
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct EventsBench {
@@ -25,6 +31,8 @@ pub struct EventsBench {
     pub bearer: Option<String>,
     pub namespace: String,
     pub amqp_url: String,
+    /// The function's agents, called straight for the other limit: running it at all.
+    pub direct: super::invoke::Target,
     pub invocations: usize,
     pub concurrency: usize,
     pub data: String,
@@ -37,6 +45,8 @@ pub struct EventsBench {
 pub enum EventsBenchError {
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Direct(#[from] super::invoke::LoadError),
     #[error("invocation {i} answered {status}: {body}")]
     Refused { i: usize, status: u16, body: String },
     #[error("invocation {i} failed: {message}")]
@@ -120,6 +130,15 @@ pub async fn run(store: &Store, cfg: &EventsBench) -> Result<(), EventsBenchErro
         cfg.invocations,
         cfg.concurrency,
         event.to_structured_bytes(),
+    )
+    .await?;
+
+    // The function's own limit: the same body straight to its agents, same concurrency.
+    let direct = super::invoke::load(
+        &cfg.direct,
+        &bytes::Bytes::from(cfg.data.clone()),
+        cfg.concurrency,
+        DIRECT_FOR,
     )
     .await?;
 
@@ -258,7 +277,25 @@ pub async fn run(store: &Store, cfg: &EventsBench) -> Result<(), EventsBenchErro
     );
     println!(
         "{:<34} {:>12.0}/s {:>14}",
+        "function straight to its agents", direct.rps, ""
+    );
+    // Queue and function share the machine's cores, so an execution costs at least both: the
+    // rate of doing one after the other with nothing else.
+    let combined =
+        1.0 / (1.0 / raw_rate.max(f64::MIN_POSITIVE) + 1.0 / direct.rps.max(f64::MIN_POSITIVE));
+    println!(
+        "{:<34} {:>12.0}/s {:>14}",
+        "both, sharing these cores (limit)", combined, ""
+    );
+    println!(
+        "{:<34} {:>12.0}/s {:>14}",
         "async 202 → Succeeded", rate, ""
+    );
+    println!(
+        "{:<34} {:>14.2} {:>14}",
+        "ratio to both limits combined",
+        rate / combined,
+        ""
     );
     println!(
         "{:<34} {:>14.2} {:>14} {:>10}",

@@ -263,22 +263,7 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
             data,
         } => {
             let direct = if direct.is_empty() {
-                let store = g.store().await?;
-                let f = store.get::<FunctionSpec>(&g.namespace(), &function).await?;
-                let eps: Vec<String> = f
-                    .status
-                    .unwrap_or_default()
-                    .endpoints
-                    .into_iter()
-                    .map(|e| e.address)
-                    .collect();
-                if eps.is_empty() {
-                    bail!(
-                        "function {}/{function} has no ready endpoint",
-                        g.namespace()
-                    );
-                }
-                eps
+                agents(&g.store().await?, &g.namespace(), &function).await?
             } else {
                 direct
             };
@@ -321,7 +306,15 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
                 bail!("no broker: pass --amqp-url, set LAMBDA_AMQP_URL, or use a context with one");
             };
             let store = g.store().await?;
+            let agents = agents(&store, &g.namespace(), &function).await?;
             let cfg = crate::bench::events::EventsBench {
+                direct: crate::bench::invoke::Target {
+                    urls: agents
+                        .iter()
+                        .map(|a| format!("http://{a}/invoke"))
+                        .collect(),
+                    bearer: None,
+                },
                 invoke_url: format!(
                     "{}/v1/namespaces/{}/functions/{function}/invoke",
                     g.gateway(gateway.as_ref()).value.trim_end_matches('/'),
@@ -517,4 +510,20 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
         "< 1 %",
     );
     Ok(())
+}
+
+/// The agent addresses of a function's ready replicas, from its status.
+async fn agents(store: &crate::store::Store, ns: &str, function: &str) -> Result<Vec<String>> {
+    let f = store.get::<FunctionSpec>(ns, function).await?;
+    let eps: Vec<String> = f
+        .status
+        .unwrap_or_default()
+        .endpoints
+        .into_iter()
+        .map(|e| e.address)
+        .collect();
+    if eps.is_empty() {
+        bail!("function {ns}/{function} has no ready endpoint");
+    }
+    Ok(eps)
 }
