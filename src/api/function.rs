@@ -282,6 +282,27 @@ pub struct FunctionStatus {
     pub endpoints: Vec<Endpoint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Each schedule's last and next fire, written by the scheduler (the leading controller).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleStatus>,
+}
+
+/// Where one of `spec.triggers.schedules` stands.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleStatus {
+    /// Its index in `spec.triggers.schedules`.
+    pub index: u32,
+    pub cron: String,
+    /// The tick it last fired for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fire_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// The next tick it fires for (absent: never again, or it cannot fire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_fire_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// Why it cannot fire (a cron or zone edited by hand past validation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Conditions for FunctionStatus {

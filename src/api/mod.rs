@@ -15,7 +15,7 @@ pub mod trigger;
 pub mod validation;
 
 pub use event::{EventSpec, EventStatus, EventType, InvolvedObject};
-pub use function::{FunctionSpec, FunctionStatus, Runtime};
+pub use function::{FunctionSpec, FunctionStatus, Runtime, ScheduleStatus};
 pub use kind::{AnyObject, Kind};
 pub use meta::{Condition, ConditionStatus, Conditions, ObjectMeta, OwnerReference};
 pub use node::{NodeSpec, NodeStatus};

@@ -22,6 +22,11 @@ use super::GlobalArgs;
 /// Flags of `lambda controller`.
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
+    /// RabbitMQ the scheduler publishes scheduled executions to,
+    /// `amqp://user:password@host:port/vhost` [default: the context's broker]; without one,
+    /// schedules do not fire.
+    #[arg(long, env = "LAMBDA_AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<String>,
     /// Leader lease TTL: a crashed leader is replaced within it (+ ~0.5 s).
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
@@ -257,7 +262,19 @@ pub async fn run(g: &GlobalArgs, args: ControllerArgs) -> Result<()> {
         }
         _ => None,
     };
+    let schedules = match g.broker(args.amqp_url.as_ref()) {
+        Some(url) => Some(reconcilers::schedule::SchedulesConfig {
+            amqp_url: url.value,
+        }),
+        None => {
+            eprintln!(
+                "scheduler disabled: no broker (--amqp-url, LAMBDA_AMQP_URL or the context's)"
+            );
+            None
+        }
+    };
     let cfg = ControllersConfig {
+        schedules,
         namespace: args.watch_namespace,
         event_ttl: args.event_ttl,
         resync: args.resync,

@@ -6,8 +6,10 @@
 //! - cron has five fields, or six with seconds first; it is read in `timezone` (IANA name,
 //!   default UTC), so `0 9 * * *` in `Europe/Berlin` follows daylight saving time;
 //! - a schedule first seen at `t` fires at its first tick after `t` (no backfill);
-//! - ticks missed while nothing could fire (no leader) fire **once**, late: the latest missed
-//!   tick, with `lateby` (milliseconds) in the event and the number of ticks it stands for;
+//! - a tick missed while nothing could fire (no leader) is not dropped: it fires once, late,
+//!   oldest first, with `lateby` (milliseconds) in the event; after a long outage only the
+//!   newest [`MAX_CATCH_UP`] missed ticks fire, the first of them carrying in `ticks` how
+//!   many it stands for (itself and the older ones skipped);
 //! - each fire's event id is derived from the function, the schedule's index and the tick, so
 //!   a fire repeated after a failover is the same execution, not a second one.
 
@@ -83,49 +85,66 @@ pub enum Due {
     Wait { next: Option<DateTime<Utc>> },
 }
 
-/// The decision for a schedule whose last fire (or, never fired, first sighting) was `after`.
+/// Missed ticks that fire after an outage at most; older ones are skipped (and counted).
+pub const MAX_CATCH_UP: u32 = 60;
+
+/// The decision for a schedule whose last fire (or, never fired, first sighting) was `after`:
+/// the oldest tick due, so that calling it again after each fire catches up tick by tick.
 pub fn due(schedule: &Schedule, after: DateTime<Utc>, now: DateTime<Utc>) -> Due {
     let Some(first) = schedule.next_after(after).filter(|t| *t <= now) else {
         return Due::Wait {
             next: schedule.next_after(after.max(now)),
         };
     };
-    // The latest tick at or before `now`, counting what it stands for.
-    let (mut tick, mut ticks) = (first, 1u32);
-    while ticks < MAX_COUNTED {
-        match schedule.next_after(tick) {
+    // How many are due, counted up to one past the catch-up bound.
+    let (mut last, mut due_count) = (first, 1u32);
+    while due_count <= MAX_CATCH_UP {
+        match schedule.next_after(last) {
             Some(t) if t <= now => {
-                tick = t;
-                ticks += 1;
+                last = t;
+                due_count += 1;
             }
             _ => break,
         }
     }
-    if ticks == MAX_COUNTED {
-        // Too many to count one by one: jump to the latest tick.
-        if let Some(last) = latest_at_or_before(schedule, tick, now) {
-            tick = last;
+    let on_its_own = Due::Fire {
+        tick: first,
+        late_by: now - first,
+        ticks: 1,
+    };
+    if due_count <= MAX_CATCH_UP {
+        return on_its_own;
+    }
+    // Too many: the newest MAX_CATCH_UP fire; the first of them stands for the skipped too.
+    let Some(start) = newest_window_start(schedule, now) else {
+        return on_its_own;
+    };
+    let mut skipped = 0u32;
+    let mut t = first;
+    while t < start && skipped < MAX_COUNTED {
+        skipped += 1;
+        match schedule.next_after(t) {
+            Some(n) => t = n,
+            None => break,
         }
     }
     Due::Fire {
-        tick,
-        late_by: now - tick,
-        ticks,
+        tick: start,
+        late_by: now - start,
+        ticks: skipped.saturating_add(1),
     }
 }
 
-/// The latest tick in `(from, now]`, found by stepping back from `now`.
-fn latest_at_or_before(
-    schedule: &Schedule,
-    from: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    schedule
+/// The oldest of the newest [`MAX_CATCH_UP`] ticks at or before `now`.
+fn newest_window_start(schedule: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let mut t = schedule
         .cron
         .find_previous_occurrence(&now.trunc_subsecs(0).with_timezone(&schedule.tz), true)
-        .ok()
-        .map(|d| d.with_timezone(&Utc))
-        .filter(|t| *t > from)
+        .ok()?;
+    for _ in 1..MAX_CATCH_UP {
+        t = schedule.cron.find_previous_occurrence(&t, false).ok()?;
+    }
+    Some(t.with_timezone(&Utc))
 }
 
 /// The source of a function's schedule events.
@@ -244,24 +263,55 @@ mod tests {
     }
 
     #[test]
-    fn missed_ticks_fire_once_late_with_their_count() {
+    fn missed_ticks_each_fire_once_late_oldest_first() {
         let s = Schedule::parse("*/2 * * * * *", None).expect("parse");
         // Last fire 10:00:02; no leader until 10:00:09.2: 04, 06 and 08 were missed.
-        let fire = due(&s, t("2026-12-03T10:00:02Z"), t("2026-12-03T10:00:09.200Z"));
+        let now = t("2026-12-03T10:00:09.200Z");
+        let mut after = t("2026-12-03T10:00:02Z");
+        let mut fired = Vec::new();
+        while let Due::Fire {
+            tick,
+            late_by,
+            ticks,
+        } = due(&s, after, now)
+        {
+            assert_eq!((ticks, late_by), (1, now - tick));
+            fired.push(tick);
+            after = tick;
+        }
         assert_eq!(
-            fire,
-            Due::Fire {
-                tick: t("2026-12-03T10:00:08Z"),
-                late_by: chrono::Duration::milliseconds(1200),
-                ticks: 3
+            fired,
+            [
+                t("2026-12-03T10:00:04Z"),
+                t("2026-12-03T10:00:06Z"),
+                t("2026-12-03T10:00:08Z")
+            ]
+        );
+        assert_eq!(
+            due(&s, after, now),
+            Due::Wait {
+                next: Some(t("2026-12-03T10:00:10Z"))
             }
         );
-        // A per-second schedule missed for two days still decides at once.
+    }
+
+    #[test]
+    fn after_a_long_outage_only_the_newest_ticks_fire_and_the_rest_are_counted() {
         let s = Schedule::parse("* * * * * *", None).expect("parse");
+        // A per-second schedule missed for 10 minutes: 600 due, the newest 60 fire.
+        let now = t("2026-12-03T10:10:00.250Z");
+        match due(&s, t("2026-12-03T10:00:00Z"), now) {
+            Due::Fire { tick, ticks, .. } => {
+                assert_eq!(tick, t("2026-12-03T10:09:01Z"));
+                assert_eq!(ticks, 600 - MAX_CATCH_UP + 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Missed for two days: still decided at once, the count capped.
         match due(&s, t("2026-12-01T10:00:00Z"), t("2026-12-03T10:00:00.250Z")) {
             Due::Fire { tick, ticks, .. } => {
-                assert_eq!(tick, t("2026-12-03T10:00:00Z"));
-                assert_eq!(ticks, MAX_COUNTED);
+                assert_eq!(tick, t("2026-12-03T09:59:01Z"));
+                assert_eq!(ticks, MAX_COUNTED + 1);
             }
             other => panic!("{other:?}"),
         }

@@ -7,6 +7,7 @@ pub mod gc;
 pub mod membership;
 pub mod node;
 pub mod nodepool;
+pub mod schedule;
 pub mod snapshot;
 
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct ControllersConfig {
     /// The node-side controllers' settings (snapshot, node, membership); `None` runs without
     /// them (no cloud configured). Node pools are reconciled either way.
     pub cluster: Option<cluster::ClusterConfig>,
+    /// The scheduler's settings; `None` runs without it (no broker: schedules do not fire).
+    pub schedules: Option<schedule::SchedulesConfig>,
 }
 
 impl Default for ControllersConfig {
@@ -40,6 +43,7 @@ impl Default for ControllersConfig {
             event_ttl: crate::runtime::events::DEFAULT_EVENT_TTL,
             resync: Duration::from_secs(300),
             functions: None,
+            schedules: None,
             cluster: None,
         }
     }
@@ -84,7 +88,14 @@ pub async fn run_all(
             ),
         }
     };
+    let schedules = async {
+        match cfg.schedules.clone() {
+            Some(s) => schedule::run(store.clone(), cfg.namespace.clone(), s, stop.clone()).await,
+            None => tracing::info!("scheduler not started: no broker configured"),
+        }
+    };
     tokio::join!(
+        schedules,
         gc::run(store.clone(), metrics.clone(), &cfg, stop.clone()),
         nodepool::run(store.clone(), metrics.clone(), &cfg, stop.clone()),
         functions,
