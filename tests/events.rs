@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 use common::Etcd;
 use common::rabbitmq::{RabbitMq, pika_publish};
 use common::replica::replica;
-use lambda::api::function::Endpoint;
-use lambda::api::{Function, FunctionSpec, FunctionStatus};
+use lambda::api::FunctionSpec;
 use lambda::events::broker::{EVENTS_EXCHANGE, POISON_QUEUE};
 use lambda::events::delay::ATTEMPTS_HEADER;
 use lambda::events::execution::retention::Retention;
@@ -39,6 +38,15 @@ struct Platform {
     http: reqwest::Client,
     replica: SocketAddr,
     listener: Option<CancellationToken>,
+}
+
+/// The execution id of an asynchronous submission, which must have been accepted (202).
+async fn accepted_id(r: reqwest::Response) -> String {
+    assert_eq!(r.status(), 202);
+    r.json::<Value>().await.expect("json")["executionId"]
+        .as_str()
+        .expect("id")
+        .to_string()
 }
 
 async fn wait_http(http: &reqwest::Client, url: &str) {
@@ -102,25 +110,14 @@ impl Platform {
 
     /// A function in `ns` whose status lists the test's replica as its ready endpoint.
     async fn function(&self, ns: &str, name: &str, extra: &str) {
-        let spec: FunctionSpec =
-            serde_saphyr::from_str(&format!("runtime: shell\ncode: {{inline: cat}}\n{extra}"))
-                .expect("spec");
-        let f = self
-            .store
-            .create(&Function::new(ns, name, spec))
-            .await
-            .expect("create");
-        let status = FunctionStatus {
-            replicas: 1,
-            ready_replicas: 1,
-            endpoints: vec![Endpoint {
-                address: self.replica.to_string(),
-                task_id: "task-0".into(),
-                node_id: "n".into(),
-            }],
-            ..Default::default()
-        };
-        self.store.update_status(&f, &status).await.expect("status");
+        common::replica::function_on(
+            &self.store,
+            ns,
+            name,
+            &format!("runtime: shell\ncode: {{inline: cat}}\n{extra}"),
+            self.replica,
+        )
+        .await;
         // Gateway and listener follow etcd: wait until the gateway routes it.
         for _ in 0..200 {
             let r = self
@@ -500,11 +497,7 @@ async fn async_invocations_answer_after_the_confirm_run_retry_and_dead_letter() 
 
     // Submitted while no listener runs: queued, durable. Then the function goes away.
     let r = p.submit("default", "gone", "{}", &[]).await;
-    assert_eq!(r.status(), 202);
-    let gone_id = r.json::<Value>().await.expect("json")["executionId"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let gone_id = accepted_id(r).await;
     p.store
         .delete::<FunctionSpec>("default", "gone")
         .await
@@ -628,11 +621,7 @@ async fn async_invocations_answer_after_the_confirm_run_retry_and_dead_letter() 
             &[("x-callback-url", "http://169.254.169.254/latest/meta-data")],
         )
         .await;
-    assert_eq!(r.status(), 202);
-    let meta_id = r.json::<Value>().await.expect("json")["executionId"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let meta_id = accepted_id(r).await;
     let e = p
         .wait_record("default", &meta_id, 30, |e| e.status.is_terminal())
         .await;
@@ -712,11 +701,7 @@ async fn async_invocations_answer_after_the_confirm_run_retry_and_dead_letter() 
 
     // Every attempt fails: retried with backoff, then the dead-letter queue with the history.
     let r = p.submit("default", "flaky", r#"{"fail": true}"#, &[]).await;
-    assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.expect("json")["executionId"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = accepted_id(r).await;
     let e = p
         .wait_record("default", &id, 40, |e| e.status.is_terminal())
         .await;
@@ -814,20 +799,11 @@ async fn async_invocations_answer_after_the_confirm_run_retry_and_dead_letter() 
                 &[],
             )
             .await;
-        assert_eq!(r.status(), 202);
-        slow.push(
-            r.json::<Value>().await.expect("json")["executionId"]
-                .as_str()
-                .expect("id")
-                .to_string(),
-        );
+        slow.push(accepted_id(r).await);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let r = p.submit("default", "ok", r#"{"fast": true}"#, &[]).await;
-    let id = r.json::<Value>().await.expect("json")["executionId"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = accepted_id(r).await;
     let fast = p
         .wait_record("default", &id, 10, |e| {
             e.status == ExecutionStatus::Succeeded

@@ -17,8 +17,6 @@ use std::time::{Duration, Instant};
 use common::Etcd;
 use common::rabbitmq::RabbitMq;
 use common::replica::replica;
-use lambda::api::function::Endpoint;
-use lambda::api::{Function, FunctionSpec, FunctionStatus};
 use lambda::events::execution::ExecutionStatus;
 use lambda::events::execution::store as records;
 use serde_json::Value;
@@ -69,25 +67,14 @@ async fn no_accepted_invocation_is_lost_when_the_broker_and_a_listener_die() {
     let store = etcd.store().await;
     let hits = Arc::new(AtomicUsize::new(0));
     let replica = replica(hits.clone()).await;
-    let spec: FunctionSpec = serde_saphyr::from_str(
+    common::replica::function_on(
+        &store,
+        "default",
+        "sink",
         "runtime: shell\ncode: {inline: cat}\nconcurrency: 1000\nretry: {maxAttempts: 5, backoffSeconds: 1}\n",
+        replica,
     )
-    .expect("spec");
-    let f = store
-        .create(&Function::new("default", "sink", spec))
-        .await
-        .expect("create");
-    let status = FunctionStatus {
-        replicas: 1,
-        ready_replicas: 1,
-        endpoints: vec![Endpoint {
-            address: replica.to_string(),
-            task_id: "t".into(),
-            node_id: "n".into(),
-        }],
-        ..Default::default()
-    };
-    store.update_status(&f, &status).await.expect("status");
+    .await;
 
     let gateway = common::start_broker_gateway(&store, rabbit.url(), std::future::pending());
     let url = format!("{gateway}/v1/functions/sink/invoke");

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use common::rabbitmq::RabbitMq;
 use common::replica::replica;
 use common::{Etcd, eventually};
-use lambda::api::function::Endpoint;
-use lambda::api::{Function, FunctionSpec, FunctionStatus};
+use lambda::api::{Function, FunctionSpec};
 use lambda::events::execution::store as records;
 use lambda::events::execution::{Execution, ExecutionStatus, Trigger};
 use lambda::events::listener::{self, ListenerConfig};
@@ -94,25 +93,14 @@ async fn schedules_fire_once_per_tick_across_a_leader_failover() {
         Controller::start(&etcd, &rabbit.url(), "a", &logs.path().join("a.log")),
         Controller::start(&etcd, &rabbit.url(), "b", &logs.path().join("b.log")),
     ];
-    let spec: FunctionSpec = serde_saphyr::from_str(
+    common::replica::function_on(
+        &store,
+        "default",
+        "tick",
         "runtime: shell\ncode: {inline: cat}\ntriggers:\n  schedules:\n    - cron: \"*/2 * * * * *\"\n      payload: {report: daily}\n",
+        replica,
     )
-    .expect("spec");
-    let f = store
-        .create(&Function::new("default", "tick", spec))
-        .await
-        .expect("create");
-    let status = FunctionStatus {
-        replicas: 1,
-        ready_replicas: 1,
-        endpoints: vec![Endpoint {
-            address: replica.to_string(),
-            task_id: "t".into(),
-            node_id: "n".into(),
-        }],
-        ..Default::default()
-    };
-    store.update_status(&f, &status).await.expect("status");
+    .await;
 
     // A schedule edited by hand in etcd past validation is not fired; its status says why.
     let broken_spec: FunctionSpec = serde_saphyr::from_str(

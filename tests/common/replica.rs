@@ -53,3 +53,31 @@ pub async fn replica(hits: Arc<AtomicUsize>) -> SocketAddr {
     tokio::spawn(async move { axum::serve(l, app).await });
     addr
 }
+
+/// Creates a Function from `spec` (YAML) whose status lists `replica` as its one ready
+/// endpoint, as the function controller writes it once the service runs (no Swarm needed).
+pub async fn function_on(
+    store: &lambda::store::Store,
+    ns: &str,
+    name: &str,
+    spec: &str,
+    replica: SocketAddr,
+) -> lambda::api::Function {
+    let spec: lambda::api::FunctionSpec = serde_saphyr::from_str(spec).expect("spec");
+    let f = store
+        .create(&lambda::api::Function::new(ns, name, spec))
+        .await
+        .expect("create");
+    let status = lambda::api::FunctionStatus {
+        replicas: 1,
+        ready_replicas: 1,
+        endpoints: vec![lambda::api::function::Endpoint {
+            address: replica.to_string(),
+            task_id: "task-0".into(),
+            node_id: "n".into(),
+        }],
+        ..Default::default()
+    };
+    store.update_status(&f, &status).await.expect("status");
+    f
+}
