@@ -192,7 +192,7 @@ async fn try_submit(
         Some(EventRef::of(&event)),
         chrono::Utc::now(),
     );
-    let job = Job {
+    let mut job = Job {
         execution_id: id.clone(),
         function: key,
         callback,
@@ -202,12 +202,14 @@ async fn try_submit(
     if client_named_it {
         // The same invocation id again: the execution it started, not a second one. One still
         // `Queued` may never have had its job confirmed (the client retries after a 503), so
-        // it is published again (the listener runs an execution once per record).
+        // it is published again, as a job of an existing record (no creation time): the
+        // listener reads the record first and runs the execution once.
         match store::peek(&gw.store, ns, &id).await {
             Ok(s) if s.execution.status != ExecutionStatus::Queued => {
                 return Ok(accepted(ns, &id, s.execution.status));
             }
-            Ok(_) | Err(store::ExecutionError::NotFound { .. }) => {}
+            Ok(_) => job.created_at = None,
+            Err(store::ExecutionError::NotFound { .. }) => {}
             Err(e) => {
                 return Err(HttpError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -220,19 +222,21 @@ async fn try_submit(
     p.publish("", EXECUTIONS_QUEUE, &job.body(), job.properties())
         .await
         .map_err(|e| broker_down(p, e))?;
-    // The confirmed job is the durable copy: it carries all the record holds at this point,
-    // and a listener that finds no record creates it from the job. The `Queued` record is
-    // written after the 202 (group-committed with the others), and until it lands this
-    // gateway answers `GET` for it from memory.
-    gw.unwritten.insert(record.clone());
-    let gw2 = gw.clone();
-    tokio::spawn(async move {
-        if let Err(e) = store::create(&gw2.store, &record).await {
-            tracing::warn!(execution = %record.id, error = %e,
-                "Queued record not written; the listener writes it when it takes the job");
-        }
-        gw2.unwritten.remove(&record.namespace, &record.id);
-    });
+    if job.created_at.is_some() {
+        // The confirmed job is the durable copy: it carries all the record holds at this
+        // point, and a listener that finds no record creates it from the job. The `Queued`
+        // record is written after the 202 (group-committed with the others), and until it
+        // lands this gateway answers `GET` for it from memory.
+        gw.unwritten.insert(record.clone());
+        let gw2 = gw.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store::create(&gw2.store, &record).await {
+                tracing::warn!(execution = %record.id, error = %e,
+                    "Queued record not written; the listener writes it when it takes the job");
+            }
+            gw2.unwritten.remove(&record.namespace, &record.id);
+        });
+    }
     Ok(accepted(ns, &id, ExecutionStatus::Queued))
 }
 

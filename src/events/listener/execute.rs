@@ -91,6 +91,19 @@ async fn process(ctx: &Context, broker: &Broker, delivery: &Delivery) -> Result<
             }
             return ack(delivery).await;
         }
+        // Another delivery of this execution is running it right now (a job published again
+        // while the first was in flight): not run twice. A redelivery's open attempt is a
+        // dead listener's (the broker redelivers only once that channel closed): run.
+        Ok(s)
+            if !delivery.redelivered
+                && s.execution
+                    .attempts
+                    .last()
+                    .is_some_and(|a| a.outcome.is_none()) =>
+        {
+            ctx.metrics.duplicates.inc();
+            return ack(delivery).await;
+        }
         Ok(s) => Record::Stored(s),
         // An asynchronous invocation whose `Queued` record has not landed yet (or never will:
         // the gateway's write failed): the job holds all of it, and the first write below
@@ -132,9 +145,7 @@ async fn run(
     let age = (Utc::now() - record.execution().created_at)
         .to_std()
         .unwrap_or_default();
-    // At its concurrency: wait briefly for a slot (a bounded number of waiters per function),
-    // else back through the shortest delay, without an attempt: not hammered, and not
-    // holding prefetch slots other functions need.
+    // Already past its maximum age: not run (again), exhausted as too old.
     if let Some(decision) = retry::expired(&policy, age) {
         let now = Utc::now();
         if let Decision::Exhausted {
@@ -152,6 +163,9 @@ async fn run(
         finished(ctx, job, &done.execution).await;
         return ack(delivery).await;
     }
+    // At its concurrency: wait briefly for a slot (a bounded number of waiters per function),
+    // else back through the shortest delay, without an attempt: not hammered, and not
+    // holding prefetch slots other functions need.
     let max_waiting = (route.concurrency * route.endpoints.len().max(1) * 2).max(ctx.prefetch / 4);
     let lease = route.acquire_within(SLOT_PATIENCE, max_waiting).await;
     if lease.is_none() && !route.endpoints.is_empty() {
