@@ -22,7 +22,7 @@ use crate::api::ObjectKey;
 use crate::events::broker::EVENTS_EXCHANGE;
 use crate::events::cloudevent::{CloudEvent, Data, STRUCTURED_CONTENT_TYPE};
 use crate::events::execution::store;
-use crate::events::execution::{EventRef, Execution, ExecutionStatus, Trigger, execution_id};
+use crate::events::execution::{Execution, ExecutionStatus, execution_id};
 use crate::events::listener::{EXECUTIONS_QUEUE, Job};
 use crate::events::publisher::Publisher;
 
@@ -185,20 +185,15 @@ async fn try_submit(
         .map_err(|e| bad_request(e.to_string()))?;
     let key = ObjectKey::new(ns, name);
     let id = execution_id(&key, &event);
-    let record = Execution::new(
-        id.clone(),
-        &key,
-        Trigger::Async,
-        Some(EventRef::of(&event)),
-        chrono::Utc::now(),
-    );
+    let accepted_at = chrono::Utc::now();
     let mut job = Job {
         execution_id: id.clone(),
         function: key,
         callback,
         event,
-        created_at: Some(record.created_at),
+        created_at: Some(accepted_at),
     };
+    let record = job.queued_record(accepted_at);
     if client_named_it {
         // The same invocation id again: the execution it started, not a second one. One still
         // `Queued` may never have had its job confirmed (the client retries after a 503), so

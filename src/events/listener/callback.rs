@@ -81,10 +81,15 @@ impl CallbackPolicy {
 }
 
 fn refusal(what: &str) -> String {
-    format!(
-        "callback to {what} refused: loopback, link-local, multicast and unspecified addresses are reserved to the platform (allow a network with lambda events --callback-allow CIDR)"
-    )
+    Refused(what.to_string()).to_string()
 }
+
+/// The resolver's error for a host with no permitted address (found again by [`is_refusal`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "callback to {0} refused: loopback, link-local, multicast and unspecified addresses are reserved to the platform (allow a network with lambda events --callback-allow CIDR)"
+)]
+struct Refused(String);
 
 /// A resolver that drops the addresses the policy refuses.
 struct Fenced(CallbackPolicy);
@@ -99,7 +104,7 @@ impl Resolve for Fenced {
                 .filter(|a| policy.permits(a.ip()))
                 .collect();
             if found.is_empty() {
-                return Err(refusal(&format!("{host} (no permitted address)")).into());
+                return Err(Box::new(Refused(format!("{host} (no permitted address)"))) as _);
             }
             Ok(Box::new(found.into_iter()) as Addrs)
         })
@@ -157,7 +162,7 @@ pub(super) async fn post(ctx: &Context, url: &str, e: &Execution) {
 fn is_refusal(err: &reqwest::Error) -> bool {
     let mut source: Option<&dyn std::error::Error> = Some(err);
     while let Some(e) = source {
-        if e.to_string().contains("are reserved to the platform") {
+        if e.downcast_ref::<Refused>().is_some() {
             return true;
         }
         source = e.source();

@@ -235,14 +235,7 @@ async fn run(
 
 /// The `Queued` record an asynchronous invocation's job stands for (the gateway's, exactly).
 fn record_of(job: &Job) -> Option<Execution> {
-    let created = job.created_at?;
-    Some(Execution::new(
-        job.execution_id.clone(),
-        &job.function,
-        crate::events::execution::Trigger::Async,
-        Some(crate::events::execution::EventRef::of(&job.event)),
-        created,
-    ))
+    job.created_at.map(|created| job.queued_record(created))
 }
 
 /// A Warning event on the function when `decision` sent its execution to a dead-letter queue.

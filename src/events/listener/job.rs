@@ -114,6 +114,18 @@ impl Job {
         })
     }
 
+    /// The `Queued` record of this job's asynchronous invocation, accepted at `created`: what
+    /// the gateway writes behind its 202, and what a listener writes when it takes the job first.
+    pub fn queued_record(&self, created: DateTime<Utc>) -> crate::events::execution::Execution {
+        crate::events::execution::Execution::new(
+            self.execution_id.clone(),
+            &self.function,
+            crate::events::execution::Trigger::Async,
+            Some(crate::events::execution::EventRef::of(&self.event)),
+            created,
+        )
+    }
+
     /// What the function receives: the event's JSON data (the original system's whole
     /// message, an async invocation's body); for an event without JSON data, the whole event
     /// in structured mode, so nothing of it is withheld.
