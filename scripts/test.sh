@@ -71,8 +71,12 @@ LAMBDA_OS_ENV=$LAMBDA_HOME/openstack/env run_step "cargo test (OpenStack contrac
 CLOUD_DIR=$LAMBDA_HOME/cloud-contract
 rm -rf "$CLOUD_DIR"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# Its Nova notifications go to the platform's RabbitMQ (as the real OpenStack's go to its own).
+"$PROJECT_ROOT/scripts/rabbitmq.sh" up
+notification_url=$("$PROJECT_ROOT/scripts/rabbitmq.sh" env | sed 's/^export LAMBDA_AMQP_URL=//')
 "$PROJECT_ROOT/target/debug/lambda" cloud --listen "127.0.0.1:$port" --data-dir "$CLOUD_DIR" \
-  --bridge lambda0 --bridge-cidr 10.251.0.1/24 --first-host 150 >"$LAMBDA_HOME/cloud-contract.log" 2>&1 &
+  --bridge lambda0 --bridge-cidr 10.251.0.1/24 --first-host 150 \
+  --notification-url "$notification_url" >"$LAMBDA_HOME/cloud-contract.log" 2>&1 &
 CLOUD_PID=$!
 if wait_for 20 test -f "$CLOUD_DIR/env"; then
   LAMBDA_OS_ENV=$CLOUD_DIR/env run_step "OpenStack contract suite against lambda cloud" \

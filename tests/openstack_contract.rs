@@ -24,6 +24,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use lambda::openstack::config::parse_openrc;
 use lambda::openstack::{
     CloudConfig, Compute, Error, ImageStatus, NetworkSpec, OpenStack, ServerFilter, ServerSpec,
@@ -44,6 +46,9 @@ struct Target {
     image: String,
     network: Option<String>,
     keypair: Option<String>,
+    /// The notification bus (`LAMBDA_OS_NOTIFICATION_URL`, an `amqp://` URL), if the target
+    /// sends Nova's notifications.
+    notification_url: Option<String>,
 }
 
 const GATE: &str = "LAMBDA_OPENSTACK_CONTRACT";
@@ -121,6 +126,7 @@ impl Target {
             image: need("LAMBDA_OS_IMAGE"),
             network: opt("LAMBDA_OS_NETWORK"),
             keypair: opt("LAMBDA_OS_KEYPAIR"),
+            notification_url: opt("LAMBDA_OS_NOTIFICATION_URL"),
         })
     }
 
@@ -716,4 +722,203 @@ async fn quota_exceeded() {
         }
         other => panic!("expected QuotaExceeded, got {other}"),
     }
+}
+
+/// Nova's own notification bus starts a function: an `EventSource` consuming
+/// `versioned_notifications.info` on exchange `nova`, a function subscribed to
+/// `instance.create.end`; servers created through Nova run it with their id in the payload.
+/// Prints notification (as seen on the bus) → function start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nova_notifications_start_a_function() {
+    use lambda::api::{ConditionStatus, EventSourceSpec};
+    use lambda::events::broker::Broker;
+    use lapin::options::QueueDeclareOptions;
+
+    let Some(t) = Target::load() else { return };
+    let Some(url) = t.notification_url.clone() else {
+        panic!(
+            "the target sends no notifications: set LAMBDA_OS_NOTIFICATION_URL (scripts/openstack/up.sh and lambda cloud --notification-url write it)"
+        );
+    };
+    let os = t.connect().await;
+    let tag = run_tag("notifications");
+    let etcd = common::Etcd::start();
+    let rabbit = common::rabbitmq::RabbitMq::start();
+    let store = etcd.store().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    common::rabbitmq::spawn_listener(&store, rabbit.url(), stop.clone());
+    let replica = common::replica::replica(Arc::new(std::sync::atomic::AtomicUsize::new(0))).await;
+    common::replica::function_on(
+        &store,
+        "ops",
+        "onvm",
+        "runtime: shell\ncode: {inline: cat}\ntriggers:\n  events:\n    - {sourcePrefix: openstack/, type: instance.create.end}\n",
+        replica,
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url_file = dir.path().join("transport-url");
+    std::fs::write(&url_file, &url).expect("url file");
+    let spec: EventSourceSpec = serde_saphyr::from_str(&format!(
+        "openstack: {{transportUrlFile: {}, exchange: nova, topic: versioned_notifications.info, eventTypes: [instance.create.end]}}\n",
+        url_file.display()
+    ))
+    .expect("spec");
+    store
+        .create(&lambda::api::EventSource::new("ops", "nova", spec))
+        .await
+        .expect("create the EventSource");
+    let controllers = lambda::reconcilers::ControllersConfig::default();
+    tokio::spawn({
+        let (store, stop, cfg) = (store.clone(), stop.clone(), controllers.clone());
+        let es = lambda::reconcilers::eventsource::EventSourcesConfig {
+            amqp_url: rabbit.url(),
+        };
+        async move {
+            lambda::reconcilers::eventsource::run(
+                store,
+                lambda::runtime::Metrics::new(),
+                &cfg,
+                es,
+                stop,
+            )
+            .await
+        }
+    });
+    common::eventually(
+        "the EventSource consumes the bus",
+        Duration::from_secs(30),
+        async || {
+            let es = store.get::<EventSourceSpec>("ops", "nova").await.ok()?;
+            es.status?
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Connected" && c.status == ConditionStatus::True)
+                .cloned()
+        },
+    )
+    .await;
+    // When each instance.create.end reaches the bus, by a queue of the test's own.
+    let bus = Broker::connect(&url).await.expect("the notification bus");
+    let probe = format!("{tag}-probe");
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    bus.declare_queue_with(&probe, exclusive, Default::default())
+        .await
+        .expect("probe queue");
+    bus.bind(&probe, "nova", "versioned_notifications.info")
+        .await
+        .expect("bind probe");
+    let mut consumer = bus
+        .consume(&probe, "probe", 16)
+        .await
+        .expect("consume probe");
+    let seen = Arc::new(std::sync::Mutex::new(BTreeMap::<
+        String,
+        chrono::DateTime<chrono::Utc>,
+    >::new()));
+    tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            use futures::StreamExt;
+            while let Some(Ok(d)) = consumer.next().await {
+                let at = chrono::Utc::now();
+                if let Ok(ev) = lambda::events::broker::event_of(&d) {
+                    let uuid = match &ev.data {
+                        Some(lambda::events::cloudevent::Data::Json(v)) => {
+                            v["nova_object.data"]["uuid"].as_str().map(str::to_string)
+                        }
+                        _ => None,
+                    };
+                    if let (Some(u), "instance.create.end") = (uuid, ev.type_.as_str()) {
+                        seen.lock().unwrap_or_else(|p| p.into_inner()).insert(u, at);
+                    }
+                }
+                let _ = d.ack(Default::default()).await;
+            }
+        }
+    });
+
+    let result = async {
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let spec = ServerSpec {
+                name: format!("{tag}-{i}"),
+                flavor: t.flavor.clone(),
+                image: t.image.clone(),
+                networks: match &t.network {
+                    Some(n) => NetworkSpec::Named(vec![n.clone()]),
+                    None => NetworkSpec::None,
+                },
+                tags: vec![tag.clone()],
+                ..Default::default()
+            };
+            ids.push(os.create_server(&spec).await?);
+        }
+        Ok::<_, Error>(ids)
+    }
+    .await;
+    let ids = match result {
+        Ok(ids) => ids,
+        Err(e) => {
+            cleanup(&os, &tag).await;
+            panic!("creating servers: {e}");
+        }
+    };
+    // Other tests of this suite create servers in the same project at the same time: their
+    // notifications start the function too. Only the runs of this test's servers count.
+    let server_of = |e: &lambda::events::execution::Execution| -> Option<String> {
+        let r: serde_json::Value = serde_json::from_str(e.result.as_deref()?).ok()?;
+        r["echo"]["nova_object.data"]["uuid"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let runs = common::eventually(
+        "a run per server created",
+        Duration::from_secs(120),
+        async || {
+            let page =
+                lambda::events::execution::store::list(&store, "ops", "onvm", None, 100, None)
+                    .await
+                    .ok()?;
+            let mine: Vec<_> = page
+                .items
+                .into_iter()
+                .filter(|e| {
+                    e.status.is_terminal() && server_of(e).is_some_and(|s| ids.contains(&s))
+                })
+                .collect();
+            (mine.len() >= ids.len()).then_some(mine)
+        },
+    )
+    .await;
+    cleanup(&os, &tag).await;
+    stop.cancel();
+    let mut latency = Vec::new();
+    for id in &ids {
+        let run = runs
+            .iter()
+            .find(|e| server_of(e).as_deref() == Some(id.as_str()))
+            .unwrap_or_else(|| panic!("no run with server {id} in its payload: {runs:?}"));
+        let ev = run.event.as_ref().expect("event");
+        assert_eq!(ev.type_, "instance.create.end");
+        assert!(
+            ev.source.starts_with("openstack/nova-compute:"),
+            "{}",
+            ev.source
+        );
+        if let Some(at) = seen.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            let start = run.attempts.first().expect("attempt").started_at;
+            latency.push((start - *at).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+        }
+    }
+    latency.sort_by(|a, b| a.total_cmp(b));
+    eprintln!(
+        "[contract] notification -> function start over {} servers: {latency:?} ms",
+        latency.len()
+    );
+    assert_eq!(runs.len(), ids.len(), "one run per server: {runs:?}");
 }

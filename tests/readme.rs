@@ -238,6 +238,15 @@ fn the_usage_block_runs_verbatim_after_lambda_up() {
                 "the view shows the context with its key redacted: {out}"
             );
         }
+        if line.starts_with("lambda get es") {
+            assert!(out.contains("nova") && out.contains("Ready"), "{out}");
+        }
+        if line.starts_with("lambda executions on-vm") {
+            assert!(
+                out.starts_with("ID") && out.contains("on-vm"),
+                "the VMs lambda up created started on-vm: {out}"
+            );
+        }
         if line.starts_with("lambda get np") {
             assert!(out.contains("workers"), "{out}");
         }

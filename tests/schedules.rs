@@ -7,57 +7,18 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::controller::Controller;
 use common::rabbitmq::RabbitMq;
 use common::replica::replica;
 use common::{Etcd, eventually};
 use lambda::api::{Function, FunctionSpec};
 use lambda::events::execution::store as records;
 use lambda::events::execution::{Execution, ExecutionStatus, Trigger};
-use lambda::events::listener::{self, ListenerConfig};
 use tokio_util::sync::CancellationToken;
-
-/// A `lambda controller` process; killed with SIGKILL when dropped.
-struct Controller(Child);
-
-impl Controller {
-    fn start(etcd: &Etcd, amqp: &str, id: &str, log: &std::path::Path) -> Controller {
-        let log = std::fs::File::create(log).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_lambda"))
-            .args(["controller", "--lease-ttl", "3s", "--identity", id])
-            .args(["--amqp-url", amqp])
-            .env("LAMBDA_ETCD_ENDPOINTS", etcd.endpoint())
-            .env("LAMBDA_CONFIG", "/nonexistent/lambda-tests/config.yaml")
-            .env("LAMBDA_LOG", "info")
-            // Only the scheduler matters here: no Swarm, no cloud.
-            .env_remove("DOCKER_HOST")
-            .env_remove("OS_CLOUD")
-            .env_remove("OS_AUTH_URL")
-            .env_remove("LAMBDA_OPENRC")
-            .env_remove("LAMBDA_CONTEXT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().expect("log")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start lambda controller");
-        Controller(child)
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// The tick an execution fired for, from its event id (`<index>@<tick ms>`).
 fn tick_ms(e: &Execution) -> i64 {
@@ -75,23 +36,11 @@ async fn schedules_fire_once_per_tick_across_a_leader_failover() {
     let hits = Arc::new(AtomicUsize::new(0));
     let replica = replica(hits.clone()).await;
     let stop = CancellationToken::new();
-    let s = stop.clone();
-    tokio::spawn(listener::run(
-        store.clone(),
-        ListenerConfig {
-            amqp_url: rabbit.url(),
-            prefetch: 64,
-            connect_patience: Duration::from_secs(20),
-            metrics_listen: None,
-            retention: Default::default(),
-            callbacks: Default::default(),
-        },
-        async move { s.cancelled().await },
-    ));
+    common::rabbitmq::spawn_listener(&store, rabbit.url(), stop.clone());
     let logs = tempfile::tempdir().expect("temp dir");
     let mut controllers = [
-        Controller::start(&etcd, &rabbit.url(), "a", &logs.path().join("a.log")),
-        Controller::start(&etcd, &rabbit.url(), "b", &logs.path().join("b.log")),
+        Controller::start(&etcd, &rabbit.url(), "a", &logs.path().join("a.log"), &[]),
+        Controller::start(&etcd, &rabbit.url(), "b", &logs.path().join("b.log"), &[]),
     ];
     common::replica::function_on(
         &store,

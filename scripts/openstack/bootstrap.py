@@ -10,7 +10,7 @@
 
 Every step is "get or create", so running it again is harmless. Settings come from the
 environment (common.sh exports them): KEYSTONE_URL NOVA_URL PLACEMENT_URL GLANCE_URL NEUTRON_URL
-OS_HOME.
+NOTIFICATION_URL OS_HOME.
 """
 import os
 import shlex
@@ -24,6 +24,7 @@ NOVA = os.environ['NOVA_URL']
 PLACEMENT = os.environ['PLACEMENT_URL']
 GLANCE = os.environ['GLANCE_URL']
 NEUTRON = os.environ['NEUTRON_URL']
+NOTIFICATION = os.environ['NOTIFICATION_URL']   # Nova's notifications: amqp://..., exchange "nova"
 HOME = os.environ['OS_HOME']
 REGION = 'RegionOne'
 DOMAIN = 'default'          # id of the domain "Default" made by keystone-manage bootstrap
@@ -332,6 +333,7 @@ def write_files(ac, image, net, quota_project):
         ('LAMBDA_OS_IMAGE_URL', GLANCE),
         ('LAMBDA_OS_NETWORK_URL', NEUTRON),
         ('LAMBDA_OS_PLACEMENT_URL', PLACEMENT),
+        ('LAMBDA_OS_NOTIFICATION_URL', NOTIFICATION),
         ('LAMBDA_OS_COMPUTE_MAX_MICROVERSION', '2.93'),
         ('LAMBDA_OS_FLAVOR', 'm1.small'), ('LAMBDA_OS_FLAVOR_ID', '2'),
         ('LAMBDA_OS_FLAVOR_TINY', 'm1.tiny'), ('LAMBDA_OS_FLAVOR_TINY_ID', '1'),

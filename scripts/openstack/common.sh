@@ -37,7 +37,9 @@ NOVA_URL=http://$OS_IP:$PORT_NOVA/v2.1
 PLACEMENT_URL=http://$OS_IP:$PORT_PLACEMENT
 GLANCE_URL=http://$OS_IP:$PORT_GLANCE
 NEUTRON_URL=http://$OS_IP:$PORT_NEUTRON
-export KEYSTONE_URL NOVA_URL PLACEMENT_URL GLANCE_URL NEUTRON_URL
+# Nova's notifications (topic exchange "nova"): RabbitMQ's default vhost "/", percent-encoded
+NOTIFICATION_URL=amqp://guest:guest@$OS_IP:$PORT_AMQP/%2f
+export KEYSTONE_URL NOVA_URL PLACEMENT_URL GLANCE_URL NEUTRON_URL NOTIFICATION_URL
 
 # The daemons up.sh starts, each recorded in run/<name>.pid. Infrastructure first; down.sh stops
 # the OpenStack services (in parallel) before the infrastructure (in reverse order).

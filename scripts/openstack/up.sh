@@ -11,6 +11,7 @@
 #   Neutron 21     http://127.0.0.1:19696        ML2, flat networks, agentless port binding
 #                                                (pylib/lambda_fake_ml2.py)
 #   MariaDB 10.11  127.0.0.1:13306   RabbitMQ 3.10  127.0.0.1:16672 (epmd 127.0.0.1:14369)
+#                  Nova's notifications (versioned and legacy) go to RabbitMQ's topic exchange "nova"
 #
 # Seeded: projects "lambda" (user lambda, role member; instances quota 100) and "quota-test"
 # (user quota-test; instances quota 1), an application credential of user lambda, flavors
@@ -18,7 +19,8 @@
 # (subnet 192.0.2.0/24, addresses are database rows only), key pair "lambda-key" of user lambda.
 # Written to $LAMBDA_HOME/openstack/: openrc, openrc-appcred, openrc-quota, openrc-admin,
 # clouds.yaml (clouds lambda-test, lambda-test-appcred, lambda-test-quota, lambda-test-admin),
-# env (names, ids, URLs, quotas as LAMBDA_OS_* variables), lambda-key (private key).
+# env (names, ids, URLs, quotas, the notification broker URL as LAMBDA_OS_* variables),
+# lambda-key (private key).
 #
 # Usage:  scripts/openstack/up.sh      install what is missing (apt), start, seed. Idempotent:
 #                                      when everything is up already it only says so; a partly
@@ -240,6 +242,7 @@ log.console = true
 log.file = false
 EOF
 echo '[].' >etc/rabbitmq-enabled-plugins
+# vhost "/" (the trailing slash); common.sh's NOTIFICATION_URL is the same broker for AMQP clients
 TRANSPORT_URL=rabbit://guest:guest@$OS_IP:$PORT_AMQP/
 
 # [keystone_authtoken]-style section for a service user (password "<name>-service-secret",
@@ -394,8 +397,13 @@ os_region_name = RegionOne
 lock_path = $OS_HOME/data/nova/lock
 [vnc]
 enabled = false
+# Notifications on this RabbitMQ (the platform consumes them; see README.md): oslo.messaging's
+# topic exchange "nova" (control_exchange, Nova's default), versioned ones with routing key
+# versioned_notifications.info/.error, legacy ones with notifications.info/.error
 [oslo_messaging_notifications]
-driver = noop
+driver = messagingv2
+[notifications]
+notification_format = both
 EOF
 
 uwsgi_ini() {  # NAME PORT WSGI_FILE PROCESSES THREADS ENV...

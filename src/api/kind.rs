@@ -2,6 +2,7 @@
 //! from user input.
 
 use super::event::EventSpec;
+use super::eventsource::EventSourceSpec;
 use super::function::FunctionSpec;
 use super::node::NodeSpec;
 use super::nodepool::NodePoolSpec;
@@ -15,16 +16,18 @@ pub enum Kind {
     NodePool,
     Node,
     SnapshotImage,
+    EventSource,
     Event,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Function,
         Kind::NodePool,
         Kind::Node,
         Kind::SnapshotImage,
+        Kind::EventSource,
         Kind::Event,
     ];
 
@@ -35,6 +38,7 @@ impl Kind {
             Kind::NodePool => NodePoolSpec::KIND,
             Kind::Node => NodeSpec::KIND,
             Kind::SnapshotImage => SnapshotImageSpec::KIND,
+            Kind::EventSource => EventSourceSpec::KIND,
             Kind::Event => EventSpec::KIND,
         }
     }
@@ -46,6 +50,7 @@ impl Kind {
             Kind::NodePool => NodePoolSpec::PLURAL,
             Kind::Node => NodeSpec::PLURAL,
             Kind::SnapshotImage => SnapshotImageSpec::PLURAL,
+            Kind::EventSource => EventSourceSpec::PLURAL,
             Kind::Event => EventSpec::PLURAL,
         }
     }
@@ -56,6 +61,7 @@ impl Kind {
             Kind::NodePool => NodePoolSpec::SHORT,
             Kind::Node => NodeSpec::SHORT,
             Kind::SnapshotImage => SnapshotImageSpec::SHORT,
+            Kind::EventSource => EventSourceSpec::SHORT,
             Kind::Event => EventSpec::SHORT,
         }
     }
@@ -99,6 +105,7 @@ pub enum AnyObject {
     NodePool(Object<NodePoolSpec>),
     Node(Object<NodeSpec>),
     SnapshotImage(Object<SnapshotImageSpec>),
+    EventSource(Object<EventSourceSpec>),
     Event(Object<EventSpec>),
 }
 
@@ -112,6 +119,7 @@ macro_rules! with_any_object {
             $crate::api::AnyObject::NodePool($obj) => $body,
             $crate::api::AnyObject::Node($obj) => $body,
             $crate::api::AnyObject::SnapshotImage($obj) => $body,
+            $crate::api::AnyObject::EventSource($obj) => $body,
             $crate::api::AnyObject::Event($obj) => $body,
         }
     };
@@ -138,6 +146,10 @@ macro_rules! with_kind {
                 type $K = $crate::api::SnapshotImageSpec;
                 $body
             }
+            $crate::api::Kind::EventSource => {
+                type $K = $crate::api::EventSourceSpec;
+                $body
+            }
             $crate::api::Kind::Event => {
                 type $K = $crate::api::EventSpec;
                 $body
@@ -154,6 +166,7 @@ impl AnyObject {
             AnyObject::NodePool(_) => Kind::NodePool,
             AnyObject::Node(_) => Kind::Node,
             AnyObject::SnapshotImage(_) => Kind::SnapshotImage,
+            AnyObject::EventSource(_) => Kind::EventSource,
             AnyObject::Event(_) => Kind::Event,
         }
     }
@@ -193,6 +206,7 @@ into_any!(FunctionSpec, Function);
 into_any!(NodePoolSpec, NodePool);
 into_any!(NodeSpec, Node);
 into_any!(SnapshotImageSpec, SnapshotImage);
+into_any!(EventSourceSpec, EventSource);
 into_any!(EventSpec, Event);
 
 #[cfg(test)]
@@ -213,6 +227,9 @@ mod tests {
             ("nodes", Kind::Node),
             ("snapshotimage", Kind::SnapshotImage),
             ("si", Kind::SnapshotImage),
+            ("eventsource", Kind::EventSource),
+            ("eventsources", Kind::EventSource),
+            ("es", Kind::EventSource),
             ("events", Kind::Event),
             ("ev", Kind::Event),
         ] {

@@ -2,6 +2,7 @@
 //! and JSON Schemas (design §2).
 
 pub mod event;
+pub mod eventsource;
 pub mod function;
 pub mod kind;
 pub mod manifest;
@@ -15,6 +16,7 @@ pub mod trigger;
 pub mod validation;
 
 pub use event::{EventSpec, EventStatus, EventType, InvolvedObject};
+pub use eventsource::{EventSourceSpec, EventSourceStatus};
 pub use function::{FunctionSpec, FunctionStatus, Runtime, ScheduleStatus};
 pub use kind::{AnyObject, Kind};
 pub use meta::{Condition, ConditionStatus, Conditions, ObjectMeta, OwnerReference};
@@ -32,5 +34,7 @@ pub type NodePool = Object<NodePoolSpec>;
 pub type Node = Object<NodeSpec>;
 /// An event object.
 pub type Event = Object<EventSpec>;
+/// An event source object.
+pub type EventSource = Object<EventSourceSpec>;
 /// A snapshot image object.
 pub type SnapshotImage = Object<SnapshotImageSpec>;

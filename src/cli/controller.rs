@@ -24,7 +24,7 @@ use super::GlobalArgs;
 pub struct ControllerArgs {
     /// RabbitMQ the scheduler publishes scheduled executions to,
     /// `amqp://user:password@host:port/vhost` [default: the context's broker]; without one,
-    /// schedules do not fire.
+    /// schedules do not fire and event sources do not run.
     #[arg(long, env = "LAMBDA_AMQP_URL", hide_env_values = true)]
     pub amqp_url: Option<String>,
     /// Leader lease TTL: a crashed leader is replaced within it (+ ~0.5 s).
@@ -268,13 +268,19 @@ pub async fn run(g: &GlobalArgs, args: ControllerArgs) -> Result<()> {
         }),
         None => {
             eprintln!(
-                "scheduler disabled: no broker (--amqp-url, LAMBDA_AMQP_URL or the context's)"
+                "scheduler and event sources disabled: no broker (--amqp-url, LAMBDA_AMQP_URL or the context's)"
             );
             None
         }
     };
+    let eventsources = schedules
+        .as_ref()
+        .map(|s| reconcilers::eventsource::EventSourcesConfig {
+            amqp_url: s.amqp_url.clone(),
+        });
     let cfg = ControllersConfig {
         schedules,
+        eventsources,
         namespace: args.watch_namespace,
         event_ttl: args.event_ttl,
         resync: args.resync,

@@ -337,6 +337,10 @@ pub enum Command {
         /// Lifetime of issued tokens.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         token_ttl: Duration,
+        /// Send Nova's notifications (instance.create.end, instance.delete.end; oslo v2
+        /// envelopes on exchange `nova`) to this RabbitMQ (`amqp://user:password@host:port/vhost`).
+        #[arg(long, env = "LAMBDA_CLOUD_NOTIFICATION_URL", hide_env_values = true)]
+        notification_url: Option<String>,
     },
     /// Run the controllers (leader-elected), with /metrics, /healthz and /readyz.
     Controller(Box<controller::ControllerArgs>),
@@ -429,6 +433,7 @@ pub async fn run(mut cli: Cli) -> Result<()> {
             first_host,
             max_instances,
             token_ttl,
+            notification_url,
         } => {
             let cfg = crate::cloud::CloudConfig {
                 listen,
@@ -438,6 +443,7 @@ pub async fn run(mut cli: Cli) -> Result<()> {
                 first_host,
                 max_instances,
                 token_ttl,
+                notification_url,
             };
             crate::cloud::run(cfg, shutdown_signal()).await?;
             Ok(())

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::api::{
-    ConditionStatus, Conditions, FunctionSpec, NodePoolSpec, NodeSpec, Object, Resource,
-    SnapshotImageSpec,
+    ConditionStatus, Conditions, EventSourceSpec, FunctionSpec, NodePoolSpec, NodeSpec, Object,
+    Resource, SnapshotImageSpec,
 };
 
 /// What `get` prints for a kind beyond NAME/READY/STATUS/AGE.
@@ -115,6 +115,31 @@ impl Printable for SnapshotImageSpec {
     fn wide(obj: &Object<Self>) -> Vec<String> {
         let s = obj.status.clone().unwrap_or_default();
         vec![obj.spec.base_image.clone(), opt(&s.phase), opt(&s.image_id)]
+    }
+}
+
+impl Printable for EventSourceSpec {
+    fn wide_headers() -> &'static [&'static str] {
+        &["SOURCE", "WATCHES", "PUBLISHED", "LAST-EVENT"]
+    }
+    fn wide(obj: &Object<Self>) -> Vec<String> {
+        let s = obj.status.clone().unwrap_or_default();
+        let watches = match (&obj.spec.directory, &obj.spec.openstack) {
+            (Some(d), _) => format!("dir:{}", d.path),
+            (_, Some(o)) => format!("amqp:{}/{}", o.exchange, o.topic),
+            _ => "<none>".into(),
+        };
+        vec![
+            obj.spec
+                .source
+                .clone()
+                .unwrap_or_else(|| "<default>".into()),
+            watches,
+            s.events_published.to_string(),
+            s.last_event_time
+                .map(|t| age(Some(t)))
+                .unwrap_or_else(|| "<none>".into()),
+        ]
     }
 }
 

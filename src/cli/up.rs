@@ -95,6 +95,10 @@ pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
         .find(|(k, _)| k == "LAMBDA_AMQP_URL")
         .map(|(_, v)| v.clone())
         .context("scripts/rabbitmq.sh env printed no LAMBDA_AMQP_URL")?;
+    // The local cloud's Nova notifications go to the platform's broker, and the controller
+    // finds that bus where examples/vm-events.yaml's EventSource says.
+    env.push(("LAMBDA_CLOUD_NOTIFICATION_URL".into(), amqp_url.clone()));
+    env.push(("OS_NOTIFICATION_URL".into(), amqp_url.clone()));
     let var = |k: &str, default: &str| {
         swarm_env
             .iter()
@@ -356,6 +360,8 @@ pub async fn down(g: &GlobalArgs, args: DownArgs) -> Result<()> {
     if let Ok(store) = g.store().await
         && pid_alive(&state.join("controller.pid"))
     {
+        step("deleting event sources (their consumers stopped, their queues deleted)");
+        delete_all::<crate::api::EventSourceSpec>(&store).await;
         step("deleting functions");
         if let Ok(list) = store.list::<FunctionSpec>(None).await {
             for f in &list.items {

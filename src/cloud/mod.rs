@@ -11,6 +11,7 @@ mod fault;
 mod glance;
 mod hosts;
 mod identity;
+pub mod notify;
 pub mod state;
 
 use std::collections::HashMap;
@@ -66,6 +67,8 @@ pub struct CloudConfig {
     pub first_host: u8,
     pub max_instances: usize,
     pub token_ttl: Duration,
+    /// Where Nova's notifications go (`amqp://…`); none are sent without it.
+    pub notification_url: Option<String>,
 }
 
 /// An issued token.
@@ -87,6 +90,7 @@ pub struct Cloud {
     base_url: String,
     token_ttl: chrono::Duration,
     first_host: u8,
+    notifier: Option<notify::Notifier>,
 }
 
 /// The caller, from a valid `X-Auth-Token`.
@@ -205,7 +209,23 @@ impl Cloud {
             s.status = "ACTIVE".into();
             s.task_state = None;
         });
+        self.notify("instance.create.end", &id).await;
         self.run_user_data_once(&server).await;
+    }
+
+    /// Sends a notification about server `id` (as it is now) when a transport URL is set.
+    async fn notify(&self, event_type: &str, id: &str) {
+        let Some(n) = &self.notifier else { return };
+        let found = {
+            let st = self.lock();
+            st.servers.get(id).map(|s| {
+                let flavor = st.flavors.iter().find(|f| f.id == s.flavor_id).cloned();
+                (s.clone(), flavor)
+            })
+        };
+        if let Some((server, flavor)) = found {
+            n.instance(event_type, &server, flavor.as_ref()).await;
+        }
     }
 
     async fn run_user_data_once(&self, server: &Server) {
@@ -238,6 +258,7 @@ impl Cloud {
             tracing::error!(server = %id, error = %e, "teardown failed; retried at next start");
             return;
         }
+        self.notify("instance.delete.end", &id).await;
         self.lock().servers.remove(&id);
         self.save();
     }
@@ -331,7 +352,12 @@ fn write(path: &Path, content: &str) -> Result<(), CloudError> {
 }
 
 /// Writes `openrc`, `openrc-appcred`, `openrc-quota-test` and `clouds.yaml` for the projects.
-fn write_client_config(data_dir: &Path, base: &str, st: &State) -> Result<(), CloudError> {
+fn write_client_config(
+    data_dir: &Path,
+    base: &str,
+    st: &State,
+    notification_url: Option<&str>,
+) -> Result<(), CloudError> {
     let auth_url = format!("{base}/identity/v3");
     let mut clouds = String::from("clouds:\n");
     for p in &st.projects {
@@ -374,7 +400,10 @@ fn write_client_config(data_dir: &Path, base: &str, st: &State) -> Result<(), Cl
     write(
         &data_dir.join("env"),
         &format!(
-            "export LAMBDA_OS_OPENRC={d}/openrc\nexport LAMBDA_OS_OPENRC_APPCRED={d}/openrc-appcred\nexport LAMBDA_OS_OPENRC_QUOTA_TEST={d}/openrc-quota-test\nexport LAMBDA_OS_QUOTA_TEST_INSTANCES_QUOTA=1\nexport LAMBDA_OS_CLOUDS_YAML={d}/clouds.yaml\nexport LAMBDA_OS_CLOUD=lambda-cloud\nexport LAMBDA_OS_FLAVOR=m1.tiny\nexport LAMBDA_OS_IMAGE=debian-12\nexport LAMBDA_OS_NETWORK=lambda-net\n"
+            "export LAMBDA_OS_OPENRC={d}/openrc\nexport LAMBDA_OS_OPENRC_APPCRED={d}/openrc-appcred\nexport LAMBDA_OS_OPENRC_QUOTA_TEST={d}/openrc-quota-test\nexport LAMBDA_OS_QUOTA_TEST_INSTANCES_QUOTA=1\nexport LAMBDA_OS_CLOUDS_YAML={d}/clouds.yaml\nexport LAMBDA_OS_CLOUD=lambda-cloud\nexport LAMBDA_OS_FLAVOR=m1.tiny\nexport LAMBDA_OS_IMAGE=debian-12\nexport LAMBDA_OS_NETWORK=lambda-net\n{}",
+            notification_url
+                .map(|u| format!("export LAMBDA_OS_NOTIFICATION_URL={u}\n"))
+                .unwrap_or_default()
         ),
     )
 }
@@ -486,7 +515,12 @@ pub async fn run(
         source,
     })?;
     let base_url = format!("http://{addr}");
-    write_client_config(&cfg.data_dir, &base_url, &state)?;
+    write_client_config(
+        &cfg.data_dir,
+        &base_url,
+        &state,
+        cfg.notification_url.as_deref(),
+    )?;
     let hosts = Hosts {
         data_dir: cfg.data_dir.clone(),
         bridge: cfg.bridge.clone(),
@@ -504,6 +538,7 @@ pub async fn run(
         base_url: base_url.clone(),
         token_ttl: chrono::Duration::from_std(cfg.token_ttl).unwrap_or(chrono::Duration::hours(1)),
         first_host: cfg.first_host,
+        notifier: cfg.notification_url.clone().map(notify::Notifier::new),
     });
     cloud.adopt().await;
     tracing::info!(%base_url, data_dir = %cfg.data_dir.display(), "lambda cloud serving");

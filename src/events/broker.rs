@@ -183,8 +183,19 @@ impl Broker {
             durable: true,
             ..Default::default()
         };
+        self.declare_exchange_with(name, kind, durable).await
+    }
+
+    /// Declares an exchange with `options` (another system's, declared as that system does:
+    /// redeclaring with other properties is refused by the broker).
+    pub async fn declare_exchange_with(
+        &self,
+        name: &str,
+        kind: ExchangeKind,
+        options: ExchangeDeclareOptions,
+    ) -> Result<(), BrokerError> {
         self.publisher
-            .exchange_declare(name.into(), kind, durable, FieldTable::default())
+            .exchange_declare(name.into(), kind, options, FieldTable::default())
             .await
             .map_err(amqp("declare", name))
     }
@@ -195,6 +206,16 @@ impl Broker {
             durable: true,
             ..Default::default()
         };
+        self.declare_queue_with(queue, options, args).await
+    }
+
+    /// Declares a queue with `options` and `args`.
+    pub async fn declare_queue_with(
+        &self,
+        queue: &str,
+        options: QueueDeclareOptions,
+        args: FieldTable,
+    ) -> Result<(), BrokerError> {
         self.publisher
             .queue_declare(queue.into(), options, args)
             .await

@@ -14,3 +14,4 @@ pub mod matching;
 pub mod publisher;
 pub mod retry;
 pub mod schedule;
+pub mod source;

@@ -2,6 +2,7 @@
 
 pub mod autoscaler;
 pub mod cluster;
+pub mod eventsource;
 pub mod function;
 pub mod gc;
 pub mod membership;
@@ -34,6 +35,8 @@ pub struct ControllersConfig {
     pub cluster: Option<cluster::ClusterConfig>,
     /// The scheduler's settings; `None` runs without it (no broker: schedules do not fire).
     pub schedules: Option<schedule::SchedulesConfig>,
+    /// The event sources' settings; `None` runs without them (no broker: sources do not run).
+    pub eventsources: Option<eventsource::EventSourcesConfig>,
 }
 
 impl Default for ControllersConfig {
@@ -44,6 +47,7 @@ impl Default for ControllersConfig {
             resync: Duration::from_secs(300),
             functions: None,
             schedules: None,
+            eventsources: None,
             cluster: None,
         }
     }
@@ -94,8 +98,17 @@ pub async fn run_all(
             None => tracing::info!("scheduler not started: no broker configured"),
         }
     };
+    let eventsources = async {
+        match cfg.eventsources.clone() {
+            Some(e) => {
+                eventsource::run(store.clone(), metrics.clone(), &cfg, e, stop.clone()).await
+            }
+            None => tracing::info!("event sources not started: no broker configured"),
+        }
+    };
     tokio::join!(
         schedules,
+        eventsources,
         gc::run(store.clone(), metrics.clone(), &cfg, stop.clone()),
         nodepool::run(store.clone(), metrics.clone(), &cfg, stop.clone()),
         functions,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cloud;
+pub mod controller;
 pub mod rabbitmq;
 pub mod replica;
 

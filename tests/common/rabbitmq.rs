@@ -208,3 +208,25 @@ conn.close()
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs the queue listener on `store` and the broker at `url` until `stop` (no metrics
+/// endpoint, default retention and callback policy).
+pub fn spawn_listener(
+    store: &lambda::store::Store,
+    url: String,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let cfg = lambda::events::listener::ListenerConfig {
+        amqp_url: url,
+        prefetch: 64,
+        connect_patience: Duration::from_secs(20),
+        metrics_listen: None,
+        retention: Default::default(),
+        callbacks: Default::default(),
+    };
+    tokio::spawn(lambda::events::listener::run(
+        store.clone(),
+        cfg,
+        async move { stop.cancelled().await },
+    ));
+}
