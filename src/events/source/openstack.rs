@@ -117,6 +117,12 @@ pub fn amqp_urls(transport: &str) -> Result<Vec<String>, String> {
     Ok(urls)
 }
 
+/// The AMQP URLs of the bus the spec points at.
+fn bus_urls(spec: &OpenStackSource) -> Result<Vec<String>, SourceError> {
+    amqp_urls(&transport_url(spec)?)
+        .map_err(|e| SourceError::TransportUrl(format!("{e} (transport URL)")))
+}
+
 fn amqp_error(op: &str, what: &str, e: lapin::Error) -> SourceError {
     SourceError::TransportUrl(format!("{op} {what}: {e}"))
 }
@@ -168,6 +174,9 @@ async fn declare(
         )
         .await
         .is_ok();
+    if exists {
+        let _ = probe.close(200, "exchange exists".into()).await;
+    }
     let ch = conn
         .create_channel()
         .await
@@ -223,11 +232,7 @@ struct Session {
 /// Resolves the transport URL, connects, declares and starts consuming; an error is the
 /// `Connected=False` reason and message.
 async fn open(spec: &OpenStackSource, queue: &str) -> Result<Session, (&'static str, String)> {
-    let urls = transport_url(spec)
-        .and_then(|u| {
-            amqp_urls(&u).map_err(|e| SourceError::TransportUrl(format!("{e} (transport URL)")))
-        })
-        .map_err(|e| ("TransportUrlMissing", e.to_string()))?;
+    let urls = bus_urls(spec).map_err(|e| ("TransportUrlMissing", e.to_string()))?;
     let (conn, address) = connect(&urls)
         .await
         .map_err(|e| ("NotConnected", e.to_string()))?;
@@ -337,7 +342,7 @@ async fn delete_queue(ch: &Channel, queue: &str) {
 /// Deletes the source's queue with a connection of its own (a source deleted while it did not
 /// run). Best effort within the connect timeout: a queue left behind expires by itself.
 pub async fn discard_queue(spec: &OpenStackSource, queue: &str) -> Result<(), SourceError> {
-    let urls = amqp_urls(&transport_url(spec)?).map_err(SourceError::TransportUrl)?;
+    let urls = bus_urls(spec)?;
     let (conn, _) = connect(&urls).await?;
     let ch = conn
         .create_channel()

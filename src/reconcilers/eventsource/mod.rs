@@ -103,18 +103,17 @@ pub struct Context {
 }
 
 impl Context {
+    /// The running sources; a poisoned lock is still usable (every edit is one insert/remove).
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn take(&self, key: &ObjectKey) -> Option<Running> {
-        match self.running.lock() {
-            Ok(mut m) => m.remove(key),
-            Err(p) => p.into_inner().remove(key),
-        }
+        self.running().remove(key)
     }
 
     fn put(&self, key: ObjectKey, r: Running) {
-        match self.running.lock() {
-            Ok(mut m) => m.insert(key, r),
-            Err(p) => p.into_inner().insert(key, r),
-        };
+        self.running().insert(key, r);
     }
 
     /// The report and base of the running source of `key` if it runs `uid`@`generation`.
@@ -124,20 +123,14 @@ impl Context {
         uid: &str,
         generation: i64,
     ) -> Option<(Report, status::Base)> {
-        let m = match self.running.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
+        let m = self.running();
         m.get(key)
             .filter(|r| r.uid == uid && r.generation == generation)
             .map(|r| (r.report.clone(), r.base))
     }
 
     fn keys(&self) -> Vec<ObjectKey> {
-        match self.running.lock() {
-            Ok(m) => m.keys().cloned().collect(),
-            Err(p) => p.into_inner().keys().cloned().collect(),
-        }
+        self.running().keys().cloned().collect()
     }
 }
 
