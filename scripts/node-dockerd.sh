@@ -25,6 +25,24 @@ while read -r dir type opts; do
   esac
 done <<<"$mounts"
 
+# A server of `lambda cloud` gets its flavor's size, so that the engine reports to Swarm what a VM of the flavor
+# would, and its containers live within it: memory and CPUs in a cgroup of its own (LAMBDA_CGROUP, made and
+# removed by `lambda cloud`; daemon.json's cgroup-parent puts the containers under it), and /proc/meminfo seen
+# through lxcfs, which answers every reader with its cgroup's limit (dockerd reads MemTotal there; its CPU
+# count is the affinity that the cpuset gives it).
+if [ -n "${LAMBDA_CGROUP:-}" ]; then
+  [ -d /sys/fs/cgroup/memory ] && [ -d /sys/fs/cgroup/cpuset ] ||
+    { echo "flavor limits need the cgroup v1 memory and cpuset controllers, not found under /sys/fs/cgroup" >&2; exit 1; }
+  meminfo=${LAMBDA_MEMINFO:-/var/lib/lxcfs/proc/meminfo}
+  head -c0 "$meminfo" 2>/dev/null ||
+    { echo "lxcfs is not serving $meminfo: the engine would report the host's memory, not its flavor's (scripts/swarm.sh up starts lxcfs)" >&2; exit 1; }
+  mem=/sys/fs/cgroup/memory/$LAMBDA_CGROUP cpu=/sys/fs/cgroup/cpuset/$LAMBDA_CGROUP
+  [ -d "$mem" ] && [ -d "$cpu" ] || { echo "cgroup $LAMBDA_CGROUP was not prepared" >&2; exit 1; }
+  echo $$ >"$mem/cgroup.procs"
+  echo $$ >"$cpu/cgroup.procs"
+  mount --bind "$meminfo" /proc/meminfo
+fi
+
 echo "$NAME" >/proc/sys/kernel/hostname      # own UTS namespace: distinct HOSTNAME in `docker node ls`
 
 # Offline: no registry is reachable (see scripts/swarm.sh).

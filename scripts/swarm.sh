@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Docker Swarm manager for the local platform: `scripts/swarm.sh up|down [--purge]|status|env`.
 #
-#   up      bridge $LAMBDA_BRIDGE (10.251.0.1/24) + a private manager dockerd (own data/exec root, unix socket
+#   up      lxcfs (flavor-sized views of /proc/meminfo for `lambda cloud` servers) + bridge $LAMBDA_BRIDGE (10.251.0.1/24) + a private manager dockerd (own data/exec root, unix socket
 #           $LAMBDA_HOME/swarm/manager.sock — never the system docker) + swarm init + overlay network lambda-net.
 #   down    removes every worker node made by node.sh, leaves the swarm, stops the dockerd we started (by PID),
 #           deletes the iptables rule, links and bridge we created. `--purge` also deletes $LAMBDA_HOME/swarm.
@@ -111,9 +111,33 @@ start_manager() {
   wait_for 30 dk version || { tail -20 "$MGR/dockerd.log" >&2; die "manager dockerd did not start (log: $MGR/dockerd.log)"; }
 }
 
+# lxcfs answers each reader of its /proc/meminfo with the reader's cgroup limit: the engines of `lambda cloud`
+# servers see their flavor's memory through it, as a VM would (src/cloud/capacity.rs). One that already serves
+# $LXCFS (the system's) is used as is and left alone by `down`.
+LXCFS=/var/lib/lxcfs
+lxcfs_serving() { head -c0 "$LXCFS/proc/meminfo" 2>/dev/null; }
+lxcfs_up() {
+  apt_ensure lxcfs
+  lxcfs_serving && return 0
+  mountpoint -q "$LXCFS" && umount -l "$LXCFS"   # a dead lxcfs leaves its mount ("not connected")
+  [ -e /dev/fuse ] || die "lxcfs needs /dev/fuse, which this machine lacks"
+  mkdir -p "$LXCFS"
+  setsid lxcfs -p "$DIR/lxcfs.pid" "$LXCFS" >"$DIR/lxcfs.log" 2>&1 </dev/null &
+  local i
+  for i in $(seq 50); do lxcfs_serving && { log "lxcfs serving $LXCFS"; return 0; }; sleep 0.1; done
+  die "lxcfs did not start: $(tail -3 "$DIR/lxcfs.log" | tr '\n' ' ')"
+}
+lxcfs_down() {
+  [ -f "$DIR/lxcfs.pid" ] || return 0   # not ours
+  stop_proc "$DIR/lxcfs.pid" lxcfs 10
+  mountpoint -q "$LXCFS" && umount -l "$LXCFS"
+  return 0
+}
+
 up() {
   apt_ensure docker.io iptables iproute2
   mkdir -p "$DIR"
+  lxcfs_up
   ensure_bridge "$BRIDGE" "$BRIDGE_CIDR" "$DIR/created-$BRIDGE"
   ensure_bridge "$DOCKER_BRIDGE" "$DOCKER_BRIDGE_CIDR" "$DIR/created-$DOCKER_BRIDGE"
 
@@ -219,6 +243,7 @@ down() {
   done
   restore_host
   rm -f "$SOCK"
+  lxcfs_down
 
   if [ "$purge" = --purge ]; then
     # Never rm -rf through a live mount (overlay2 layers, netns files) left by a daemon that died hard.

@@ -404,7 +404,21 @@ async fn a_server_whose_user_data_joins_the_swarm_becomes_a_worker() {
     let console = std::fs::read_to_string(dir.join("servers").join(&id[..8]).join("console.log"))
         .unwrap_or_default();
     let ready = ls.lines().any(|l| l == "swarm-worker-t Ready");
+    // Honest capacity: Swarm sees the flavor (m1.small: 2048 MiB, 1 vCPU), not the host.
+    let resources = docker(
+        &manager,
+        &[
+            "node",
+            "inspect",
+            "swarm-worker-t",
+            "--format",
+            "{{.Description.Resources.MemoryBytes}} {{.Description.Resources.NanoCPUs}}",
+        ],
+    );
+    let cgroup = Path::new("/sys/fs/cgroup/memory/lambda-cloud").join(&id[..8]);
+    let limited = cgroup.join("memory.limit_in_bytes").exists();
     api.delete_and_wait(&id).await;
+    let cgroup_left = cgroup.exists();
     // Remove the departed worker from the Swarm.
     for line in docker(
         &manager,
@@ -421,4 +435,19 @@ async fn a_server_whose_user_data_joins_the_swarm_becomes_a_worker() {
         ready,
         "worker never Ready in `docker node ls`:\n{ls}\nconsole:\n{console}"
     );
+    let mut parts = resources
+        .split_whitespace()
+        .map(|v| v.parse::<f64>().unwrap_or(0.0));
+    let (mem, cpus) = (parts.next().unwrap_or(0.0), parts.next().unwrap_or(0.0));
+    let flavor_mem = 2048.0 * 1024.0 * 1024.0;
+    assert!(
+        (mem - flavor_mem).abs() / flavor_mem <= 0.03,
+        "Swarm reports {mem} bytes for an m1.small (2048 MiB): {resources}"
+    );
+    assert_eq!(cpus, 1e9, "Swarm reports {cpus} nano-CPUs for 1 vCPU");
+    assert!(
+        limited,
+        "the server's engine runs in its flavor's memory cgroup"
+    );
+    assert!(!cgroup_left, "the deleted server's cgroup is removed");
 }

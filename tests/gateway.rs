@@ -364,7 +364,7 @@ async fn function_crud_over_rest() {
 async fn no_ready_replica_is_503_and_a_deleted_key_stops_working() {
     let s = setup(true).await;
     let spec: FunctionSpec =
-        serde_saphyr::from_str("runtime: shell\ncode: {inline: cat}\n").unwrap();
+        serde_saphyr::from_str("runtime: shell\ntimeoutSeconds: 3\ncode: {inline: cat}\n").unwrap();
     s.store
         .create(&lambda::api::Function::new("default", "cold", spec))
         .await
@@ -375,9 +375,11 @@ async fn no_ready_replica_is_503_and_a_deleted_key_stops_working() {
     assert_eq!(code, 503, "{v}");
     assert_eq!(h.get("retry-after").unwrap(), "1");
     assert!(
-        t.elapsed() >= Duration::from_secs(9),
-        "held for the wake-up window"
+        t.elapsed() >= Duration::from_millis(2900),
+        "held for the function's timeout"
     );
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("no ready replica after 3 s"), "{v}");
 
     let (key, token) = apikeys::create(&s.store, "short-lived").await.unwrap();
     let ok = s

@@ -65,6 +65,39 @@ pub enum BenchCommand {
         #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// The node autoscaler: a pool at 0 grown for pending replicas (pending → Nova create,
+    /// → Running, packing) on `lambda cloud`, next to the same servers created straight
+    /// through Nova until they are ready workers.
+    Autoscale {
+        /// openrc of `lambda cloud`.
+        #[arg(long)]
+        openrc: PathBuf,
+        /// `lambda cloud`'s data dir (to prepare the worker image in a builder's engine).
+        #[arg(long)]
+        emulator_dir: PathBuf,
+        /// Nodes each round needs (two replicas per node).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Rounds (each from 0 nodes and back).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value = "m1.small")]
+        flavor: String,
+        #[arg(long, default_value = "lambda-net")]
+        network: String,
+        /// A Glance image holding the shell runtime image; default: one is prepared first.
+        #[arg(long)]
+        image: Option<String>,
+        /// The Swarm manager [default: the context's].
+        #[arg(long, env = "DOCKER_HOST")]
+        docker_host: Option<String>,
+        /// `host:port` the workers join.
+        #[arg(long, env = "LAMBDA_SWARM_JOIN_ADDR")]
+        swarm_join_addr: String,
+        /// Longest wait for one phase.
+        #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Warm invocations through the gateway vs. straight to the function's agents.
     Invoke {
         /// Function to call (namespace from -n).
@@ -203,54 +236,54 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
             swarm_join_addr,
             timeout,
         } => {
-            let docker_host = g.require_swarm_manager(docker_host.as_ref())?.value;
-            let store = g.store().await?;
-            let cloud = crate::openstack::OpenStack::connect(
-                crate::openstack::CloudConfig::from_openrc_file(&openrc)?,
+            let (store, cfg) = nodes_bench(
+                g,
+                NodesArgs {
+                    openrc,
+                    emulator_dir,
+                    nodes,
+                    flavor,
+                    network,
+                    image,
+                    docker_host,
+                    swarm_join_addr,
+                    timeout,
+                    kind: "nodes",
+                },
             )
             .await?;
-            let swarm = crate::swarm::Swarm::connect(Some(&docker_host)).await?;
-            let images = super::controller::runtime_images(&[])?;
-            let id = format!("{:08x}", rand::random::<u32>());
-            let image = match image {
-                Some(i) => i,
-                None => {
-                    let shell = images
-                        .0
-                        .get(&crate::api::function::Runtime::Shell)
-                        .cloned()
-                        .context("no shell runtime image: run scripts/images.sh")?;
-                    eprintln!("preparing a worker image holding {shell} …");
-                    crate::bench::nodes::prepare_image(
-                        &cloud,
-                        &emulator_dir,
-                        &docker_host,
-                        &shell,
-                        "debian-12",
-                        &format!("bench-worker-{id}"),
-                    )
-                    .await?
-                }
-            };
-            let cfg = crate::bench::nodes::NodesBench {
-                cluster: crate::reconcilers::cluster::ClusterConfig {
-                    cloud,
-                    swarm,
-                    join_addr: swarm_join_addr,
-                    advertise_addr: None,
-                    instance: format!("bench-{id}"),
-                    images,
-                    builder_url: None,
-                    timings: Default::default(),
-                },
-                nodes,
-                flavor,
-                network: Some(network),
-                image,
-                namespace: format!("bench-nodes-{id}"),
-                timeout,
-            };
             crate::bench::nodes::run(&store, &cfg).await?;
+            return Ok(());
+        }
+        BenchCommand::Autoscale {
+            openrc,
+            emulator_dir,
+            nodes,
+            rounds,
+            flavor,
+            network,
+            image,
+            docker_host,
+            swarm_join_addr,
+            timeout,
+        } => {
+            let (store, cfg) = nodes_bench(
+                g,
+                NodesArgs {
+                    openrc,
+                    emulator_dir,
+                    nodes,
+                    flavor,
+                    network,
+                    image,
+                    docker_host,
+                    swarm_join_addr,
+                    timeout,
+                    kind: "autoscale",
+                },
+            )
+            .await?;
+            crate::bench::nodes::autoscale::run(&store, &cfg, rounds).await?;
             return Ok(());
         }
         BenchCommand::Invoke {
@@ -526,4 +559,86 @@ async fn agents(store: &crate::store::Store, ns: &str, function: &str) -> Result
         bail!("function {ns}/{function} has no ready endpoint");
     }
     Ok(eps)
+}
+
+/// The flags `bench nodes` and `bench autoscale` share.
+struct NodesArgs {
+    openrc: PathBuf,
+    emulator_dir: PathBuf,
+    nodes: usize,
+    flavor: String,
+    network: String,
+    image: Option<String>,
+    docker_host: Option<String>,
+    swarm_join_addr: String,
+    timeout: Duration,
+    /// Names the scratch namespace.
+    kind: &'static str,
+}
+
+/// The store and the bench's cloud, Swarm and worker image (prepared when not given).
+async fn nodes_bench(
+    g: &GlobalArgs,
+    a: NodesArgs,
+) -> Result<(crate::store::Store, crate::bench::nodes::NodesBench)> {
+    let NodesArgs {
+        openrc,
+        emulator_dir,
+        nodes,
+        flavor,
+        network,
+        image,
+        docker_host,
+        swarm_join_addr,
+        timeout,
+        kind,
+    } = a;
+    let docker_host = g.require_swarm_manager(docker_host.as_ref())?.value;
+    let store = g.store().await?;
+    let cloud = crate::openstack::OpenStack::connect(
+        crate::openstack::CloudConfig::from_openrc_file(&openrc)?,
+    )
+    .await?;
+    let swarm = crate::swarm::Swarm::connect(Some(&docker_host)).await?;
+    let images = super::controller::runtime_images(&[])?;
+    let id = format!("{:08x}", rand::random::<u32>());
+    let image = match image {
+        Some(i) => i,
+        None => {
+            let shell = images
+                .0
+                .get(&crate::api::function::Runtime::Shell)
+                .cloned()
+                .context("no shell runtime image: run scripts/images.sh")?;
+            eprintln!("preparing a worker image holding {shell} …");
+            crate::bench::nodes::prepare_image(
+                &cloud,
+                &emulator_dir,
+                &docker_host,
+                &shell,
+                "debian-12",
+                &format!("bench-worker-{id}"),
+            )
+            .await?
+        }
+    };
+    let cfg = crate::bench::nodes::NodesBench {
+        cluster: crate::reconcilers::cluster::ClusterConfig {
+            cloud,
+            swarm,
+            join_addr: swarm_join_addr,
+            advertise_addr: None,
+            instance: format!("bench-{id}"),
+            images,
+            builder_url: None,
+            timings: Default::default(),
+        },
+        nodes,
+        flavor,
+        network: Some(network),
+        image,
+        namespace: format!("bench-{kind}-{id}"),
+        timeout,
+    };
+    Ok((store, cfg))
 }

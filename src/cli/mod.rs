@@ -341,6 +341,9 @@ pub enum Command {
         /// envelopes on exchange `nova`) to this RabbitMQ (`amqp://user:password@host:port/vhost`).
         #[arg(long, env = "LAMBDA_CLOUD_NOTIFICATION_URL", hide_env_values = true)]
         notification_url: Option<String>,
+        /// How long a server stays BUILD before its engine starts, as a VM boots (0s: at once).
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        boot_delay: Duration,
     },
     /// Run the controllers (leader-elected), with /metrics, /healthz and /readyz.
     Controller(Box<controller::ControllerArgs>),
@@ -434,6 +437,7 @@ pub async fn run(mut cli: Cli) -> Result<()> {
             max_instances,
             token_ttl,
             notification_url,
+            boot_delay,
         } => {
             let cfg = crate::cloud::CloudConfig {
                 listen,
@@ -444,6 +448,7 @@ pub async fn run(mut cli: Cli) -> Result<()> {
                 max_instances,
                 token_ttl,
                 notification_url,
+                boot_delay,
             };
             crate::cloud::run(cfg, shutdown_signal()).await?;
             Ok(())

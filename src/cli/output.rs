@@ -60,12 +60,17 @@ impl Printable for FunctionSpec {
 }
 
 impl Printable for NodePoolSpec {
+    /// Ready nodes of the count the pool converges to (the autoscaler's, clamped).
     fn ready(obj: &Object<Self>) -> String {
         let s = obj.status.clone().unwrap_or_default();
-        format!("{}/{}", s.ready_replicas, s.replicas)
+        format!(
+            "{}/{}",
+            s.ready_replicas,
+            crate::reconcilers::nodepool::desired(obj)
+        )
     }
     fn wide_headers() -> &'static [&'static str] {
-        &["FLAVOR", "IMAGE", "MIN", "MAX", "DESIRED"]
+        &["FLAVOR", "IMAGE", "MIN", "MAX", "DESIRED", "AUTOSCALER"]
     }
     fn wide(obj: &Object<Self>) -> Vec<String> {
         let s = obj.status.clone().unwrap_or_default();
@@ -82,6 +87,11 @@ impl Printable for NodePoolSpec {
             s.desired_replicas
                 .map(|d| d.to_string())
                 .unwrap_or_else(|| obj.spec.replicas.to_string()),
+            match (&obj.spec.autoscaling, &s.autoscaler) {
+                (Some(a), Some(st)) if a.enabled => format!("{:?}: {}", st.decision, st.reason),
+                (Some(a), None) if a.enabled => "no decision yet".into(),
+                _ => "off".into(),
+            },
         ]
     }
 }

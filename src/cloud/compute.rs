@@ -151,6 +151,44 @@ pub async fn get_flavor(
     }
 }
 
+/// `GET /compute/v2.1/limits`: the project's absolute limits as Nova reports them (only the
+/// instance count is limited here; cores and RAM are unlimited, `-1`, as in Nova's defaults
+/// with unified limits off).
+pub async fn limits(
+    State(cloud): State<Arc<Cloud>>,
+    auth: Auth,
+    Microversion(v): Microversion,
+) -> Response {
+    let st = cloud.lock();
+    let max = st
+        .projects
+        .iter()
+        .find(|p| p.id == auth.project_id)
+        .map(|p| p.max_instances)
+        .unwrap_or(0);
+    let used: Vec<&super::state::Server> = st
+        .servers
+        .values()
+        .filter(|s| s.project_id == auth.project_id && s.status != "DELETED")
+        .collect();
+    let (cores, ram) = used.iter().fold((0u64, 0u64), |(c, r), s| {
+        st.flavor(&s.flavor_id)
+            .map_or((c, r), |f| (c + u64::from(f.vcpus), r + u64::from(f.ram)))
+    });
+    respond(
+        v,
+        StatusCode::OK,
+        json!({"limits": {"rate": [], "absolute": {
+            "maxTotalInstances": max, "totalInstancesUsed": used.len(),
+            "maxTotalCores": -1, "totalCoresUsed": cores,
+            "maxTotalRAMSize": -1, "totalRAMUsed": ram,
+            "maxServerMeta": 128, "maxPersonality": 5, "maxPersonalitySize": 10240,
+            "maxTotalKeypairs": 100, "maxServerGroups": 10, "maxServerGroupMembers": 10,
+            "totalServerGroupsUsed": 0
+        }}}),
+    )
+}
+
 fn keypair_json(k: &KeyPair) -> Value {
     json!({"name": k.name, "public_key": k.public_key, "fingerprint": k.fingerprint, "type": "ssh"})
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::process::Command;
 
 use super::CloudError;
+use super::capacity::{Capacity, Cgroups};
 use super::state::Server;
 use crate::openstack::hostname_of;
 
@@ -25,6 +26,8 @@ pub struct Hosts {
     pub gateway: String,
     /// The /24 prefix, e.g. `10.251.0`.
     pub prefix: String,
+    /// Where servers' flavor limits live.
+    pub cgroups: Cgroups,
 }
 
 async fn run(cmd: &mut Command, what: &str) -> Result<String, CloudError> {
@@ -247,21 +250,37 @@ impl Hosts {
     }
 
     /// Starts (or restarts) the server's engine and waits until it answers.
-    pub async fn start_engine(&self, s: &Server) -> Result<(), CloudError> {
+    pub async fn start_engine(&self, s: &Server, cap: Capacity) -> Result<(), CloudError> {
         self.plumb(s).await?;
         let dir = self.dir(s);
         std::fs::create_dir_all(dir.join("data")).map_err(|e| CloudError::Host {
             what: "mkdir".into(),
             message: e.to_string(),
         })?;
+        let short = &s.id[..8];
+        let seed = u64::from_str_radix(short, 16).unwrap_or(0);
+        let cpus = self.cgroups.prepare(short, cap, seed)?;
+        if (cpus.len() as u32) < cap.vcpus {
+            tracing::warn!(
+                server = %s.id,
+                vcpus = cap.vcpus,
+                host_cpus = cpus.len(),
+                "the flavor has more vCPUs than this host: its engine reports the host's"
+            );
+        }
+        let cgroup = Cgroups::relative(short);
         let launcher = self.launcher();
-        std::fs::write(
-            dir.join("daemon.json"),
-            r#"{"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "3"}}"#,
-        )
-        .map_err(|e| CloudError::Host {
-            what: "daemon.json".into(),
-            message: e.to_string(),
+        let daemon = serde_json::json!({
+            "log-driver": "json-file",
+            "log-opts": {"max-size": "10m", "max-file": "3"},
+            // Containers count against the server's flavor, as on a VM.
+            "cgroup-parent": format!("/{cgroup}"),
+        });
+        std::fs::write(dir.join("daemon.json"), daemon.to_string()).map_err(|e| {
+            CloudError::Host {
+                what: "daemon.json".into(),
+                message: e.to_string(),
+            }
         })?;
         let _ = std::fs::remove_file(dir.join("docker.sock"));
         let log = std::fs::File::create(dir.join("dockerd.log")).map_err(|e| CloudError::Host {
@@ -278,6 +297,7 @@ impl Hosts {
             .arg(&launcher)
             .arg(&hostname)
             .arg(&dir)
+            .env("LAMBDA_CGROUP", &cgroup)
             .env(
                 "LAMBDA_NO_PROXY",
                 format!("{}.0/24,127.0.0.0/8,localhost", self.prefix),
@@ -463,6 +483,7 @@ impl Hosts {
             }
         }
         reap_shims(&dir.join("exec"));
+        self.cgroups.remove(&s.id[..8]).await;
         let ns = Self::netns(s);
         if Self::netns_exists(&ns).await {
             run(

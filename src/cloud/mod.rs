@@ -6,6 +6,7 @@
 //! Invariants: every state change is persisted before it is acted on, so a restart re-adopts
 //! every engine (or restarts it on its old data) and finishes every deletion; nothing leaks.
 
+pub mod capacity;
 mod compute;
 mod fault;
 mod glance;
@@ -69,6 +70,9 @@ pub struct CloudConfig {
     pub token_ttl: Duration,
     /// Where Nova's notifications go (`amqp://…`); none are sent without it.
     pub notification_url: Option<String>,
+    /// How long a server stays in BUILD before its engine starts, standing in for a VM's boot
+    /// (zero: at once). Lets tests see what callers see while a node boots.
+    pub boot_delay: Duration,
 }
 
 /// An issued token.
@@ -91,6 +95,7 @@ pub struct Cloud {
     token_ttl: chrono::Duration,
     first_host: u8,
     notifier: Option<notify::Notifier>,
+    boot_delay: Duration,
 }
 
 /// The caller, from a valid `X-Auth-Token`.
@@ -180,7 +185,26 @@ impl Cloud {
         }) else {
             return;
         };
-        if let Err(e) = self.hosts.start_engine(&server).await {
+        if !self.boot_delay.is_zero() {
+            tokio::time::sleep(self.boot_delay).await;
+        }
+        let cap = {
+            let st = self.lock();
+            st.flavor(&server.flavor_id).map(|f| capacity::Capacity {
+                memory_mb: f.ram,
+                vcpus: f.vcpus,
+            })
+        };
+        let Some(cap) = cap else {
+            return self.fail(
+                &id,
+                format!(
+                    "Build of instance {id} aborted: flavor {} not found",
+                    server.flavor_id
+                ),
+            );
+        };
+        if let Err(e) = self.hosts.start_engine(&server, cap).await {
             return self.fail(&id, format!("Build of instance {id} aborted: {e}"));
         }
         if let Some(a) = archive {
@@ -424,6 +448,7 @@ pub fn router(cloud: Arc<Cloud>) -> Router {
         .route("/compute/v2.1/flavors", get(compute::list_flavors))
         .route("/compute/v2.1/flavors/detail", get(compute::list_flavors))
         .route("/compute/v2.1/flavors/{id}", get(compute::get_flavor))
+        .route("/compute/v2.1/limits", get(compute::limits))
         .route(
             "/compute/v2.1/os-keypairs",
             get(compute::list_keypairs).post(compute::create_keypair),
@@ -526,6 +551,7 @@ pub async fn run(
         bridge: cfg.bridge.clone(),
         gateway,
         prefix,
+        cgroups: capacity::Cgroups::default(),
     };
     hosts.install_launcher()?;
     hosts.ensure_bridge().await?;
@@ -539,6 +565,7 @@ pub async fn run(
         token_ttl: chrono::Duration::from_std(cfg.token_ttl).unwrap_or(chrono::Duration::hours(1)),
         first_host: cfg.first_host,
         notifier: cfg.notification_url.clone().map(notify::Notifier::new),
+        boot_delay: cfg.boot_delay,
     });
     cloud.adopt().await;
     tracing::info!(%base_url, data_dir = %cfg.data_dir.display(), "lambda cloud serving");

@@ -18,8 +18,8 @@ use super::table::{Lease, Route};
 
 /// Extra time the gateway waits beyond the function's timeout for the agent's own 504.
 const GRACE: Duration = Duration::from_millis(500);
-/// How long a request waits for a function without ready replicas to get one.
-const HOLD: Duration = Duration::from_secs(10);
+// A request to a function without a ready replica is held until one is Ready (a replica
+// starting, a node booting for it), for as long as the function's own timeout allows.
 
 /// `POST /v1/functions/{name}/invoke`
 pub async fn invoke_default(
@@ -85,7 +85,7 @@ async fn invoke(
 }
 
 async fn route_with_endpoints(gw: &Gateway, ns: &str, name: &str) -> Result<Arc<Route>, HttpError> {
-    let deadline = Instant::now() + HOLD;
+    let mut deadline: Option<Instant> = None;
     loop {
         // Register interest before looking, so a change between look and wait is not missed.
         let notified = gw.table.changed.notified();
@@ -99,26 +99,41 @@ async fn route_with_endpoints(gw: &Gateway, ns: &str, name: &str) -> Result<Arc<
                 ));
             }
             Some(r) if !r.endpoints.is_empty() => return Ok(r),
-            Some(_) => {
+            Some(r) => {
                 let now = Instant::now();
+                let deadline = *deadline.get_or_insert(now + r.timeout);
                 if now >= deadline
                     || tokio::time::timeout(deadline - now, notified)
                         .await
                         .is_err()
                 {
-                    let mut e = HttpError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "NoReadyReplicas",
-                        format!(
-                            "function {ns}/{name} has no ready replica (see `lambda describe fn {name} -n {ns}`)"
-                        ),
-                    );
-                    e.retry_after = Some(1);
-                    return Err(e);
+                    return Err(no_ready_replica(&gw.table.get(ns, name).unwrap_or(r)));
                 }
             }
         }
     }
+}
+
+/// 503 for a request held as long as the function's timeout allows without a replica
+/// becoming Ready: `Retry-After`, and the reason when the status gives one (the pool booting
+/// a node for it, or that no pool fits it).
+fn no_ready_replica(r: &Route) -> HttpError {
+    let (ns, name) = (&r.namespace, &r.name);
+    let why = match &r.unplaced {
+        Some(m) => format!(": {m}"),
+        None => String::new(),
+    };
+    let mut e = HttpError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "NoReadyReplicas",
+        format!(
+            "function {ns}/{name} has no ready replica after {} s{why} (see `lambda describe fn {name} -n {ns}`)",
+            r.timeout.as_secs()
+        ),
+    );
+    // A node boots in seconds to minutes: come back in a few seconds rather than at once.
+    e.retry_after = Some(if r.unplaced.is_some() { 5 } else { 1 });
+    e
 }
 
 async fn forward(

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::api::{Function, Object};
+use crate::api::{Conditions, Function, Object};
 
 /// One replica's address and load.
 #[derive(Debug)]
@@ -49,6 +49,10 @@ pub struct Route {
     pub concurrency: usize,
     pub http: bool,
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// Why it has no replica yet, when its status says (the autoscaler's `Schedulable`
+    /// condition: the pool adding a node for it, or that none fits) — what a caller the
+    /// gateway could not hold long enough is told.
+    pub unplaced: Option<String>,
     /// This function's metric handles (no label allocation per request).
     pub metrics: super::metrics::RouteMetrics,
     /// Rotates the starting point of the scan so ties spread over replicas.
@@ -194,6 +198,10 @@ impl Table {
                 concurrency: f.spec.concurrency.max(1) as usize,
                 http: f.spec.triggers.http && !f.is_deleting(),
                 endpoints,
+                unplaced: status
+                    .condition(crate::reconcilers::autoscaler::run::SCHEDULABLE)
+                    .filter(|c| c.status == crate::api::ConditionStatus::False)
+                    .map(|c| c.message.clone()),
                 metrics: metrics.route(ns, name),
                 cursor: AtomicUsize::new(0),
                 freed: old
@@ -252,6 +260,7 @@ mod tests {
             endpoints: (0..n)
                 .map(|i| Arc::new(Endpoint::new(&format!("10.0.0.{i}:80"), &format!("t{i}"))))
                 .collect(),
+            unplaced: None,
             metrics: crate::gateway::metrics::GatewayMetrics::default().route("default", "f"),
             cursor: AtomicUsize::new(0),
             freed: Default::default(),

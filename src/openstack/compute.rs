@@ -100,6 +100,35 @@ pub fn check_microversion(url: &str, body: &serde_json::Value, wanted: &str) -> 
     }
 }
 
+/// The absolute limits of a project (`GET /limits`); a maximum of `-1` is unlimited.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AbsoluteLimits {
+    #[serde(default = "unlimited")]
+    pub max_total_instances: i64,
+    #[serde(default)]
+    pub total_instances_used: i64,
+    #[serde(default = "unlimited")]
+    pub max_total_cores: i64,
+    #[serde(default)]
+    pub total_cores_used: i64,
+    #[serde(default = "unlimited", rename = "maxTotalRAMSize")]
+    pub max_total_ram_size: i64,
+    #[serde(default, rename = "totalRAMUsed")]
+    pub total_ram_used: i64,
+}
+
+fn unlimited() -> i64 {
+    -1
+}
+
+impl AbsoluteLimits {
+    /// What is left of a maximum: `None` when unlimited (negative), else never below 0.
+    pub fn left(max: i64, used: i64) -> Option<u64> {
+        (max >= 0).then(|| (max - used).max(0) as u64)
+    }
+}
+
 /// A flavor.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct Flavor {
@@ -552,6 +581,19 @@ impl Compute {
             }
         }
         Ok(out)
+    }
+
+    /// The project's absolute limits (`GET /limits`): what its quota still allows.
+    pub async fn limits(&self) -> Result<AbsoluteLimits> {
+        #[derive(Deserialize)]
+        struct L {
+            absolute: AbsoluteLimits,
+        }
+        #[derive(Deserialize)]
+        struct W {
+            limits: L,
+        }
+        Ok(self.get::<W>(self.url(&["limits"])?).await?.limits.absolute)
     }
 
     /// All flavors with details.

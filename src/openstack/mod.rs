@@ -34,8 +34,8 @@ use std::sync::Arc;
 
 pub use auth::{Catalog, Session, SessionOptions, Token};
 pub use compute::{
-    AvailabilityZone, COMPUTE_MICROVERSION, Compute, CreateServer, Flavor, KeyPair, Networks,
-    Server, ServerFilter, ServerStatus, hostname_of,
+    AbsoluteLimits, AvailabilityZone, COMPUTE_MICROVERSION, Compute, CreateServer, Flavor, KeyPair,
+    Networks, Server, ServerFilter, ServerStatus, hostname_of,
 };
 pub use config::{AuthMethod, CloudConfig, Secret};
 pub use error::{ApiContext, Error, Result};

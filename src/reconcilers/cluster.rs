@@ -114,6 +114,9 @@ pub struct ClusterTimings {
     /// Caps every snapshot build's `spec.buildTimeoutSeconds` (whose minimum is 60 s): tests
     /// use a few seconds; `None` leaves the spec in charge.
     pub max_build_timeout: Option<Duration>,
+    /// How often the node autoscaler decides (its pending-to-decision latency is at most this
+    /// plus one pass).
+    pub autoscale_every: Duration,
 }
 
 impl Default for ClusterTimings {
@@ -127,6 +130,7 @@ impl Default for ClusterTimings {
             error_backoff_max: Duration::from_secs(300),
             sweep_every: Duration::from_secs(30),
             max_build_timeout: None,
+            autoscale_every: Duration::from_millis(500),
         }
     }
 }

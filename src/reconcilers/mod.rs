@@ -84,7 +84,14 @@ pub async fn run_all(
                         c.clone(),
                         stop.clone()
                     ),
-                    membership::run(store.clone(), metrics.clone(), &cfg, c, stop.clone()),
+                    membership::run(
+                        store.clone(),
+                        metrics.clone(),
+                        &cfg,
+                        c.clone(),
+                        stop.clone()
+                    ),
+                    autoscaler::run::run(store.clone(), metrics.clone(), &cfg, c, stop.clone()),
                 );
             }
             None => tracing::info!(

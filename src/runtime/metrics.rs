@@ -46,6 +46,34 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// `pool="<namespace>/<name>"`
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabel {
+    pub pool: String,
+}
+
+/// `pool="…",decision="ScaleUp"`
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabel {
+    pub pool: String,
+    pub decision: String,
+}
+
+/// The node autoscaler's metrics, per pool.
+#[derive(Clone, Default)]
+pub struct AutoscalerMetrics {
+    /// Decisions that changed a pool's decision or reason.
+    pub decisions: Family<DecisionLabel, Counter>,
+    /// Tasks waiting for a node of the pool.
+    pub pending_tasks: Family<PoolLabel, Gauge>,
+    /// MiB reserved by the tasks on the pool's nodes.
+    pub reserved_memory_mb: Family<PoolLabel, Gauge>,
+    /// MiB the pool's nodes offer.
+    pub allocatable_memory_mb: Family<PoolLabel, Gauge>,
+    /// The autoscaler's wanted node count.
+    pub desired_nodes: Family<PoolLabel, Gauge>,
+}
+
 type HistogramFamily = Family<ControllerLabel, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -66,6 +94,8 @@ pub struct Metrics {
     relists: Family<KindLabel, Counter>,
     /// 1 while this process holds the leader lease.
     pub leader: Gauge,
+    /// The node autoscaler's.
+    pub autoscaler: AutoscalerMetrics,
     ready: AtomicBool,
 }
 
@@ -131,8 +161,35 @@ impl Metrics {
             "1 while this process is the leader",
             leader.clone(),
         );
+        let autoscaler = AutoscalerMetrics::default();
+        registry.register(
+            "lambda_autoscaler_decisions",
+            "Node autoscaler decisions (changes of a pool's decision or reason)",
+            autoscaler.decisions.clone(),
+        );
+        registry.register(
+            "lambda_autoscaler_pending_tasks",
+            "Tasks waiting for a node of the pool",
+            autoscaler.pending_tasks.clone(),
+        );
+        registry.register(
+            "lambda_autoscaler_reserved_memory_mb",
+            "MiB reserved by the tasks on the pool's nodes",
+            autoscaler.reserved_memory_mb.clone(),
+        );
+        registry.register(
+            "lambda_autoscaler_allocatable_memory_mb",
+            "MiB the pool's nodes offer to tasks",
+            autoscaler.allocatable_memory_mb.clone(),
+        );
+        registry.register(
+            "lambda_autoscaler_desired_nodes",
+            "The node autoscaler's wanted node count",
+            autoscaler.desired_nodes.clone(),
+        );
         Arc::new(Metrics {
             registry,
+            autoscaler,
             reconciles,
             errors,
             duration,

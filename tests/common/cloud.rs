@@ -17,12 +17,23 @@ pub struct CloudProc {
 
 impl CloudProc {
     pub fn start(dir: &Path, bridge: &str, cidr: &str, first_host: u8) -> CloudProc {
+        Self::start_with(dir, bridge, cidr, first_host, &[])
+    }
+
+    /// [`CloudProc::start`] with more `lambda cloud` flags (e.g. `--boot-delay 4s`).
+    pub fn start_with(
+        dir: &Path,
+        bridge: &str,
+        cidr: &str,
+        first_host: u8,
+        extra: &[&str],
+    ) -> CloudProc {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let args = vec![
+        let args: Vec<String> = [
             "cloud".into(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
@@ -34,7 +45,10 @@ impl CloudProc {
             cidr.into(),
             "--first-host".into(),
             first_host.to_string(),
-        ];
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|a| a.to_string()))
+        .collect();
         let mut c = CloudProc {
             child: None,
             dir: dir.to_path_buf(),
@@ -92,15 +106,35 @@ impl Drop for CloudProc {
             return;
         };
         for d in servers.flatten() {
+            let id = d.file_name().to_string_lossy().into_owned();
             if let Ok(pid) = std::fs::read_to_string(d.path().join("dockerd.pid")) {
                 let _ = Command::new("kill").arg(pid.trim()).status();
+                let t = Instant::now();
+                while Path::new(&format!("/proc/{}", pid.trim())).exists()
+                    && t.elapsed() < Duration::from_secs(10)
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            // containerd shims outlive their engine by design: end them, then the server's
+            // flavor cgroups (src/cloud/capacity.rs) can go.
+            let sock = d.path().join("exec/containerd/containerd.sock");
+            let _ = Command::new("pkill")
+                .args(["-9", "-f", "--", &sock.display().to_string()])
+                .status();
+            std::thread::sleep(Duration::from_millis(200));
+            for c in ["memory", "cpuset"] {
+                let cg = Path::new("/sys/fs/cgroup")
+                    .join(c)
+                    .join("lambda-cloud")
+                    .join(&id);
+                let _ = Command::new("find")
+                    .arg(&cg)
+                    .args(["-depth", "-type", "d", "-exec", "rmdir", "{}", ";"])
+                    .status();
             }
             let _ = Command::new("ip")
-                .args([
-                    "netns",
-                    "del",
-                    &format!("lc-{}", d.file_name().to_string_lossy()),
-                ])
+                .args(["netns", "del", &format!("lc-{id}")])
                 .status();
         }
     }

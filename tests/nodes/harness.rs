@@ -37,6 +37,11 @@ pub struct Bed {
 
 impl Bed {
     pub async fn start(first_host: u8) -> Bed {
+        Self::start_with(first_host, &[]).await
+    }
+
+    /// [`Bed::start`] with more `lambda cloud` flags.
+    pub async fn start_with(first_host: u8, cloud_flags: &[&str]) -> Bed {
         let host = swarm_env("DOCKER_HOST");
         let join_addr = swarm_env("LAMBDA_SWARM_JOIN_ADDR");
         let images = runtime_images();
@@ -44,11 +49,12 @@ impl Bed {
             .await
             .expect("the Swarm manager is not running: run scripts/swarm.sh up");
         let tmp = tempfile::tempdir().unwrap();
-        let cloud = CloudProc::start(
+        let cloud = CloudProc::start_with(
             &tmp.path().join("cloud"),
             "lambda0",
             "10.251.0.1/24",
             first_host,
+            cloud_flags,
         );
         let os =
             OpenStack::connect(CloudConfig::from_openrc_file(&cloud.dir.join("openrc")).unwrap())
@@ -78,6 +84,7 @@ impl Bed {
                 error_backoff_max: Duration::from_secs(10),
                 sweep_every: Duration::from_secs(5),
                 max_build_timeout: None,
+                autoscale_every: Duration::from_millis(250),
             },
         };
         let stop = CancellationToken::new();

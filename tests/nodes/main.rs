@@ -9,6 +9,7 @@
 //! Needs `scripts/swarm.sh up` and `scripts/images.sh` (the test command runs both); fails
 //! loudly without them. Uses addresses 10.251.0.170–199 of the project bridge.
 
+mod autoscale;
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;

@@ -23,6 +23,7 @@ use crate::swarm::{Swarm, SwarmError, node_address};
 
 use super::stats::percentile;
 
+pub mod autoscale;
 mod limit;
 pub use limit::prepare_image;
 use limit::raw;

@@ -13,12 +13,15 @@
 //!
 //! [`model`] holds the simulated cluster (amounts, nodes, work items), [`constraints`]
 //! Swarm's placement constraints as its scheduler reads them, and [`observe`] turns what Swarm
-//! reports (pending tasks, nodes, their tasks' reservations) into those inputs.
+//! reports (pending tasks, nodes, their tasks' reservations) into those inputs. [`pass`]
+//! decides one pass from what was read, and [`run`] is the loop that reads and writes.
 
 pub mod constraints;
 pub mod model;
 pub mod observe;
 pub mod outcome;
+pub mod pass;
+pub mod run;
 pub mod scale_down;
 pub mod scale_up;
 pub mod template;

@@ -1,0 +1,283 @@
+//! The node autoscaler end to end on `lambda cloud` + the real Swarm + the gateway: a pool at
+//! zero grows for a function invoked at once (the call is held, then answered; a function
+//! whose timeout is shorter than a boot gets a 503 naming the booting pool); a burst needing
+//! three nodes makes exactly three; idle nodes are consolidated away after the (short)
+//! window while a load loop on the remaining function sees no failure; the project's quota
+//! holds a pool below its max (Blocked); a function no flavor can take is marked `NoPoolFits`. Uses addresses 10.251.0.120–149 of the project bridge.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use lambda::api::nodepool::AutoscalerDecision;
+use lambda::api::{Conditions, FunctionSpec, NodePoolSpec, SnapshotImageSpec};
+
+use super::common::eventually;
+use super::harness::{Bed, SNAPSHOT};
+
+fn pool(max: u32) -> String {
+    format!(
+        "apiVersion: lambda/v1alpha1\nkind: NodePool\nmetadata:\n  name: auto\nspec:\n  image:\n    snapshotImage: worker\n  flavor: m1.small\n  network: lambda-net\n  replicas: 0\n  minReplicas: 0\n  maxReplicas: {max}\n  maxSurge: 5\n  autoscaling:\n    enabled: true\n    scaleDownUnneededSeconds: 5\n    scaleDownDelayAfterAddSeconds: 5\n    systemReserveMb: 256\n"
+    )
+}
+
+fn function(name: &str, memory: u32, replicas: u32, timeout: u32) -> String {
+    format!(
+        "apiVersion: lambda/v1alpha1\nkind: Function\nmetadata:\n  name: {name}\nspec:\n  runtime: shell\n  code:\n    inline: \"cat\"\n  timeoutSeconds: {timeout}\n  resources:\n    memoryMb: {memory}\n  minReplicas: {replicas}\n  maxReplicas: {replicas}\n"
+    )
+}
+
+async fn autoscaler(bed: &Bed) -> (u32, lambda::api::nodepool::AutoscalerStatus) {
+    let p = bed
+        .store
+        .get::<NodePoolSpec>(&bed.ns, "auto")
+        .await
+        .unwrap();
+    let s = p.status.unwrap_or_default();
+    (
+        s.desired_replicas.unwrap_or(0),
+        s.autoscaler.unwrap_or_default(),
+    )
+}
+
+/// Invokes once the gateway knows the function (a 404 only means its watch has not seen it).
+async fn invoke_new(bed: &Bed, http: &reqwest::Client, name: &str) -> Result<String, String> {
+    for _ in 0..100 {
+        match bed.invoke(http, name).await {
+            Err(e) if e.starts_with("404") => tokio::time::sleep(Duration::from_millis(20)).await,
+            r => return r,
+        }
+    }
+    Err(format!("the gateway never routed {name}"))
+}
+
+fn delete(bed: &Bed, kind: &str, name: &str, timeout: &str) {
+    let (ok, out, err) = super::common::lambda(
+        &bed.etcd,
+        &[
+            "delete",
+            "-n",
+            &bed.ns,
+            kind,
+            name,
+            "--wait",
+            "--timeout",
+            timeout,
+        ],
+        None,
+    );
+    assert!(ok, "lambda delete {kind} {name}: {out}{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pools_follow_pending_work_from_zero_and_back_without_failures() {
+    // Servers take 4 s to "boot" (as VMs do, if faster), and the project may have 3.
+    let mut bed = Bed::start_with(120, &["--boot-delay", "4s", "--max-instances", "3"]).await;
+    bed.apply(&format!("{SNAPSHOT}---\n{}", pool(4)));
+    eventually(
+        "the snapshot image built",
+        Duration::from_secs(120),
+        async || {
+            let si = bed
+                .store
+                .get::<SnapshotImageSpec>(&bed.ns, "worker")
+                .await
+                .ok()?;
+            si.status
+                .as_ref()
+                .is_some_and(|s| s.is_true("Ready"))
+                .then_some(())
+        },
+    )
+    .await;
+    // Nothing pending: the pool stays at zero.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(bed.nodes().await.is_empty());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(150))
+        .build()
+        .unwrap();
+
+    // From zero, a function whose timeout (3 s) is shorter than a boot: held 3 s, then 503
+    // with Retry-After and the pool that is adding a node for it.
+    bed.apply(&function("short", 128, 1, 3));
+    let t = Instant::now();
+    let err = invoke_new(&bed, &http, "short").await.unwrap_err();
+    assert!(t.elapsed() >= Duration::from_millis(2900), "{err}");
+    assert!(err.starts_with("503"), "{err}");
+    let fst = bed
+        .store
+        .get::<FunctionSpec>(&bed.ns, "short")
+        .await
+        .unwrap()
+        .status;
+    assert!(
+        err.contains(&format!("pool {}/auto is adding 1 × m1.small node", bed.ns)),
+        "the 503 names the booting pool: {err}\npool: {:?}\nfunction: {fst:?}",
+        autoscaler(&bed).await
+    );
+    let (desired, st) = autoscaler(&bed).await;
+    assert_eq!(desired, 1, "{st:?}");
+    assert!(st.last_scale_up.is_some(), "{st:?}");
+
+    // Invoked at once while the node boots: held, then answered (timeout 60 s).
+    bed.apply(&function("cold", 128, 1, 60));
+    let t = Instant::now();
+    let r = invoke_new(&bed, &http, "cold").await;
+    let from_zero = t.elapsed();
+    assert_eq!(r, Ok("{\"n\": 1}".to_string()), "held until a node joined");
+    eprintln!("from zero nodes to the first answer: {from_zero:?}");
+    bed.wait_pool("auto", 1, Duration::from_secs(60)).await;
+
+    // Burst: 6 replicas of 850 MiB. The node has 2048 - 256 MiB left for 2 of them; each new
+    // m1.small template takes 2 (1792 MiB): first-fit decreasing needs 2 more nodes → 3.
+    let burst = Instant::now();
+    bed.apply(&function("big", 850, 6, 30));
+    let (desired, st) = eventually("the scale-up", Duration::from_secs(30), async || {
+        let (d, st) = autoscaler(&bed).await;
+        (d >= 3).then_some((d, st))
+    })
+    .await;
+    eprintln!("burst: decision after {:?}: {}", burst.elapsed(), st.reason);
+    assert_eq!(desired, 3, "{st:?}");
+    assert_eq!(st.decision, AutoscalerDecision::ScaleUp, "{st:?}");
+    assert!(st.reason.contains("scale up 1 → 3"), "{st:?}");
+    assert!(st.reason.contains("need 2 × m1.small"), "{st:?}");
+    // A controller crash right after the decision neither forgets it nor scales twice: the
+    // restarted autoscaler counts the nodes being added as capacity.
+    bed.kill_controller().await;
+    bed.start_controller();
+    bed.wait_pool("auto", 3, Duration::from_secs(90)).await;
+    eventually(
+        "every big replica running",
+        Duration::from_secs(60),
+        async || {
+            let f = bed.store.get::<FunctionSpec>(&bed.ns, "big").await.ok()?;
+            let s = f.status?;
+            (s.is_true("Ready") && s.endpoints.len() == 6).then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "burst: 6 replicas running on 3 nodes after {:?}",
+        burst.elapsed()
+    );
+    // What an operator sees: ready/desired and the decision; the decisions as events.
+    let (ok, out, err) =
+        super::common::lambda(&bed.etcd, &["get", "np", "-n", &bed.ns, "-o", "wide"], None);
+    assert!(
+        ok && out.contains("3/3") && out.contains("AUTOSCALER"),
+        "{out}{err}"
+    );
+    let (ok, out, err) =
+        super::common::lambda(&bed.etcd, &["describe", "np", "auto", "-n", &bed.ns], None);
+    assert!(
+        ok && out.contains("scale up 1 → 3") && out.contains("scale up 0 → 1"),
+        "{out}{err}"
+    );
+    // Packing: exactly the FFD count, nothing more asked for.
+    let (desired, st) = autoscaler(&bed).await;
+    assert_eq!(desired, 3, "{st:?}");
+    let packed = st.reserved.memory_mb as f64 / st.allocatable.memory_mb as f64;
+    assert!(packed >= 0.8, "packing {packed:.2}: {st:?}");
+    eprintln!(
+        "packing after scale-up: {} of {} MiB reserved ({:.0} %)",
+        st.reserved.memory_mb,
+        st.allocatable.memory_mb,
+        packed * 100.0
+    );
+
+    // The quota (3 instances) holds: more work that needs a 4th node waits, Blocked, though
+    // maxReplicas (4) would allow it.
+    bed.apply(&function("more", 850, 1, 30));
+    let st = eventually(
+        "blocked by the quota",
+        Duration::from_secs(30),
+        async || {
+            let (_, st) = autoscaler(&bed).await;
+            (st.decision == AutoscalerDecision::Blocked).then_some(st)
+        },
+    )
+    .await;
+    assert!(st.reason.contains("quota"), "{st:?}");
+    assert_eq!(st.pending.tasks, 1, "{st:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(autoscaler(&bed).await.0, 3, "never beyond the quota");
+    assert_eq!(bed.servers().await.len(), 3);
+    delete(&bed, "fn", "more", "30s");
+
+    // A function no flavor can take: NoPoolFits on it, naming its memory and the flavor.
+    bed.apply(&function("huge", 4096, 1, 30));
+    let msg = eventually("NoPoolFits", Duration::from_secs(30), async || {
+        let f = bed.store.get::<FunctionSpec>(&bed.ns, "huge").await.ok()?;
+        let c = f.status?.condition("Schedulable")?.clone();
+        (c.reason == "NoPoolFits").then_some(c.message)
+    })
+    .await;
+    assert!(msg.contains("4096"), "{msg}");
+    assert!(msg.contains("m1.small"), "{msg}");
+    let (desired, _) = autoscaler(&bed).await;
+    assert_eq!(desired, 3, "no node for work no node can take");
+    delete(&bed, "fn", "huge", "30s");
+    delete(&bed, "fn", "big", "30s");
+
+    // Idle: the empty nodes go after the short window, while calls to `cold` all succeed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut load = Vec::new();
+    for _ in 0..3 {
+        let (stop, ok, failed, failures, http) = (
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            failures.clone(),
+            http.clone(),
+        );
+        let (gateway, ns, token) = (bed.gateway.clone(), bed.ns.clone(), bed.token.clone());
+        load.push(tokio::spawn(async move {
+            let url = format!("{gateway}/v1/namespaces/{ns}/functions/cold/invoke");
+            while !stop.load(Ordering::Relaxed) {
+                match http.post(&url).bearer_auth(&token).body("{}").send().await {
+                    Ok(r) if r.status().is_success() => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        let s = r.status();
+                        let text = r.text().await.unwrap_or_default();
+                        failures.lock().unwrap().push(format!("{s}: {text}"));
+                    }
+                    Err(e) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        failures.lock().unwrap().push(e.to_string());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    let idle = Instant::now();
+    bed.wait_pool("auto", 1, Duration::from_secs(120)).await;
+    eprintln!("idle: back to 1 node after {:?}", idle.elapsed());
+    // The remaining node is kept: `cold` needs it (and min is 0 only for empty pools).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    let (desired, st) = autoscaler(&bed).await;
+    assert_eq!(desired, 1, "{st:?}");
+    assert!(st.last_scale_down.is_some(), "{st:?}");
+    assert_eq!(bed.nodes().await.len(), 1);
+    let (n_ok, n_failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("load during the scale-down: {n_ok} ok, {n_failed} failed");
+    assert!(n_ok > 50, "the load loop ran: {n_ok}");
+    assert_eq!(n_failed, 0, "{:?}", failures.lock().unwrap());
+
+    // Deleting the pool and the functions leaves nothing behind (the Bed's drop checks servers).
+    delete(&bed, "fn", "cold", "60s");
+    delete(&bed, "fn", "short", "60s");
+    delete(&bed, "np", "auto", "120s");
+    assert!(bed.servers().await.is_empty(), "no server left");
+}
