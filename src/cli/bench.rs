@@ -39,64 +39,23 @@ pub enum BenchCommand {
     /// A node pool scaled 0 → N → 0 on `lambda cloud` by an in-process controller, next to
     /// the same servers created straight through Nova with the same join script.
     Nodes {
-        /// openrc of `lambda cloud`.
-        #[arg(long)]
-        openrc: PathBuf,
-        /// `lambda cloud`'s data dir (to prepare the worker image in a builder's engine).
-        #[arg(long)]
-        emulator_dir: PathBuf,
         #[arg(long, default_value_t = 5)]
         nodes: usize,
-        #[arg(long, default_value = "m1.small")]
-        flavor: String,
-        #[arg(long, default_value = "lambda-net")]
-        network: String,
-        /// A Glance image holding the runtime images; default: one is prepared first (not
-        /// measured) from `debian-12` and the shell runtime image.
-        #[arg(long)]
-        image: Option<String>,
-        /// The Swarm manager [default: the context's].
-        #[arg(long, env = "DOCKER_HOST")]
-        docker_host: Option<String>,
-        /// `host:port` the workers join.
-        #[arg(long, env = "LAMBDA_SWARM_JOIN_ADDR")]
-        swarm_join_addr: String,
-        /// Longest wait for one phase.
-        #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
-        timeout: Duration,
+        #[command(flatten)]
+        pool: PoolBenchArgs,
     },
     /// The node autoscaler: a pool at 0 grown for pending replicas (pending → Nova create,
     /// → Running, packing) on `lambda cloud`, next to the same servers created straight
     /// through Nova until they are ready workers.
     Autoscale {
-        /// openrc of `lambda cloud`.
-        #[arg(long)]
-        openrc: PathBuf,
-        /// `lambda cloud`'s data dir (to prepare the worker image in a builder's engine).
-        #[arg(long)]
-        emulator_dir: PathBuf,
         /// Nodes each round needs (two replicas per node).
         #[arg(long, default_value_t = 3)]
         nodes: usize,
         /// Rounds (each from 0 nodes and back).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        #[arg(long, default_value = "m1.small")]
-        flavor: String,
-        #[arg(long, default_value = "lambda-net")]
-        network: String,
-        /// A Glance image holding the shell runtime image; default: one is prepared first.
-        #[arg(long)]
-        image: Option<String>,
-        /// The Swarm manager [default: the context's].
-        #[arg(long, env = "DOCKER_HOST")]
-        docker_host: Option<String>,
-        /// `host:port` the workers join.
-        #[arg(long, env = "LAMBDA_SWARM_JOIN_ADDR")]
-        swarm_join_addr: String,
-        /// Longest wait for one phase.
-        #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
-        timeout: Duration,
+        #[command(flatten)]
+        pool: PoolBenchArgs,
     },
     /// Warm invocations through the gateway vs. straight to the function's agents.
     Invoke {
@@ -225,64 +184,17 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
             crate::bench::cloud::run(&cfg).await?;
             return Ok(());
         }
-        BenchCommand::Nodes {
-            openrc,
-            emulator_dir,
-            nodes,
-            flavor,
-            network,
-            image,
-            docker_host,
-            swarm_join_addr,
-            timeout,
-        } => {
-            let (store, cfg) = nodes_bench(
-                g,
-                NodesArgs {
-                    openrc,
-                    emulator_dir,
-                    nodes,
-                    flavor,
-                    network,
-                    image,
-                    docker_host,
-                    swarm_join_addr,
-                    timeout,
-                    kind: "nodes",
-                },
-            )
-            .await?;
+        BenchCommand::Nodes { nodes, pool } => {
+            let (store, cfg) = nodes_bench(g, pool, nodes, "nodes").await?;
             crate::bench::nodes::run(&store, &cfg).await?;
             return Ok(());
         }
         BenchCommand::Autoscale {
-            openrc,
-            emulator_dir,
             nodes,
             rounds,
-            flavor,
-            network,
-            image,
-            docker_host,
-            swarm_join_addr,
-            timeout,
+            pool,
         } => {
-            let (store, cfg) = nodes_bench(
-                g,
-                NodesArgs {
-                    openrc,
-                    emulator_dir,
-                    nodes,
-                    flavor,
-                    network,
-                    image,
-                    docker_host,
-                    swarm_join_addr,
-                    timeout,
-                    kind: "autoscale",
-                },
-            )
-            .await?;
+            let (store, cfg) = nodes_bench(g, pool, nodes, "autoscale").await?;
             crate::bench::nodes::autoscale::run(&store, &cfg, rounds).await?;
             return Ok(());
         }
@@ -561,37 +473,50 @@ async fn agents(store: &crate::store::Store, ns: &str, function: &str) -> Result
     Ok(eps)
 }
 
-/// The flags `bench nodes` and `bench autoscale` share.
-struct NodesArgs {
+/// The flags `bench nodes` and `bench autoscale` share: a pool on `lambda cloud`.
+#[derive(Debug, clap::Args)]
+pub struct PoolBenchArgs {
+    /// openrc of `lambda cloud`.
+    #[arg(long)]
     openrc: PathBuf,
+    /// `lambda cloud`'s data dir (to prepare the worker image in a builder's engine).
+    #[arg(long)]
     emulator_dir: PathBuf,
-    nodes: usize,
+    #[arg(long, default_value = "m1.small")]
     flavor: String,
+    #[arg(long, default_value = "lambda-net")]
     network: String,
+    /// A Glance image holding the runtime images; default: one is prepared first (not
+    /// measured) from `debian-12` and the shell runtime image.
+    #[arg(long)]
     image: Option<String>,
+    /// The Swarm manager [default: the context's].
+    #[arg(long, env = "DOCKER_HOST")]
     docker_host: Option<String>,
+    /// `host:port` the workers join.
+    #[arg(long, env = "LAMBDA_SWARM_JOIN_ADDR")]
     swarm_join_addr: String,
+    /// Longest wait for one phase.
+    #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
     timeout: Duration,
-    /// Names the scratch namespace.
-    kind: &'static str,
 }
 
 /// The store and the bench's cloud, Swarm and worker image (prepared when not given).
 async fn nodes_bench(
     g: &GlobalArgs,
-    a: NodesArgs,
+    a: PoolBenchArgs,
+    nodes: usize,
+    kind: &str,
 ) -> Result<(crate::store::Store, crate::bench::nodes::NodesBench)> {
-    let NodesArgs {
+    let PoolBenchArgs {
         openrc,
         emulator_dir,
-        nodes,
         flavor,
         network,
         image,
         docker_host,
         swarm_join_addr,
         timeout,
-        kind,
     } = a;
     let docker_host = g.require_swarm_manager(docker_host.as_ref())?.value;
     let store = g.store().await?;

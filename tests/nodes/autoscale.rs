@@ -3,17 +3,17 @@
 //! whose timeout is shorter than a boot gets a 503 naming the booting pool); a burst needing
 //! three nodes makes exactly three; idle nodes are consolidated away after the (short)
 //! window while a load loop on the remaining function sees no failure; the project's quota
-//! holds a pool below its max (Blocked); a function no flavor can take is marked `NoPoolFits`. Uses addresses 10.251.0.120–149 of the project bridge.
+//! holds a pool below its max (Blocked); a function no flavor can take is marked `NoPoolFits`.
+//! With two pools of different flavors the least-wasting one grows, and a node annotated
+//! `lambda/do-not-disrupt` outlives the scale-down window until the annotation goes. Uses addresses 10.251.0.120–149 of the project bridge.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lambda::api::nodepool::AutoscalerDecision;
-use lambda::api::{Conditions, FunctionSpec, NodePoolSpec, SnapshotImageSpec};
+use lambda::api::{Conditions, FunctionSpec, NodePoolSpec, NodeSpec, Object, SnapshotImageSpec};
 
 use super::common::eventually;
-use super::harness::{Bed, SNAPSHOT};
+use super::harness::{Bed, Load, SNAPSHOT};
 
 fn pool(max: u32) -> String {
     format!(
@@ -222,62 +222,140 @@ async fn pools_follow_pending_work_from_zero_and_back_without_failures() {
     delete(&bed, "fn", "big", "30s");
 
     // Idle: the empty nodes go after the short window, while calls to `cold` all succeed.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut load = Vec::new();
-    for _ in 0..3 {
-        let (stop, ok, failed, failures, http) = (
-            stop.clone(),
-            ok.clone(),
-            failed.clone(),
-            failures.clone(),
-            http.clone(),
-        );
-        let (gateway, ns, token) = (bed.gateway.clone(), bed.ns.clone(), bed.token.clone());
-        load.push(tokio::spawn(async move {
-            let url = format!("{gateway}/v1/namespaces/{ns}/functions/cold/invoke");
-            while !stop.load(Ordering::Relaxed) {
-                match http.post(&url).bearer_auth(&token).body("{}").send().await {
-                    Ok(r) if r.status().is_success() => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(r) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        let s = r.status();
-                        let text = r.text().await.unwrap_or_default();
-                        failures.lock().unwrap().push(format!("{s}: {text}"));
-                    }
-                    Err(e) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        failures.lock().unwrap().push(e.to_string());
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }));
-    }
+    let load = Load::start(&bed, &http, "cold", 3);
     let idle = Instant::now();
     bed.wait_pool("auto", 1, Duration::from_secs(120)).await;
     eprintln!("idle: back to 1 node after {:?}", idle.elapsed());
     // The remaining node is kept: `cold` needs it (and min is 0 only for empty pools).
     tokio::time::sleep(Duration::from_secs(8)).await;
-    stop.store(true, Ordering::Relaxed);
-    for l in load {
-        l.await.unwrap();
-    }
+    let (n_ok, failures) = load.finish().await;
     let (desired, st) = autoscaler(&bed).await;
     assert_eq!(desired, 1, "{st:?}");
     assert!(st.last_scale_down.is_some(), "{st:?}");
     assert_eq!(bed.nodes().await.len(), 1);
-    let (n_ok, n_failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    eprintln!("load during the scale-down: {n_ok} ok, {n_failed} failed");
+    eprintln!(
+        "load during the scale-down: {n_ok} ok, {} failed",
+        failures.len()
+    );
     assert!(n_ok > 50, "the load loop ran: {n_ok}");
-    assert_eq!(n_failed, 0, "{:?}", failures.lock().unwrap());
+    assert!(failures.is_empty(), "{failures:?}");
 
     // Deleting the pool and the functions leaves nothing behind (the Bed's drop checks servers).
     delete(&bed, "fn", "cold", "60s");
     delete(&bed, "fn", "short", "60s");
     delete(&bed, "np", "auto", "120s");
+    assert!(bed.servers().await.is_empty(), "no server left");
+}
+
+fn pool_of(name: &str, flavor: &str) -> String {
+    format!(
+        "apiVersion: lambda/v1alpha1\nkind: NodePool\nmetadata:\n  name: {name}\nspec:\n  image:\n    snapshotImage: worker\n  flavor: {flavor}\n  network: lambda-net\n  minReplicas: 0\n  maxReplicas: 3\n  maxSurge: 3\n  autoscaling:\n    enabled: true\n    scaleDownUnneededSeconds: 3\n    scaleDownDelayAfterAddSeconds: 3\n"
+    )
+}
+
+/// Ready Nodes of `pool`, once there are exactly `n` and the autoscaler wants `n`.
+async fn settled(bed: &Bed, pool: &str, n: usize, timeout: Duration) -> Vec<Object<NodeSpec>> {
+    eventually(
+        &format!("pool {pool} at {n} Ready nodes"),
+        timeout,
+        async || {
+            let nodes: Vec<Object<NodeSpec>> = bed
+                .nodes()
+                .await
+                .into_iter()
+                .filter(|x| x.spec.pool == pool)
+                .collect();
+            let ready = nodes
+                .iter()
+                .filter(|x| x.status.as_ref().is_some_and(|s| s.is_true("Ready")))
+                .count();
+            let p = bed.store.get::<NodePoolSpec>(&bed.ns, pool).await.ok()?;
+            let desired = p.status.and_then(|s| s.desired_replicas).unwrap_or(0);
+            (nodes.len() == n && ready == n && desired == n as u32).then_some(nodes)
+        },
+    )
+    .await
+}
+
+async fn decision(bed: &Bed, pool: &str) -> lambda::api::nodepool::AutoscalerStatus {
+    bed.store
+        .get::<NodePoolSpec>(&bed.ns, pool)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.autoscaler)
+        .unwrap_or_default()
+}
+
+async fn set_do_not_disrupt(bed: &Bed, node: &str, on: bool) {
+    let mut n = bed.store.get::<NodeSpec>(&bed.ns, node).await.unwrap();
+    if on {
+        n.metadata
+            .annotations
+            .insert("lambda/do-not-disrupt".into(), "true".into());
+    } else {
+        n.metadata.annotations.remove("lambda/do-not-disrupt");
+    }
+    bed.store.update(&n).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_least_wasting_pool_grows_and_do_not_disrupt_is_kept() {
+    let bed = Bed::start(140).await;
+    bed.apply(&format!(
+        "{SNAPSHOT}---\n{}---\n{}",
+        pool_of("small", "m1.small"),
+        pool_of("medium", "m1.medium")
+    ));
+    // 1500 MiB fits both flavors' template nodes (1792 and 3840 MiB): m1.small wastes less.
+    bed.apply(&function("mid", 1500, 1, 30));
+    settled(&bed, "small", 1, Duration::from_secs(150)).await;
+    let st = decision(&bed, "medium").await;
+    assert_ne!(st.decision, AutoscalerDecision::ScaleUp, "{st:?}");
+    assert!(
+        st.last_scale_up.is_none(),
+        "the wasteful pool stayed at 0: {st:?}"
+    );
+    // 3000 MiB fits only m1.medium's template, one per node: 4 replicas want 4 nodes, and
+    // maxReplicas (3) holds the 4th back (Blocked, naming it).
+    bed.apply(&function("wide", 3000, 4, 30));
+    let nodes = settled(&bed, "medium", 3, Duration::from_secs(90)).await;
+    let st = eventually("blocked at max", Duration::from_secs(30), async || {
+        let st = decision(&bed, "medium").await;
+        (st.decision == AutoscalerDecision::Blocked).then_some(st)
+    })
+    .await;
+    assert!(st.reason.contains("maxReplicas"), "{st:?}");
+    assert_eq!(st.pending.tasks, 1, "{st:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        settled(&bed, "medium", 3, Duration::from_secs(5))
+            .await
+            .len(),
+        3,
+        "never beyond maxReplicas"
+    );
+    // One node is marked do-not-disrupt, then all are emptied: the two others go (in bulk,
+    // being empty), the marked one stays past the windows (3 s + 3 s).
+    let keep = nodes[0].metadata.name.clone();
+    set_do_not_disrupt(&bed, &keep, true).await;
+    delete(&bed, "fn", "wide", "30s");
+    let left = settled(&bed, "medium", 1, Duration::from_secs(60)).await;
+    assert_eq!(left[0].metadata.name, keep);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let kept = settled(&bed, "medium", 1, Duration::from_secs(5)).await;
+    assert_eq!(
+        kept[0].metadata.name,
+        keep,
+        "{:?}",
+        decision(&bed, "medium").await
+    );
+    // Without the annotation it goes.
+    set_do_not_disrupt(&bed, &keep, false).await;
+    settled(&bed, "medium", 0, Duration::from_secs(60)).await;
+    assert!(decision(&bed, "medium").await.last_scale_down.is_some());
+    delete(&bed, "fn", "mid", "60s");
+    delete(&bed, "np", "medium", "120s");
+    delete(&bed, "np", "small", "120s");
     assert!(bed.servers().await.is_empty(), "no server left");
 }

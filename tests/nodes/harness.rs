@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::cloud::CloudProc;
@@ -301,6 +303,65 @@ impl Drop for Bed {
             }
         }
         // CloudProc's own drop then stops the emulator and every engine and namespace it made.
+    }
+}
+
+/// A load loop: `workers` tasks invoking one function through the gateway, back to back,
+/// counting successes and keeping every failure's status and body.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(bed: &Bed, http: &reqwest::Client, function: &str, workers: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let url = format!(
+            "{}/v1/namespaces/{}/functions/{function}/invoke",
+            bed.gateway, bed.ns
+        );
+        let tasks = (0..workers)
+            .map(|_| {
+                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+                let (url, token, http) = (url.clone(), bed.token.clone(), http.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        match http.post(&url).bearer_auth(&token).body("{}").send().await {
+                            Ok(r) if r.status().is_success() => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(r) => {
+                                let s = r.status();
+                                let text = r.text().await.unwrap_or_default();
+                                failures.lock().unwrap().push(format!("{s}: {text}"));
+                            }
+                            Err(e) => failures.lock().unwrap().push(e.to_string()),
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failures,
+            tasks,
+        }
+    }
+
+    /// Stops the loop; returns (successes, failures).
+    pub async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let failures = std::mem::take(&mut *self.failures.lock().unwrap());
+        (self.ok.load(Ordering::Relaxed), failures)
     }
 }
 

@@ -16,15 +16,13 @@ mod harness;
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{eventually, lambda, runtime_images};
 use lambda::api::{Conditions, FunctionSpec, SnapshotImageSpec};
 use lambda::reconcilers::cluster::owner_tag;
 
-use harness::{Bed, SNAPSHOT, netns_count, pool_yaml};
+use harness::{Bed, Load, SNAPSHOT, netns_count, pool_yaml};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pools_boot_join_scale_under_load_heal_and_leave_nothing_behind() {
@@ -143,47 +141,7 @@ async fn pools_boot_join_scale_under_load_heal_and_leave_nothing_behind() {
     assert_eq!(bed.invoke(&http, "echo").await.unwrap(), "{\"n\": 1}");
 
     // Scale 2 → 3 → 1 while a load loop invokes the function: no failed invocation.
-    let stop_load = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (url, token, http) = (
-            format!(
-                "{}/v1/namespaces/{}/functions/echo/invoke",
-                bed.gateway, bed.ns
-            ),
-            bed.token.clone(),
-            http.clone(),
-        );
-        let (stop_load, ok, failed, failures) = (
-            stop_load.clone(),
-            ok.clone(),
-            failed.clone(),
-            failures.clone(),
-        );
-        load.push(tokio::spawn(async move {
-            while !stop_load.load(Ordering::Relaxed) {
-                let r = http.post(&url).bearer_auth(&token).body("{}").send().await;
-                match r {
-                    Ok(r) if r.status().is_success() => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(r) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        let s = r.status();
-                        let text = r.text().await.unwrap_or_default();
-                        failures.lock().unwrap().push(format!("{s}: {text}"));
-                    }
-                    Err(e) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        failures.lock().unwrap().push(e.to_string());
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }));
-    }
+    let load = Load::start(&bed, &http, "echo", 4);
     bed.apply(&pool_yaml("workers", 3));
     bed.wait_pool("workers", 3, Duration::from_secs(90)).await;
     let before: BTreeSet<String> = bed.servers().await.into_iter().map(|s| s.id).collect();
@@ -209,18 +167,12 @@ async fn pools_boot_join_scale_under_load_heal_and_leave_nothing_behind() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop_load.store(true, Ordering::Relaxed);
-    for l in load {
-        l.await.unwrap();
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    eprintln!("load during scaling: {ok} ok, {failed} failed");
+    let (ok, failures) = load.finish().await;
+    eprintln!("load during scaling: {ok} ok, {} failed", failures.len());
     assert!(ok > 100, "the load loop barely ran: {ok}");
-    assert_eq!(
-        failed,
-        0,
-        "failed invocations while scaling: {:?}",
-        failures.lock().unwrap()
+    assert!(
+        failures.is_empty(),
+        "failed invocations while scaling: {failures:?}"
     );
     let after: BTreeSet<String> = bed.servers().await.into_iter().map(|s| s.id).collect();
     assert_eq!(after.len(), 1);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::api::nodepool::{AutoscalingPolicy, ImageRef};
+use crate::api::nodepool::AutoscalingPolicy;
 use crate::api::{FunctionSpec, NodePoolSpec, Object, ObjectKey};
 use crate::reconcilers::autoscaler::observe::is_unplaceable;
 use crate::reconcilers::cluster::instance_tag;
@@ -28,7 +28,7 @@ use crate::swarm::{TaskFilter, labels};
 
 use super::super::stats::{ms, percentile};
 use super::limit::raw;
-use super::{NodesBench, NodesBenchError, observe, secs};
+use super::{NodesBench, NodesBenchError, observe, pool_object, secs};
 
 const POLL: Duration = Duration::from_millis(20);
 const RESERVE_MB: u32 = 256;
@@ -49,30 +49,14 @@ struct Round {
 }
 
 fn pool(cfg: &NodesBench) -> Object<NodePoolSpec> {
-    let spec = NodePoolSpec {
-        image: ImageRef {
-            snapshot_image: None,
-            glance_image: Some(cfg.image.clone()),
-        },
-        flavor: cfg.flavor.clone(),
-        network: cfg.network.clone(),
-        key_pair: None,
-        security_groups: Vec::new(),
-        availability_zone: None,
-        replicas: 0,
-        min_replicas: 0,
-        max_replicas: cfg.nodes as u32,
-        max_surge: cfg.nodes as u32,
-        autoscaling: Some(AutoscalingPolicy {
-            enabled: true,
-            scale_down_unneeded_seconds: 1,
-            scale_down_delay_after_add_seconds: 0,
-            system_reserve_mb: RESERVE_MB,
-            ..AutoscalingPolicy::default()
-        }),
-        node_labels: BTreeMap::new(),
+    let autoscaling = AutoscalingPolicy {
+        enabled: true,
+        scale_down_unneeded_seconds: 1,
+        scale_down_delay_after_add_seconds: 0,
+        system_reserve_mb: RESERVE_MB,
+        ..AutoscalingPolicy::default()
     };
-    Object::new(&cfg.namespace, POOL, spec)
+    pool_object(cfg, POOL, 0, Some(autoscaling))
 }
 
 fn function(

@@ -104,7 +104,13 @@ fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
-fn pool_object(cfg: &NodesBench, replicas: u32) -> Object<NodePoolSpec> {
+/// The bench's pool `name` of the bench's image, flavor and network, up to `cfg.nodes`.
+fn pool_object(
+    cfg: &NodesBench,
+    name: &str,
+    replicas: u32,
+    autoscaling: Option<crate::api::nodepool::AutoscalingPolicy>,
+) -> Object<NodePoolSpec> {
     let spec = NodePoolSpec {
         image: ImageRef {
             snapshot_image: None,
@@ -119,10 +125,10 @@ fn pool_object(cfg: &NodesBench, replicas: u32) -> Object<NodePoolSpec> {
         min_replicas: 0,
         max_replicas: cfg.nodes as u32,
         max_surge: cfg.nodes as u32,
-        autoscaling: None,
+        autoscaling,
         node_labels: BTreeMap::new(),
     };
-    Object::new(&cfg.namespace, "bench-pool", spec)
+    Object::new(&cfg.namespace, name, spec)
 }
 
 async fn set_replicas(store: &Store, key: &ObjectKey, n: u32) -> Result<(), NodesBenchError> {
@@ -275,7 +281,7 @@ pub async fn run(store: &Store, cfg: &NodesBench) -> Result<(), NodesBenchError>
         ccfg,
         stop.clone(),
     ));
-    let pool = pool_object(cfg, 0);
+    let pool = pool_object(cfg, "bench-pool", 0, None);
     let key = ObjectKey::new(&cfg.namespace, "bench-pool");
     let _ = store
         .delete::<NodePoolSpec>(&key.namespace, &key.name)
