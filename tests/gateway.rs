@@ -402,6 +402,44 @@ async fn no_ready_replica_is_503_and_a_deleted_key_stops_working() {
     assert_eq!(gone.status(), 401);
 }
 
+/// A replica whose connect hangs (its accept queue full, so the kernel drops the SYN, as a node
+/// going away does) costs a call the gateway's connect timeout, not the function's: the call
+/// moves to the other replica and succeeds instead of timing out.
+#[tokio::test]
+async fn a_hanging_connect_moves_to_another_replica() {
+    let s = setup(false).await;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let good = replica(hits.clone()).await;
+    // Backlog 0 holds one unaccepted connection; a second SYN finds the queue full.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let stuck = sock.listen(0).unwrap();
+    let stuck_addr = stuck.local_addr().unwrap();
+    let _filler = tokio::net::TcpStream::connect(stuck_addr).await.unwrap();
+    let probe = tokio::time::timeout(
+        Duration::from_millis(300),
+        tokio::net::TcpStream::connect(stuck_addr),
+    )
+    .await;
+    assert!(probe.is_err(), "the stuck replica's connect must hang");
+
+    s.function(
+        "half",
+        "timeoutSeconds: 10
+",
+        &[stuck_addr, good],
+    )
+    .await;
+    // Without a connect timeout, a call sent to the stuck replica ends in 504 after 10.5 s.
+    for i in 0..4 {
+        let (code, v, _) = s.invoke("half", &format!(r#"{{"i": {i}}}"#)).await;
+        assert_eq!(code, 200, "call {i}: {v}");
+        assert_eq!(v, json!({"echo": {"i": i}}));
+    }
+    assert!(hits.load(Ordering::SeqCst) >= 4);
+    drop(stuck);
+}
+
 /// Execution records read over REST: one by id (namespaced and default), a function's history
 /// newest first through continue tokens, the status filter, and the errors a caller can act on.
 #[tokio::test]

@@ -102,7 +102,9 @@ impl Platform {
             gateway,
             token,
             http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
+                // Beyond the 30 s default function timeout: the gateway's own answer (504,
+                // 503 with its reason) is what a slow call fails the test with.
+                .timeout(Duration::from_secs(40))
                 .build()
                 .unwrap(),
             stop,
@@ -132,22 +134,26 @@ impl Platform {
                     return;
                 }
                 if t.elapsed() > timeout {
-                    // What Swarm says about the service's tasks, for the failure message.
-                    let tasks = Command::new("docker")
-                        .env("DOCKER_HOST", swarm_env("DOCKER_HOST"))
-                        .args(["service", "ps", "--no-trunc"])
-                        .arg(service_name(&self.ns, name))
-                        .output()
-                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                        .unwrap_or_default();
                     panic!(
-                        "{name} not Ready after {timeout:?}: {:#?}\n{tasks}",
-                        f.status
+                        "{name} not Ready after {timeout:?}: {:#?}\n{}",
+                        f.status,
+                        self.tasks(name)
                     );
                 }
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// What Swarm says about a function's tasks, for failure messages.
+    fn tasks(&self, name: &str) -> String {
+        Command::new("docker")
+            .env("DOCKER_HOST", swarm_env("DOCKER_HOST"))
+            .args(["service", "ps", "--no-trunc"])
+            .arg(service_name(&self.ns, name))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
     }
 
     async fn invoke(&self, name: &str, body: &str) -> (u16, Value) {
@@ -161,7 +167,7 @@ impl Platform {
             .body(body.to_string())
             .send()
             .await
-            .expect("gateway answers");
+            .unwrap_or_else(|e| panic!("gateway answers {name}: {e:?}\n{}", self.tasks(name)));
         let code = r.status().as_u16();
         (code, r.json().await.unwrap_or(Value::Null))
     }

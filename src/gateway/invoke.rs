@@ -18,9 +18,6 @@ use super::table::{Lease, Route};
 
 /// Extra time the gateway waits beyond the function's timeout for the agent's own 504.
 const GRACE: Duration = Duration::from_millis(500);
-// A request to a function without a ready replica is held until one is Ready (a replica
-// starting, a node booting for it), for as long as the function's own timeout allows.
-
 /// `POST /v1/functions/{name}/invoke`
 pub async fn invoke_default(
     state: State<Arc<Gateway>>,
@@ -84,6 +81,10 @@ async fn invoke(
     resp
 }
 
+/// The function's route once it has a ready replica. A request to a function without one is
+/// held until one is Ready (a replica starting, a node booting for it), for as long as the
+/// function's own timeout allows — unless no pool can ever take a replica (`NoPoolFits`), which
+/// no wait mends: then 503 at once.
 async fn route_with_endpoints(gw: &Gateway, ns: &str, name: &str) -> Result<Arc<Route>, HttpError> {
     let mut deadline: Option<Instant> = None;
     loop {
@@ -99,6 +100,13 @@ async fn route_with_endpoints(gw: &Gateway, ns: &str, name: &str) -> Result<Arc<
                 ));
             }
             Some(r) if !r.endpoints.is_empty() => return Ok(r),
+            Some(r)
+                if r.unplaced.as_ref().is_some_and(|(reason, _)| {
+                    reason == crate::reconcilers::autoscaler::run::NO_POOL_FITS
+                }) =>
+            {
+                return Err(no_ready_replica(&r));
+            }
             Some(r) => {
                 let now = Instant::now();
                 let deadline = *deadline.get_or_insert(now + r.timeout);
@@ -116,24 +124,37 @@ async fn route_with_endpoints(gw: &Gateway, ns: &str, name: &str) -> Result<Arc<
 
 /// 503 for a request held as long as the function's timeout allows without a replica
 /// becoming Ready: `Retry-After`, and the reason when the status gives one (the pool booting
-/// a node for it, or that no pool fits it).
+/// a node for it). For a function no pool fits, 503 `NoPoolFits` at once, without
+/// `Retry-After`: only a change of its memory or of the pools helps.
 fn no_ready_replica(r: &Route) -> HttpError {
     let (ns, name) = (&r.namespace, &r.name);
-    let why = match &r.unplaced {
-        Some(m) => format!(": {m}"),
-        None => String::new(),
-    };
-    let mut e = HttpError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "NoReadyReplicas",
-        format!(
-            "function {ns}/{name} has no ready replica after {} s{why} (see `lambda describe fn {name} -n {ns}`)",
-            r.timeout.as_secs()
-        ),
-    );
-    // A node boots in seconds to minutes: come back in a few seconds rather than at once.
-    e.retry_after = Some(if r.unplaced.is_some() { 5 } else { 1 });
-    e
+    let hint = format!("(see `lambda describe fn {name} -n {ns}`)");
+    match &r.unplaced {
+        Some((reason, m)) if reason == crate::reconcilers::autoscaler::run::NO_POOL_FITS => {
+            HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                crate::reconcilers::autoscaler::run::NO_POOL_FITS,
+                format!("function {ns}/{name} cannot get a replica: {m} {hint}"),
+            )
+        }
+        unplaced => {
+            let why = unplaced
+                .as_ref()
+                .map(|(_, m)| format!(": {m}"))
+                .unwrap_or_default();
+            let mut e = HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "NoReadyReplicas",
+                format!(
+                    "function {ns}/{name} has no ready replica after {} s{why} {hint}",
+                    r.timeout.as_secs()
+                ),
+            );
+            // A node boots in seconds to minutes: come back in a few seconds, not at once.
+            e.retry_after = Some(if unplaced.is_some() { 5 } else { 1 });
+            e
+        }
+    }
 }
 
 async fn forward(

@@ -38,6 +38,9 @@ pub use error::HttpError;
 pub(crate) use invoke::to_replica;
 pub use table::{Lease, Route, Table};
 
+/// How long the gateway waits for a replica to accept a connection.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Errors starting the gateway.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -86,6 +89,10 @@ impl Gateway {
     pub fn with_broker(store: Store, auth: bool, amqp_url: Option<String>) -> Arc<Gateway> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        // A replica's node answers a connect in well under a millisecond, or refuses it; a
+        // connect that hangs (a SYN dropped on a node going away) is treated as refused, so
+        // the call moves to another replica instead of spending the function's whole timeout.
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(256)
             .pool_idle_timeout(std::time::Duration::from_secs(60))

@@ -50,9 +50,9 @@ pub struct Route {
     pub http: bool,
     pub endpoints: Vec<Arc<Endpoint>>,
     /// Why it has no replica yet, when its status says (the autoscaler's `Schedulable`
-    /// condition: the pool adding a node for it, or that none fits) — what a caller the
-    /// gateway could not hold long enough is told.
-    pub unplaced: Option<String>,
+    /// condition False: its reason and message — the pool adding a node for it, or that no
+    /// pool fits it) — what a caller the gateway cannot hold long enough is told.
+    pub unplaced: Option<(String, String)>,
     /// This function's metric handles (no label allocation per request).
     pub metrics: super::metrics::RouteMetrics,
     /// Rotates the starting point of the scan so ties spread over replicas.
@@ -201,7 +201,7 @@ impl Table {
                 unplaced: status
                     .condition(crate::reconcilers::autoscaler::run::SCHEDULABLE)
                     .filter(|c| c.status == crate::api::ConditionStatus::False)
-                    .map(|c| c.message.clone()),
+                    .map(|c| (c.reason.clone(), c.message.clone())),
                 metrics: metrics.route(ns, name),
                 cursor: AtomicUsize::new(0),
                 freed: old

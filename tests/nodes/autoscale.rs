@@ -216,6 +216,25 @@ async fn pools_follow_pending_work_from_zero_and_back_without_failures() {
     .await;
     assert!(msg.contains("4096"), "{msg}");
     assert!(msg.contains("m1.small"), "{msg}");
+    // A call to it is not held: no wait mends it.
+    let t = Instant::now();
+    let err = eventually(
+        "the gateway knows it fits no pool",
+        Duration::from_secs(10),
+        async || {
+            bed.invoke(&http, "huge")
+                .await
+                .err()
+                .filter(|e| e.contains("NoPoolFits"))
+        },
+    )
+    .await;
+    assert!(err.starts_with("503"), "{err}");
+    assert!(err.contains("4096"), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "not held for its 30 s timeout"
+    );
     let (desired, _) = autoscaler(&bed).await;
     assert_eq!(desired, 3, "no node for work no node can take");
     delete(&bed, "fn", "huge", "30s");
