@@ -129,7 +129,7 @@ async fn invoke_status_codes_and_balancing() {
     let (a, b) = (replica(h1.clone()).await, replica(h2.clone()).await);
     s.function(
         "echo",
-        "timeoutSeconds: 1\nmaxPayloadBytes: 100\nconcurrency: 2\n",
+        "timeoutSeconds: 1\nmaxPayloadBytes: 100\nconcurrency: 2\nautoscaling: {maxHeldRequests: 1}\n",
         &[a, b],
     )
     .await;
@@ -160,15 +160,26 @@ async fn invoke_status_codes_and_balancing() {
     assert_eq!(code, 413, "{v}");
     // Unknown → 404.
     assert_eq!(s.invoke("nope", "{}").await.0, 404);
-    // Concurrency: 2 replicas x 2 → a fifth concurrent call gets 429 with Retry-After.
+    // Concurrency: 2 replicas x 2 → a fifth concurrent call waits for a slot (held, within
+    // maxHeldRequests: 1) and is served; a sixth gets 429 with Retry-After.
     let slow: Vec<_> = (0..4)
         .map(|_| s.invoke("echo", r#"{"sleep_ms": 700}"#))
         .collect();
-    let probe = async {
+    let fifth = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
+        s.invoke("echo", r#"{"x": 5}"#).await
+    };
+    let sixth = async {
+        tokio::time::sleep(Duration::from_millis(350)).await;
         s.invoke("echo", "{}").await
     };
-    let (results, (code, v, h)) = tokio::join!(futures::future::join_all(slow), probe);
+    let (results, (code5, v5, _), (code, v, h)) =
+        tokio::join!(futures::future::join_all(slow), fifth, sixth);
+    assert_eq!(
+        (code5, v5),
+        (200, json!({"echo": {"x": 5}})),
+        "held, then served"
+    );
     assert_eq!(code, 429, "{v}");
     assert_eq!(h.get("retry-after").unwrap(), "1");
     assert!(results.iter().all(|r| r.0 == 200));
@@ -400,6 +411,51 @@ async fn no_ready_replica_is_503_and_a_deleted_key_stops_working() {
         .await
         .unwrap();
     assert_eq!(gone.status(), 401);
+}
+
+/// The gateway's load reports in etcd, what the function autoscaler sizes functions from: a
+/// call in flight shows as demand with its arrival, and a call held for a function without a
+/// replica shows as queued — published when it is held, not at the next report.
+#[tokio::test]
+async fn load_reports_show_calls_in_flight_and_held() {
+    let s = setup(false).await;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let a = replica(hits).await;
+    s.function("busy", "timeoutSeconds: 5\n", &[a]).await;
+    let spec: FunctionSpec =
+        serde_saphyr::from_str("runtime: shell\ntimeoutSeconds: 5\ncode: {inline: cat}\n").unwrap();
+    s.store
+        .create(&lambda::api::Function::new("default", "cold", spec))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let report_of =
+        async |f: &str, check: &dyn Fn(&lambda::gateway::load::FunctionLoad) -> bool| {
+            common::eventually(
+                &format!("a load report for {f}"),
+                Duration::from_secs(5),
+                async || {
+                    let reports = lambda::gateway::load::read_all(&s.store).await.ok()?;
+                    reports
+                        .into_iter()
+                        .filter(|(_, r)| r.instance.starts_with("gateway-"))
+                        .find_map(|(_, r)| r.functions.get(f).filter(|l| check(l)).cloned())
+                },
+            )
+            .await
+        };
+    let (_, busy) = tokio::join!(
+        s.invoke("busy", r#"{"sleep_ms": 2500}"#),
+        report_of("default/busy", &|l| l.concurrency > 0.5 && l.arrivals >= 1),
+    );
+    assert!(busy.max >= 1, "{busy:?}");
+    let (cold, held) = tokio::join!(
+        s.invoke("cold", "{}"),
+        report_of("default/cold", &|l| l.queued >= 1),
+    );
+    assert_eq!(cold.0, 503, "no replica came: {:?}", cold.1);
+    assert!(held.queued >= 1, "{held:?}");
 }
 
 /// A replica whose connect hangs (its accept queue full, so the kernel drops the SYN, as a node

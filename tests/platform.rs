@@ -9,188 +9,16 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Etcd, lambda, root, start_gateway, swarm_env};
-use lambda::api::{Conditions, FunctionSpec};
-use lambda::reconcilers::function::FunctionsConfig;
-use lambda::reconcilers::function::spec::{RuntimeImages, service_name};
-use lambda::reconcilers::{self, ControllersConfig};
-use lambda::runtime::Metrics;
-use lambda::swarm::{Swarm, labels};
+use common::lambda;
+use common::platform::Platform;
+use lambda::reconcilers::function::spec::service_name;
+use lambda::swarm::labels;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-
-/// Removes every Swarm object of this test's instance, also when the test fails.
-struct Cleanup {
-    host: String,
-    instance: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let f = format!("label={}={}", labels::INSTANCE, self.instance);
-        for kind in ["service", "config"] {
-            let out = Command::new("docker")
-                .env("DOCKER_HOST", &self.host)
-                .args([kind, "ls", "-q", "--filter", &f])
-                .output();
-            if let Ok(o) = out {
-                for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                    let _ = Command::new("docker")
-                        .env("DOCKER_HOST", &self.host)
-                        .args([kind, "rm", id])
-                        .output();
-                }
-            }
-        }
-    }
-}
-
-struct Platform {
-    etcd: Etcd,
-    store: lambda::store::Store,
-    swarm: Swarm,
-    ns: String,
-    gateway: String,
-    token: String,
-    http: reqwest::Client,
-    stop: CancellationToken,
-    _cleanup: Cleanup,
-}
-
-impl Platform {
-    async fn start() -> Platform {
-        let host = swarm_env("DOCKER_HOST");
-        let versions = PathBuf::from(
-            std::env::var("LAMBDA_HOME")
-                .unwrap_or_else(|_| root().join(".lambda").display().to_string()),
-        )
-        .join("images/versions.env");
-        let images = RuntimeImages::from_env_file(&versions).unwrap_or_else(|e| {
-            panic!("runtime images missing ({e}): run scripts/images.sh (scripts/test.sh does)")
-        });
-        let swarm = Swarm::connect(Some(&host))
-            .await
-            .expect("the Swarm manager is not running: run scripts/swarm.sh up");
-        let etcd = Etcd::start();
-        let store = etcd.store().await;
-        let instance = format!("p-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let ns = format!("plat-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
-        let stop = CancellationToken::new();
-        let cfg = ControllersConfig {
-            namespace: Some(ns.clone()),
-            functions: Some(FunctionsConfig::new(swarm.clone(), images, &instance)),
-            ..Default::default()
-        };
-        tokio::spawn(reconcilers::run_all(
-            store.clone(),
-            Metrics::new(),
-            cfg,
-            stop.clone(),
-        ));
-        let (gateway, token) = start_gateway(&store, stop.clone(), "platform-test").await;
-        Platform {
-            etcd,
-            store,
-            swarm,
-            ns,
-            gateway,
-            token,
-            http: reqwest::Client::builder()
-                // Beyond the 30 s default function timeout: the gateway's own answer (504,
-                // 503 with its reason) is what a slow call fails the test with.
-                .timeout(Duration::from_secs(40))
-                .build()
-                .unwrap(),
-            stop,
-            _cleanup: Cleanup { host, instance },
-        }
-    }
-
-    fn apply(&self, name: &str, spec: &str) {
-        let spec: String = spec.lines().map(|l| format!("  {l}\n")).collect();
-        let yaml = format!(
-            "apiVersion: lambda/v1alpha1\nkind: Function\nmetadata:\n  name: {name}\n  namespace: {}\nspec:\n{spec}",
-            self.ns
-        );
-        let (ok, out, err) = lambda(&self.etcd, &["apply", "-f", "-"], Some(&yaml));
-        assert!(ok, "lambda apply: {out}{err}");
-    }
-
-    async fn wait_ready(&self, name: &str, timeout: Duration) {
-        let t = Instant::now();
-        loop {
-            if let Ok(f) = self.store.get::<FunctionSpec>(&self.ns, name).await {
-                let s = f.status.clone().unwrap_or_default();
-                if s.is_true("Ready")
-                    && s.observed_generation == Some(f.generation())
-                    && s.ready_replicas >= 1
-                {
-                    return;
-                }
-                if t.elapsed() > timeout {
-                    panic!(
-                        "{name} not Ready after {timeout:?}: {:#?}\n{}",
-                        f.status,
-                        self.tasks(name)
-                    );
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// What Swarm says about a function's tasks, for failure messages.
-    fn tasks(&self, name: &str) -> String {
-        Command::new("docker")
-            .env("DOCKER_HOST", swarm_env("DOCKER_HOST"))
-            .args(["service", "ps", "--no-trunc"])
-            .arg(service_name(&self.ns, name))
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    }
-
-    async fn invoke(&self, name: &str, body: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!(
-                "{}/v1/namespaces/{}/functions/{name}/invoke",
-                self.gateway, self.ns
-            ))
-            .bearer_auth(&self.token)
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("gateway answers {name}: {e:?}\n{}", self.tasks(name)));
-        let code = r.status().as_u16();
-        (code, r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Invokes until the gateway routes the function (it follows etcd).
-    async fn invoke_ready(&self, name: &str, body: &str) -> (u16, Value) {
-        for _ in 0..100 {
-            let r = self.invoke(name, body).await;
-            if r.0 != 503 {
-                return r;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("gateway never routed {name}");
-    }
-}
-
-impl Drop for Platform {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
 
 /// Held by the tests whose timing a busy machine would upset (a 1.5 s call within a 2 s
 /// timeout) and by the one that loads it most (a broker starting, 5 s functions), so that
@@ -236,16 +64,17 @@ async fn every_runtime_on_the_swarm_through_the_gateway() {
         .invoke("py", &format!(r#"{{"x": "{}"}}"#, "a".repeat(2000)))
         .await;
     assert_eq!(code, 413);
-    // Over the concurrency (2 per replica x 1) → 429.
+    // Over the concurrency (2 per replica x 1): the third call waits for a slot, then is
+    // served (429 only past maxHeldRequests: the gateway tests).
     let slow: Vec<_> = (0..2)
         .map(|_| p.invoke("py", r#"{"sleep": 1.5}"#))
         .collect();
     let probe = async {
         tokio::time::sleep(Duration::from_millis(400)).await;
-        p.invoke("py", r#"{"x": 1}"#).await
+        p.invoke("py", r#"{"x": 3}"#).await
     };
-    let (done, (code, _)) = tokio::join!(futures::future::join_all(slow), probe);
-    assert_eq!(code, 429);
+    let (done, (code, v)) = tokio::join!(futures::future::join_all(slow), probe);
+    assert_eq!((code, &v["py"]), (200, &json!(3)), "{v}");
     assert!(done.iter().all(|r| r.0 == 200), "{done:?}");
     // Unknown → 404; no token → 401.
     assert_eq!(p.invoke("ghost", "{}").await.0, 404);
@@ -545,4 +374,18 @@ async fn events_and_async_invocations_run_on_the_real_agent() {
         last_quick < last_slow_start,
         "a quick execution waited behind the slow function: quick ended {last_quick}, slow's last started {last_slow_start}"
     );
+
+    // A function at zero: its execution waits (no attempt spent), the listener's load report
+    // brings a replica up, and it runs once.
+    p.apply(
+        "dormant",
+        "runtime: shell\ncode:\n  inline: |\n    #!/bin/sh\n    cat\nminReplicas: 0\nretry: {maxAttempts: 1}\n",
+    );
+    p.wait_scaled_to_zero("dormant", Duration::from_secs(60))
+        .await;
+    let id = submit("dormant", r#"{"woken": true}"#.into()).await;
+    let e = wait_final(id).await;
+    assert_eq!(e.status, ExecutionStatus::Succeeded, "{e:?}");
+    assert_eq!(e.attempts.len(), 1, "{e:?}");
+    assert_eq!(e.result.as_deref(), Some(r#"{"woken":true}"#));
 }

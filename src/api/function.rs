@@ -96,6 +96,74 @@ impl Default for FunctionResources {
     }
 }
 
+/// How the function autoscaler sizes a function from its load (Knative's KPA): replicas so that
+/// each serves `concurrency × targetUtilization` requests at once on average over the stable
+/// window, or over the panic window when a burst reaches `panicThreshold` × the current
+/// capacity (then it never scales down until a stable window passed without a burst).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FunctionAutoscaling {
+    /// Share of `concurrency` a replica is sized for (0.1–1.0).
+    #[serde(default = "default_utilization")]
+    pub target_utilization: f64,
+    /// Window of the average that scales in and out (6–3600 s).
+    #[serde(default = "default_stable_window")]
+    pub stable_window_seconds: u32,
+    /// Window of the average that reacts to bursts (1 s – the stable window).
+    #[serde(default = "default_panic_window")]
+    pub panic_window_seconds: u32,
+    /// Burst over the current capacity that enters panic mode (1.1–10).
+    #[serde(default = "default_panic_threshold")]
+    pub panic_threshold: f64,
+    /// Requests the gateway holds for this function while it has no free replica (scaling
+    /// from zero, every replica busy); past it, 503 with `Retry-After` (1–100000).
+    #[serde(default = "default_max_held")]
+    pub max_held_requests: u32,
+}
+
+fn default_utilization() -> f64 {
+    0.7
+}
+fn default_stable_window() -> u32 {
+    60
+}
+fn default_panic_window() -> u32 {
+    6
+}
+fn default_panic_threshold() -> f64 {
+    2.0
+}
+fn default_max_held() -> u32 {
+    1000
+}
+
+impl Default for FunctionAutoscaling {
+    fn default() -> Self {
+        FunctionAutoscaling {
+            target_utilization: default_utilization(),
+            stable_window_seconds: default_stable_window(),
+            panic_window_seconds: default_panic_window(),
+            panic_threshold: default_panic_threshold(),
+            max_held_requests: default_max_held(),
+        }
+    }
+}
+
+impl FunctionAutoscaling {
+    fn validate(&self, e: &mut FieldErrors) {
+        e.range("targetUtilization", self.target_utilization, 0.1, 1.0);
+        e.range("stableWindowSeconds", self.stable_window_seconds, 6, 3600);
+        e.range(
+            "panicWindowSeconds",
+            self.panic_window_seconds,
+            1,
+            self.stable_window_seconds.max(1),
+        );
+        e.range("panicThreshold", self.panic_threshold, 1.1, 10.0);
+        e.range("maxHeldRequests", self.max_held_requests, 1, 100_000);
+    }
+}
+
 /// A cron schedule that invokes the function with a fixed payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -210,9 +278,14 @@ pub struct FunctionSpec {
     pub min_replicas: u32,
     #[serde(default = "default_max_replicas")]
     pub max_replicas: u32,
-    /// Idle time after which the function scales to zero; absent keeps `minReplicas` running.
+    /// Time without a request or a queued execution after which the function scales to zero
+    /// (10–86400 s); absent keeps `minReplicas` running (with `minReplicas: 0`, zero after
+    /// the stable window).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_to_zero_after_seconds: Option<u32>,
+    /// How replicas follow the load between `minReplicas` and `maxReplicas`.
+    #[serde(default)]
+    pub autoscaling: FunctionAutoscaling,
     #[serde(default)]
     pub triggers: Triggers,
     #[serde(default)]
@@ -285,6 +358,37 @@ pub struct FunctionStatus {
     /// Each schedule's last and next fire, written by the scheduler (the leading controller).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schedules: Vec<ScheduleStatus>,
+    /// Replicas the function autoscaler wants (within min/max, 0 when scaled to zero); the
+    /// function reconciler asks Swarm for this. Absent until it first decided: `minReplicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<u32>,
+    /// The function autoscaler's last decision and what it saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<FunctionScaleDecision>,
+}
+
+/// Why a function has the replicas it has: written by the function autoscaler with every change
+/// of decision (not with every sample, so load does not turn into etcd writes).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionScaleDecision {
+    pub desired_replicas: u32,
+    /// `ScaleUp`, `ScaleDown`, `Activate`, `ScaleToZero`, `Panic`, `Clamped`, `Hold`.
+    pub reason: String,
+    pub message: String,
+    /// In panic mode (a burst): no scale-down until a stable window without one.
+    #[serde(default)]
+    pub panic: bool,
+    /// Requests in flight or held, averaged over the stable and the panic window, summed over
+    /// every gateway and listener.
+    #[serde(default)]
+    pub stable_concurrency: f64,
+    #[serde(default)]
+    pub panic_concurrency: f64,
+    /// The last request or queued execution the autoscaler heard of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request_time: Option<chrono::DateTime<chrono::Utc>>,
+    pub decided_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Where one of `spec.triggers.schedules` stands.
@@ -413,6 +517,7 @@ impl Resource for FunctionSpec {
         if let Some(idle) = self.scale_to_zero_after_seconds {
             e.range("scaleToZeroAfterSeconds", idle, 10, 86400);
         }
+        e.scoped("autoscaling", |e| self.autoscaling.validate(e));
         e.scoped("triggers", |e| {
             for (i, s) in self.triggers.schedules.iter().enumerate() {
                 if let Err(err) = s.cron.parse::<croner::Cron>() {

@@ -74,7 +74,8 @@ impl FieldErrors {
         lo: T,
         hi: T,
     ) {
-        if value < lo || value > hi {
+        // `contains` is false for NaN too.
+        if !(&lo..=&hi).contains(&&value) {
             self.push(field, format!("must be between {lo} and {hi}, got {value}"));
         }
     }

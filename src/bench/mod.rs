@@ -2,6 +2,7 @@
 //! the same run (raw etcd for the store), printed as a table with the targets.
 
 pub mod cloud;
+pub mod coldstart;
 pub mod events;
 pub mod invoke;
 pub mod nodes;

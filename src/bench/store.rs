@@ -49,6 +49,7 @@ fn object(ns: &str, i: usize) -> Function {
         min_replicas: 1,
         max_replicas: 10,
         scale_to_zero_after_seconds: None,
+        autoscaling: Default::default(),
         triggers: Default::default(),
         retry: Default::default(),
     };

@@ -57,6 +57,23 @@ pub enum BenchCommand {
         #[command(flatten)]
         pool: PoolBenchArgs,
     },
+    /// Time to the first response from zero per runtime, through a Swarm task start, vs.
+    /// what Swarm took for that task and a warm call, in the same run (needs `lambda up`).
+    Coldstart {
+        /// Gateway URL [default: the context's, else http://127.0.0.1:8080].
+        #[arg(long, env = "LAMBDA_GATEWAY")]
+        gateway: Option<String>,
+        /// API key [default: the context's].
+        #[arg(long, env = "LAMBDA_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Swarm manager [default: $DOCKER_HOST, else the context's].
+        #[arg(long, env = "DOCKER_HOST")]
+        docker_host: Option<String>,
+        #[arg(long, value_delimiter = ',', default_value = "python3,node,shell")]
+        runtimes: Vec<String>,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Warm invocations through the gateway vs. straight to the function's agents.
     Invoke {
         /// Function to call (namespace from -n).
@@ -196,6 +213,38 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
         } => {
             let (store, cfg) = nodes_bench(g, pool, nodes, "autoscale").await?;
             crate::bench::nodes::autoscale::run(&store, &cfg, rounds).await?;
+            return Ok(());
+        }
+        BenchCommand::Coldstart {
+            gateway,
+            token,
+            docker_host,
+            runtimes,
+            rounds,
+        } => {
+            let runtimes = runtimes
+                .iter()
+                .map(|r| {
+                    serde_saphyr::from_str::<crate::api::function::Runtime>(r).map_err(|_| {
+                        anyhow::anyhow!("--runtimes: unknown runtime {r:?} (python3, node, shell)")
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let docker_host = g.require_swarm_manager(docker_host.as_ref())?.value;
+            let b = crate::bench::coldstart::ColdStartBench {
+                store: g.store().await?,
+                swarm: crate::swarm::Swarm::connect(Some(&docker_host)).await?,
+                gateway: format!(
+                    "{}/v1/namespaces/{}/functions/",
+                    g.gateway(gateway.as_ref()).value.trim_end_matches('/'),
+                    g.namespace()
+                ),
+                namespace: g.namespace(),
+                token: g.token(token.as_ref()).map(|t| t.value),
+                runtimes,
+                rounds: rounds.max(1),
+            };
+            b.run().await?;
             return Ok(());
         }
         BenchCommand::Invoke {

@@ -37,7 +37,7 @@ impl Printable for FunctionSpec {
         format!("{}/{}", s.ready_replicas, s.replicas)
     }
     fn wide_headers() -> &'static [&'static str] {
-        &["RUNTIME", "MEMORY", "MIN", "MAX", "ENDPOINTS"]
+        &["RUNTIME", "MEMORY", "MIN", "MAX", "AUTOSCALER", "ENDPOINTS"]
     }
     fn wide(obj: &Object<Self>) -> Vec<String> {
         let s = obj.status.clone().unwrap_or_default();
@@ -46,6 +46,19 @@ impl Printable for FunctionSpec {
             format!("{}Mi", obj.spec.resources.memory_mb),
             obj.spec.min_replicas.to_string(),
             obj.spec.max_replicas.to_string(),
+            // The last decision: reason, replicas, and the demand it saw over the panic window.
+            s.autoscaler.as_ref().map_or_else(
+                || "<none>".into(),
+                |a| {
+                    format!(
+                        "{} {} ({:.1}{})",
+                        a.reason,
+                        a.desired_replicas,
+                        a.panic_concurrency,
+                        if a.panic { ", panic" } else { "" }
+                    )
+                },
+            ),
             if s.endpoints.is_empty() {
                 "<none>".into()
             } else {

@@ -87,6 +87,9 @@ async fn invoke(
 /// no wait mends: then 503 at once.
 async fn route_with_endpoints(gw: &Gateway, ns: &str, name: &str) -> Result<Arc<Route>, HttpError> {
     let mut deadline: Option<Instant> = None;
+    // Counted as held while it waits, so the autoscaler sees demand for a function at zero.
+    let mut held = None;
+    let mut counted = false;
     loop {
         // Register interest before looking, so a change between look and wait is not missed.
         let notified = gw.table.changed.notified();
@@ -99,7 +102,19 @@ async fn route_with_endpoints(gw: &Gateway, ns: &str, name: &str) -> Result<Arc<
                     format!("function {ns}/{name} has no http trigger"),
                 ));
             }
-            Some(r) if !r.endpoints.is_empty() => return Ok(r),
+            Some(r) if !r.endpoints.is_empty() => {
+                if !counted {
+                    r.load.arrived();
+                }
+                if let Some(d) = deadline {
+                    // Held until a first replica was ready: a cold start.
+                    let held_for = r
+                        .timeout
+                        .saturating_sub(d.saturating_duration_since(Instant::now()));
+                    r.metrics.cold_start_swarm.observe(held_for.as_secs_f64());
+                }
+                return Ok(r);
+            }
             Some(r)
                 if r.unplaced.as_ref().is_some_and(|(reason, _)| {
                     reason == crate::reconcilers::autoscaler::run::NO_POOL_FITS
@@ -108,6 +123,21 @@ async fn route_with_endpoints(gw: &Gateway, ns: &str, name: &str) -> Result<Arc<
                 return Err(no_ready_replica(&r));
             }
             Some(r) => {
+                if !counted {
+                    r.load.arrived();
+                    counted = true;
+                }
+                if held.is_none() {
+                    let Some((h, first)) = r.load.hold(r.max_held) else {
+                        return Err(too_many_held(&r));
+                    };
+                    held = Some(h);
+                    if first {
+                        // The first request for a function at zero: the autoscaler hears of
+                        // it now, not at the next report.
+                        gw.load_wake.notify_one();
+                    }
+                }
                 let now = Instant::now();
                 let deadline = *deadline.get_or_insert(now + r.timeout);
                 if now >= deadline
@@ -120,6 +150,20 @@ async fn route_with_endpoints(gw: &Gateway, ns: &str, name: &str) -> Result<Arc<
             }
         }
     }
+}
+
+/// 503 for a request over the function's bound of held requests (`maxHeldRequests`).
+fn too_many_held(r: &Route) -> HttpError {
+    let mut e = HttpError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "TooManyHeldRequests",
+        format!(
+            "function {}/{} has no free replica and {} requests wait for one already (spec.autoscaling.maxHeldRequests)",
+            r.namespace, r.name, r.max_held
+        ),
+    );
+    e.retry_after = Some(1);
+    e
 }
 
 /// 503 for a request held as long as the function's timeout allows without a replica
@@ -235,7 +279,13 @@ pub(crate) async fn to_replica(
     let mut first = first;
     let (lease, resp) = loop {
         let skip: Vec<&str> = refused.iter().map(|a| &**a).collect();
-        let Some(lease) = first.take().or_else(|| route.acquire_except(&skip)) else {
+        let mut lease = first.take().or_else(|| route.acquire_except(&skip));
+        if lease.is_none() && refused.is_empty() && !route.endpoints.is_empty() {
+            // Every replica busy: wait for a slot (the autoscaler sees the waiters and adds
+            // replicas) rather than refuse, within the bound of held requests.
+            lease = route.acquire_within(route.timeout, route.max_held).await;
+        }
+        let Some(lease) = lease else {
             if let Some(last) = refused.last() {
                 return Err(HttpError::new(
                     StatusCode::BAD_GATEWAY,
@@ -249,9 +299,10 @@ pub(crate) async fn to_replica(
                 StatusCode::TOO_MANY_REQUESTS,
                 "TooManyRequests",
                 format!(
-                    "function {ns}/{name} is at its concurrency ({} per replica x {} replicas)",
+                    "function {ns}/{name} is at its concurrency ({} per replica x {} replicas) and {} requests wait already (spec.autoscaling.maxHeldRequests)",
                     route.concurrency,
-                    route.endpoints.len()
+                    route.endpoints.len(),
+                    route.max_held
                 ),
             );
             e.retry_after = Some(1);

@@ -23,6 +23,14 @@ struct FunctionLabels {
     function: String,
 }
 
+/// `path`: how the first replica came (`swarm`: a Swarm task started for it).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ColdStartLabels {
+    namespace: String,
+    function: String,
+    path: &'static str,
+}
+
 /// The gateway's metrics registry.
 pub struct GatewayMetrics {
     registry: Mutex<Registry>,
@@ -30,6 +38,7 @@ pub struct GatewayMetrics {
     duration: Family<FunctionLabels, Histogram>,
     submissions: Family<InvocationLabels, Counter>,
     submit_duration: Family<FunctionLabels, Histogram>,
+    cold_starts: Family<ColdStartLabels, Histogram>,
 }
 
 impl Default for GatewayMetrics {
@@ -63,12 +72,22 @@ impl Default for GatewayMetrics {
             "Time from an asynchronous request to its answer (the broker's confirm included)",
             submit_duration.clone(),
         );
+        let cold_starts = Family::<ColdStartLabels, Histogram>::new_with_constructor(|| {
+            // 10 ms … ~5 min.
+            Histogram::new(exponential_buckets(0.01, 2.0, 15))
+        });
+        registry.register(
+            "lambda_gateway_cold_start_seconds",
+            "Time a request was held until its function had a ready replica, by how it came",
+            cold_starts.clone(),
+        );
         GatewayMetrics {
             registry: Mutex::new(registry),
             invocations,
             duration,
             submissions,
             submit_duration,
+            cold_starts,
         }
     }
 }
@@ -81,6 +100,8 @@ const CODES: [u16; 10] = [200, 400, 401, 404, 413, 429, 502, 503, 504, 500];
 pub struct RouteMetrics {
     by_code: Vec<(u16, Counter)>,
     duration: Histogram,
+    /// Held requests that got a replica started through Swarm.
+    pub cold_start_swarm: Histogram,
 }
 
 impl RouteMetrics {
@@ -113,6 +134,14 @@ impl GatewayMetrics {
                 .get_or_create(&FunctionLabels {
                     namespace: ns.into(),
                     function: name.into(),
+                })
+                .clone(),
+            cold_start_swarm: self
+                .cold_starts
+                .get_or_create(&ColdStartLabels {
+                    namespace: ns.into(),
+                    function: name.into(),
+                    path: "swarm",
                 })
                 .clone(),
         }

@@ -11,6 +11,7 @@ mod crud;
 mod error;
 mod executions;
 mod invoke;
+pub mod load;
 mod metrics;
 mod openapi;
 mod table;
@@ -76,6 +77,9 @@ pub struct Gateway {
     openapi: serde_json::Value,
     /// Accepted asynchronous invocations whose `Queued` record is still being written.
     unwritten: asynchronous::Unwritten,
+    /// Woken when a request is held for a function with none held yet: the load reporter
+    /// publishes at once.
+    pub load_wake: tokio::sync::Notify,
 }
 
 impl Gateway {
@@ -107,6 +111,7 @@ impl Gateway {
             metrics: metrics::GatewayMetrics::default(),
             openapi: openapi::document(),
             unwritten: Default::default(),
+            load_wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -252,6 +257,8 @@ pub async fn run(
 ) -> Result<(), GatewayError> {
     let gw = Gateway::with_broker(store, !cfg.insecure_no_auth, cfg.amqp_url.clone());
     tokio::spawn(gw.clone().follow_functions());
+    let reporting = tokio_util::sync::CancellationToken::new();
+    let reporter = tokio::spawn(load::report(gw.clone(), "gateway", reporting.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| GatewayError::Listen {
@@ -272,8 +279,11 @@ pub async fn run(
             ""
         }
     );
-    axum::serve(listener, router(gw))
+    let served = axum::serve(listener, router(gw))
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|source| GatewayError::Listen { addr, source })
+        .map_err(|source| GatewayError::Listen { addr, source });
+    reporting.cancel();
+    let _ = reporter.await;
+    served
 }

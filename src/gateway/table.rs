@@ -3,7 +3,7 @@
 //! Each endpoint carries its in-flight count for least-in-flight balancing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -57,23 +57,93 @@ pub struct Route {
     pub metrics: super::metrics::RouteMetrics,
     /// Rotates the starting point of the scan so ties spread over replicas.
     cursor: AtomicUsize,
-    /// Signalled (one waiter) whenever a lease ends: a slot may be free. Shared by every
-    /// version of the route, so waiters survive status updates.
-    pub freed: Arc<tokio::sync::Notify>,
-    /// Callers waiting in [`Route::acquire_within`] right now.
-    waiting: Arc<AtomicUsize>,
+    /// Requests held or waiting for a slot at most (`spec.autoscaling.maxHeldRequests`).
+    pub max_held: usize,
+    /// Waiters and load counters, shared by every version of the route (they survive
+    /// status updates).
+    pub load: Arc<RouteLoad>,
+}
+
+/// A function's load as this process sees it, beyond the in-flight counts of its endpoints:
+/// what the load reporter samples for the function autoscaler.
+#[derive(Debug, Default)]
+pub struct RouteLoad {
+    /// Signalled (one waiter) whenever a lease ends: a slot may be free.
+    pub freed: tokio::sync::Notify,
+    /// Callers waiting in [`Route::acquire_within`] for a slot right now.
+    waiting: AtomicUsize,
+    /// Requests held for a first ready replica right now.
+    held: AtomicUsize,
+    /// Requests and executions that arrived (ever; the reporter takes differences).
+    arrivals: AtomicU64,
+    /// Executions put back for want of a replica (ever): demand the listener does not hold.
+    deferred: AtomicU64,
+}
+
+impl RouteLoad {
+    /// Counts one request or execution for the function.
+    pub fn arrived(&self) {
+        self.arrivals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an execution put back because the function has no replica.
+    pub fn deferred(&self) {
+        self.deferred.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Executions put back so far.
+    pub fn deferrals(&self) -> u64 {
+        self.deferred.load(Ordering::Relaxed)
+    }
+
+    /// Requests and executions counted so far.
+    pub fn arrivals(&self) -> u64 {
+        self.arrivals.load(Ordering::Relaxed)
+    }
+
+    /// Callers waiting for a slot or held for a first replica.
+    pub fn queued(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed) + self.held.load(Ordering::Relaxed)
+    }
+
+    /// Holds a request for a first replica unless `max` are held already; the request counts
+    /// as held while the guard lives. The flag says it is the first one held.
+    pub fn hold(self: &Arc<Self>, max: usize) -> Option<(Held, bool)> {
+        let mut cur = self.held.load(Ordering::Relaxed);
+        loop {
+            if cur >= max {
+                return None;
+            }
+            match self
+                .held
+                .compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return Some((Held(self.clone()), cur == 0)),
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+/// A request held for a function's first replica (see [`RouteLoad::hold`]).
+pub struct Held(Arc<RouteLoad>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A reserved slot on an endpoint; releases it when dropped, so no path can leak a slot.
 pub struct Lease {
     pub endpoint: Arc<Endpoint>,
-    freed: Arc<tokio::sync::Notify>,
+    load: Arc<RouteLoad>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         self.endpoint.inflight.fetch_sub(1, Ordering::Relaxed);
-        self.freed.notify_one();
+        self.load.freed.notify_one();
     }
 }
 
@@ -84,6 +154,12 @@ impl Route {
         self.acquire_except(&[])
     }
 
+    /// Requests in flight to its replicas, waiting for a slot or held for a first replica:
+    /// what the function autoscaler sizes the function for.
+    pub fn demand(&self) -> usize {
+        self.endpoints.iter().map(|e| e.inflight()).sum::<usize>() + self.load.queued()
+    }
+
     /// [`Route::acquire`], waiting up to `patience` for a slot to free when every replica is
     /// full, unless `max_waiting` callers already wait (then `None` at once: the caller puts
     /// the work back rather than queue without bound). `None` also when there is no replica.
@@ -91,14 +167,14 @@ impl Route {
         if let Some(l) = self.acquire() {
             return Some(l);
         }
-        if self.endpoints.is_empty() || self.waiting.load(Ordering::Relaxed) >= max_waiting {
+        if self.endpoints.is_empty() || self.load.waiting.load(Ordering::Relaxed) >= max_waiting {
             return None;
         }
-        self.waiting.fetch_add(1, Ordering::Relaxed);
+        self.load.waiting.fetch_add(1, Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + patience;
         let lease = loop {
             // Register before looking again, so a release in between is not missed.
-            let freed = self.freed.notified();
+            let freed = self.load.freed.notified();
             if let Some(l) = self.acquire() {
                 break Some(l);
             }
@@ -106,10 +182,10 @@ impl Route {
                 break self.acquire();
             }
         };
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.load.waiting.fetch_sub(1, Ordering::Relaxed);
         if lease.is_none() {
             // Pass the wake-up on: another waiter may find a slot this one did not take.
-            self.freed.notify_one();
+            self.load.freed.notify_one();
         }
         lease
     }
@@ -140,7 +216,7 @@ impl Route {
             {
                 return Some(Lease {
                     endpoint: best.clone(),
-                    freed: self.freed.clone(),
+                    load: self.load.clone(),
                 });
             }
         }
@@ -204,12 +280,10 @@ impl Table {
                     .map(|c| (c.reason.clone(), c.message.clone())),
                 metrics: metrics.route(ns, name),
                 cursor: AtomicUsize::new(0),
-                freed: old
+                load: old
                     .as_ref()
-                    .map_or_else(Default::default, |o| o.freed.clone()),
-                waiting: old
-                    .as_ref()
-                    .map_or_else(Default::default, |o| o.waiting.clone()),
+                    .map_or_else(Default::default, |o| o.load.clone()),
+                max_held: f.spec.autoscaling.max_held_requests.max(1) as usize,
             }),
         );
         drop(routes);
@@ -227,6 +301,16 @@ impl Table {
         }
         drop(routes);
         self.changed.notify_waiters();
+    }
+
+    /// Every route, for the load reporter.
+    pub fn routes(&self) -> Vec<Arc<Route>> {
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect()
     }
 
     /// Number of functions known.
@@ -263,8 +347,8 @@ mod tests {
             unplaced: None,
             metrics: crate::gateway::metrics::GatewayMetrics::default().route("default", "f"),
             cursor: AtomicUsize::new(0),
-            freed: Default::default(),
-            waiting: Default::default(),
+            load: Default::default(),
+            max_held: 10,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod gc;
 pub mod membership;
 pub mod node;
 pub mod nodepool;
+pub mod scaler;
 pub mod schedule;
 pub mod snapshot;
 
@@ -62,7 +63,12 @@ pub async fn run_all(
 ) {
     let functions = async {
         match cfg.functions.clone() {
-            Some(f) => function::run(store.clone(), metrics.clone(), &cfg, f, stop.clone()).await,
+            Some(f) => {
+                tokio::join!(
+                    function::run(store.clone(), metrics.clone(), &cfg, f, stop.clone()),
+                    scaler::run(store.clone(), metrics.clone(), &cfg, stop.clone()),
+                );
+            }
             None => tracing::info!("function controller not started: no Docker host configured"),
         }
     };

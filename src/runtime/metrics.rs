@@ -59,6 +59,34 @@ pub struct DecisionLabel {
     pub decision: String,
 }
 
+/// `function="<namespace>/<name>"`
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FunctionLabel {
+    pub function: String,
+}
+
+/// `function="…",reason="ScaleUp"`
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScaleLabel {
+    pub function: String,
+    pub reason: String,
+}
+
+/// The function autoscaler's metrics, per function.
+#[derive(Clone, Default)]
+pub struct FunctionScalerMetrics {
+    /// Changes of a function's desired replicas, by reason.
+    pub decisions: Family<ScaleLabel, Counter>,
+    /// Replicas the autoscaler wants.
+    pub desired_replicas: Family<FunctionLabel, Gauge>,
+    /// Replicas ready (from the status).
+    pub ready_replicas: Family<FunctionLabel, Gauge>,
+    /// Demand summed over every gateway and listener (in flight + held), last sample.
+    pub demand: Family<FunctionLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Requests or executions held for a replica, summed over every instance.
+    pub held: Family<FunctionLabel, Gauge>,
+}
+
 /// The node autoscaler's metrics, per pool.
 #[derive(Clone, Default)]
 pub struct AutoscalerMetrics {
@@ -96,6 +124,7 @@ pub struct Metrics {
     pub leader: Gauge,
     /// The node autoscaler's.
     pub autoscaler: AutoscalerMetrics,
+    pub scaler: FunctionScalerMetrics,
     ready: AtomicBool,
 }
 
@@ -187,9 +216,36 @@ impl Metrics {
             "The node autoscaler's wanted node count",
             autoscaler.desired_nodes.clone(),
         );
+        let scaler = FunctionScalerMetrics::default();
+        registry.register(
+            "lambda_function_autoscaler_decisions",
+            "Function autoscaler decisions (changes of a function's desired replicas), by reason",
+            scaler.decisions.clone(),
+        );
+        registry.register(
+            "lambda_function_desired_replicas",
+            "Replicas the function autoscaler wants",
+            scaler.desired_replicas.clone(),
+        );
+        registry.register(
+            "lambda_function_ready_replicas",
+            "Replicas of the function ready",
+            scaler.ready_replicas.clone(),
+        );
+        registry.register(
+            "lambda_function_demand",
+            "Requests in flight or held for the function, summed over every gateway and listener",
+            scaler.demand.clone(),
+        );
+        registry.register(
+            "lambda_function_held_requests",
+            "Requests and executions waiting for a replica of the function",
+            scaler.held.clone(),
+        );
         Arc::new(Metrics {
             registry,
             autoscaler,
+            scaler,
             reconciles,
             errors,
             duration,

@@ -4,6 +4,7 @@
 
 pub mod cloud;
 pub mod controller;
+pub mod platform;
 pub mod rabbitmq;
 pub mod replica;
 

@@ -121,6 +121,17 @@ async fn process(ctx: &Context, broker: &Broker, delivery: &Delivery) -> Result<
     run(ctx, broker, delivery, &job, record).await
 }
 
+/// True when a function without replicas will get one on demand: Ready (scaled to zero) or
+/// still starting, not failed.
+fn comes_up(f: &crate::api::Function) -> bool {
+    use crate::api::{ConditionStatus, Conditions};
+    use crate::reconcilers::function::{READY, status::reason::PROGRESSING};
+    f.status
+        .as_ref()
+        .and_then(|s| s.condition(READY))
+        .is_none_or(|c| c.status == ConditionStatus::True || c.reason == PROGRESSING)
+}
+
 /// Runs (or settles without running) the execution of `job`, whose record is `record`.
 async fn run(
     ctx: &Context,
@@ -166,9 +177,18 @@ async fn run(
     // At its concurrency: wait briefly for a slot (a bounded number of waiters per function),
     // else back through the shortest delay, without an attempt: not hammered, and not
     // holding prefetch slots other functions need.
+    route.load.arrived();
     let max_waiting = (route.concurrency * route.endpoints.len().max(1) * 2).max(ctx.prefetch / 4);
     let lease = route.acquire_within(SLOT_PATIENCE, max_waiting).await;
-    if lease.is_none() && !route.endpoints.is_empty() {
+    // No replica while the function is scaled to zero or starting: back through the shortest
+    // delay too, without an attempt — its arrival is in the load report, so the autoscaler
+    // brings one up. A function that cannot start (image missing…) takes the attempt and its
+    // retries, as any failure.
+    if lease.is_none() && (!route.endpoints.is_empty() || comes_up(&function)) {
+        if route.endpoints.is_empty() {
+            route.load.deferred();
+            ctx.gw.load_wake.notify_one();
+        }
         publish_delayed(
             broker,
             EXECUTIONS_QUEUE,

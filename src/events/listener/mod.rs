@@ -109,6 +109,14 @@ pub async fn run(
 ) -> Result<(), ListenerError> {
     let gw = Gateway::new(store.clone(), false);
     tokio::spawn(gw.clone().follow_functions());
+    // Its executions count in the functions' load; the report goes when this returns.
+    let reporting = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(crate::gateway::load::report(
+        gw.clone(),
+        "listener",
+        reporting.clone(),
+    ));
+    let _reporting = reporting.drop_guard();
     let metrics = Arc::new(ListenerMetrics::default());
     if let Some(addr) = cfg.metrics_listen {
         serve_metrics(addr, metrics.clone()).await?;

@@ -31,7 +31,6 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ConditionStatus, Function, FunctionSpec, ObjectKey, function::FunctionStatus};
 use crate::runtime::conditions::set_condition;
 use crate::runtime::finalizer::FinalizerError;
-use crate::runtime::status::patch_status;
 use crate::runtime::{
     Action, Cache, Controller, ControllerConfig, EventType, FinalizerEvent, Metrics, Recorder,
     finalizer,
@@ -57,9 +56,23 @@ const TASK_DRAIN_LIMIT: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 /// The replica count a function should run with.
 pub type DesiredReplicas = Arc<dyn Fn(&Function) -> u32 + Send + Sync>;
 
-/// `spec.minReplicas`: the replica policy until autoscaling exists.
+/// `spec.minReplicas`, whatever the load (tests of the reconciler alone).
 pub fn min_replicas() -> DesiredReplicas {
     Arc::new(|f: &Function| f.spec.min_replicas)
+}
+
+/// The function autoscaler's `status.desiredReplicas`, kept within the spec as it is now
+/// (a spec edited since the decision wins: never above `maxReplicas`, never under
+/// `minReplicas` unless scaled to zero); `spec.minReplicas` until it decided.
+pub fn autoscaled() -> DesiredReplicas {
+    Arc::new(|f: &Function| {
+        let spec = &f.spec;
+        match f.status.as_ref().and_then(|s| s.desired_replicas) {
+            None => spec.min_replicas,
+            Some(0) => 0,
+            Some(d) => d.max(spec.min_replicas).min(spec.max_replicas.max(1)),
+        }
+    })
 }
 
 /// Settings of the function controller.
@@ -112,7 +125,7 @@ impl FunctionsConfig {
             images,
             instance: instance.to_string(),
             tuning: ServiceTuning::default(),
-            desired_replicas: min_replicas(),
+            desired_replicas: autoscaled(),
             sweep_every: Duration::from_secs(30),
             poll_every: Duration::from_secs(10),
             not_ready_requeue: Duration::from_secs(1),
@@ -233,9 +246,17 @@ fn ready_reason(f: &Function) -> Option<String> {
 async fn write_status(
     ctx: &Context,
     f: &Function,
-    change: impl FnOnce(&mut FunctionStatus),
+    change: impl Fn(&mut FunctionStatus),
 ) -> Result<(), FunctionError> {
-    match patch_status(&ctx.store, f, change).await {
+    // Nothing to write against what this reconcile saw: no etcd call at all.
+    let mut next = f.status.clone().unwrap_or_default();
+    change(&mut next);
+    if f.status.as_ref() == Some(&next) {
+        return Ok(());
+    }
+    // Re-read and compare-and-swap: the autoscalers and the scheduler write other fields of
+    // the same status, which a write of this reconcile's copy would undo.
+    match ctx.store.modify_status(f, change).await {
         Ok(_) => Ok(()),
         // Deleted (or recreated) meanwhile: the next reconcile sees the new state.
         Err(e) if e.is_not_found() => Ok(()),

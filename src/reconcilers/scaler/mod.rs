@@ -1,0 +1,341 @@
+//! The function autoscaler (design §3, "autoscaler", function side): on the leading controller,
+//! it follows every gateway's and listener's load reports ([`crate::gateway::load`]) and the
+//! Functions, and every [`TICK`] decides each function's replicas ([`decide::decide`]), writing
+//! `status.desiredReplicas` and `status.autoscaler` (only when the decision changes), an event
+//! per change and the `lambda_function_*` metrics. The function reconciler then asks Swarm for
+//! that many. A report with requests held for a function at zero is decided on arrival, not at
+//! the next tick.
+
+pub mod decide;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::function::FunctionScaleDecision;
+use crate::api::{Function, FunctionSpec};
+use crate::gateway::load::{self, LoadReport};
+use crate::runtime::metrics::{FunctionLabel, ScaleLabel};
+use crate::runtime::{Cache, EventType, Metrics, Recorder, WatcherConfig, watcher};
+use crate::store::{Store, StoreError};
+
+use super::ControllersConfig;
+use decide::{Knobs, Memory};
+
+/// How often every function is decided.
+pub const TICK: Duration = Duration::from_millis(250);
+/// A report older than this no longer counts (its instance stopped reporting load).
+const STALE: Duration = Duration::from_secs(3);
+
+/// Errors following the load reports.
+#[derive(Debug, thiserror::Error)]
+pub enum ScalerError {
+    #[error("function autoscaler: reading the load reports: {0}")]
+    Reports(#[source] StoreError),
+    #[error("function autoscaler: watching the load reports: {0}")]
+    Watch(#[source] etcd_client::Error),
+    #[error("function autoscaler: writing the status of Function {function}: {source}")]
+    Status {
+        function: String,
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// The latest report of every instance, when it arrived.
+#[derive(Default)]
+struct Reports {
+    by_instance: HashMap<String, (LoadReport, Instant)>,
+    /// Functions with arrivals, work in flight or held since the last tick.
+    active: HashSet<String>,
+}
+
+impl Reports {
+    fn add(&mut self, key: &[u8], r: LoadReport, now: Instant) -> Vec<String> {
+        let mut activate = Vec::new();
+        for (f, l) in &r.functions {
+            if l.arrivals > 0 || l.queued > 0 || l.concurrency > 0.0 {
+                self.active.insert(f.clone());
+            }
+            if l.queued > 0 {
+                activate.push(f.clone());
+            }
+        }
+        self.by_instance
+            .insert(String::from_utf8_lossy(key).into_owned(), (r, now));
+        activate
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        self.by_instance
+            .remove(String::from_utf8_lossy(key).as_ref());
+    }
+
+    /// Summed demand and held count of a function over the fresh reports.
+    fn load_of(&self, function: &str, now: Instant) -> (f64, u64) {
+        self.by_instance
+            .values()
+            .filter(|(_, at)| now.duration_since(*at) <= STALE)
+            .filter_map(|(r, _)| r.functions.get(function))
+            .fold((0.0, 0), |(c, q), l| (c + l.concurrency, q + l.queued))
+    }
+}
+
+struct Scaler {
+    store: Store,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    functions: Cache<FunctionSpec>,
+    reports: Reports,
+    memory: HashMap<String, Memory>,
+}
+
+/// Runs the function autoscaler until `stop` (the leader's term).
+pub async fn run(
+    store: Store,
+    metrics: Arc<Metrics>,
+    cfg: &ControllersConfig,
+    stop: CancellationToken,
+) {
+    let functions = Cache::<FunctionSpec>::new();
+    let feed = {
+        let (cache, store, ns) = (functions.clone(), store.clone(), cfg.namespace.clone());
+        async move {
+            let stream = watcher::<FunctionSpec>(store, ns, WatcherConfig::default(), None);
+            cache.run(stream, |_| {}).await;
+        }
+    };
+    let mut s = Scaler {
+        recorder: Recorder::new(store.clone(), "autoscaler/function", cfg.event_ttl),
+        store,
+        metrics,
+        functions,
+        reports: Reports::default(),
+        memory: HashMap::new(),
+    };
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = feed => {}
+        () = s.follow(&stop) => {}
+    }
+}
+
+impl Scaler {
+    /// Lists and watches the reports (again after any failure), deciding every tick.
+    async fn follow(&mut self, stop: &CancellationToken) {
+        self.functions.wait_ready().await;
+        let mut failures = 0u32;
+        loop {
+            match self.session(stop).await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, "function autoscaler: following the load reports");
+                }
+            }
+            if stop.is_cancelled() {
+                return;
+            }
+            let wait = super::cluster::backoff(TICK, Duration::from_secs(10), failures);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn session(&mut self, stop: &CancellationToken) -> Result<(), ScalerError> {
+        let prefix = load::prefix(&self.store);
+        let mut client = self.store.client();
+        let resp = self
+            .store
+            .call(
+                "list load reports",
+                &prefix,
+                client.get(
+                    prefix.clone(),
+                    Some(etcd_client::GetOptions::new().with_prefix()),
+                ),
+            )
+            .await
+            .map_err(ScalerError::Reports)?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let now = Instant::now();
+        self.reports = Reports::default();
+        for kv in resp.kvs() {
+            if let Ok(r) = serde_json::from_slice::<LoadReport>(kv.value()) {
+                self.reports.add(kv.key(), r, now);
+            }
+        }
+        let mut stream = client
+            .watch(
+                prefix.clone(),
+                Some(
+                    etcd_client::WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(revision + 1),
+                ),
+            )
+            .await
+            .map_err(ScalerError::Watch)?;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                _ = tick.tick() => self.tick().await,
+                msg = stream.message() => {
+                    let resp = match msg {
+                        Ok(Some(r)) if r.canceled() => return Ok(()),
+                        Ok(Some(r)) => r,
+                        Ok(None) => return Ok(()),
+                        Err(e) => return Err(ScalerError::Watch(e)),
+                    };
+                    let now = Instant::now();
+                    let mut activate = Vec::new();
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        match ev.event_type() {
+                            etcd_client::EventType::Put => match serde_json::from_slice::<LoadReport>(kv.value()) {
+                                Ok(r) => activate.extend(self.reports.add(kv.key(), r, now)),
+                                Err(e) => tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "unreadable load report"),
+                            },
+                            etcd_client::EventType::Delete => self.reports.remove(kv.key()),
+                        }
+                    }
+                    // Held requests for a function at zero: decided now, not at the next tick.
+                    for key in activate {
+                        if let Some(f) = self.function(&key)
+                            && current_of(&f) == 0
+                        {
+                            self.scale(&f, now).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn function(&self, key: &str) -> Option<Arc<Function>> {
+        let (ns, name) = key.split_once('/')?;
+        self.functions
+            .get(&crate::api::ObjectKey::new(ns, name))
+            .filter(|f| !f.is_deleting())
+    }
+
+    async fn tick(&mut self) {
+        let now = Instant::now();
+        let functions: Vec<Arc<Function>> = self
+            .functions
+            .list()
+            .into_iter()
+            .filter(|f| !f.is_deleting())
+            .collect();
+        let live: HashSet<String> = functions.iter().map(|f| key_of(f)).collect();
+        self.memory.retain(|k, _| live.contains(k));
+        for f in &functions {
+            self.scale(f, now).await;
+        }
+        self.reports.active.clear();
+    }
+
+    /// Samples, decides and, when the decision changed, writes one function.
+    async fn scale(&mut self, f: &Function, now: Instant) {
+        let key = key_of(f);
+        let knobs = Knobs::of(&f.spec);
+        let (demand, queued) = self.reports.load_of(&key, now);
+        let active = self.reports.active.contains(&key);
+        let mem = self
+            .memory
+            .entry(key.clone())
+            .or_insert_with(|| Memory::new(now));
+        mem.observe(now, demand, active, knobs.stable);
+        let status = f.status.clone().unwrap_or_default();
+        let current = mem.written.map_or_else(|| current_of(f), |(n, _)| n);
+        let d = decide::decide(mem, &knobs, current, status.ready_replicas, queued, now);
+        let written_before = mem.written;
+        let last_active = mem.last_active;
+        let label = FunctionLabel {
+            function: key.clone(),
+        };
+        let m = &self.metrics.scaler;
+        m.desired_replicas
+            .get_or_create(&label)
+            .set(i64::from(d.desired));
+        m.ready_replicas
+            .get_or_create(&label)
+            .set(i64::from(status.ready_replicas));
+        m.demand.get_or_create(&label).set(demand);
+        m.held.get_or_create(&label).set(queued as i64);
+        let was = status.autoscaler.as_ref();
+        let unchanged = written_before == Some((d.desired, d.panic))
+            || (written_before.is_none()
+                && status.desired_replicas == Some(d.desired)
+                && was.is_some_and(|w| w.panic == d.panic));
+        // Nothing new, or only a Hold on a function the autoscaler never touched.
+        if unchanged || (status.desired_replicas.is_none() && d.desired == current && !d.panic) {
+            return;
+        }
+        let wall = chrono::Utc::now();
+        let idle = now.duration_since(last_active);
+        let decision = FunctionScaleDecision {
+            desired_replicas: d.desired,
+            reason: d.reason.to_string(),
+            message: d.message.clone(),
+            panic: d.panic,
+            stable_concurrency: (d.stable * 100.0).round() / 100.0,
+            panic_concurrency: (d.panic_avg * 100.0).round() / 100.0,
+            last_request_time: chrono::TimeDelta::from_std(idle).ok().map(|i| wall - i),
+            decided_at: wall,
+        };
+        let written = self
+            .store
+            .modify_status(f, |s| {
+                s.desired_replicas = Some(decision.desired_replicas);
+                s.autoscaler = Some(decision.clone());
+            })
+            .await;
+        match written {
+            Ok(_) => {
+                if let Some(mem) = self.memory.get_mut(&key) {
+                    mem.written = Some((d.desired, d.panic));
+                }
+            }
+            Err(e) if e.is_not_found() => return,
+            Err(source) => {
+                let e = ScalerError::Status {
+                    function: key,
+                    source,
+                };
+                tracing::warn!(error = %e, "function autoscaler");
+                return;
+            }
+        }
+        if d.desired != current {
+            m.decisions
+                .get_or_create(&ScaleLabel {
+                    function: key.clone(),
+                    reason: d.reason.to_string(),
+                })
+                .inc();
+            let msg = format!("{current} → {} replicas: {}", d.desired, d.message);
+            tracing::info!(function = %key, reason = d.reason, "{msg}");
+            self.recorder
+                .emit(f, EventType::Normal, d.reason, &msg)
+                .await;
+        }
+    }
+}
+
+fn key_of(f: &Function) -> String {
+    format!("{}/{}", f.metadata.namespace(), f.metadata.name)
+}
+
+/// The replicas a function has been given: the autoscaler's last decision, else what the
+/// function reconciler asked Swarm for.
+fn current_of(f: &Function) -> u32 {
+    let s = f.status.as_ref();
+    s.and_then(|s| s.desired_replicas)
+        .or_else(|| s.map(|s| s.replicas))
+        .unwrap_or(f.spec.min_replicas)
+}
