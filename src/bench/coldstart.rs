@@ -119,7 +119,7 @@ impl ColdStartBench {
         println!(
             "FIRST: call sent → first response, from zero. SWARM TASK: the task's created → running \
              (healthy), as Swarm records it: the floor of a cold start through Swarm. PLATFORM: \
-             FIRST − SWARM TASK. DECISION: call sent → the autoscaler's decision in status. \
+             FIRST − SWARM TASK. DECISION: call sent → a replica asked for in status (polled every 5 ms). \
              WARM: a call to the replica once running (the floor of any call)."
         );
         Ok(())
@@ -171,13 +171,30 @@ impl ColdStartBench {
             }
             r.send()
         };
-        let sent_wall = chrono::Utc::now();
         let t = Instant::now();
-        let resp = call().await.map_err(|e| ColdStartError::Call {
+        let answered = std::sync::atomic::AtomicBool::new(false);
+        // The first decision for a replica, seen by polling the status while the call waits.
+        let decided = async {
+            while !answered.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(f) = self.store.get::<FunctionSpec>(&self.namespace, name).await
+                    && f.status.and_then(|s| s.desired_replicas).unwrap_or(0) >= 1
+                {
+                    return t.elapsed();
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Duration::ZERO
+        };
+        let answer = async {
+            let r = call().await;
+            answered.store(true, std::sync::atomic::Ordering::Relaxed);
+            (r, t.elapsed())
+        };
+        let ((resp, first), decision) = tokio::join!(answer, decided);
+        let resp = resp.map_err(|e| ColdStartError::Call {
             function: name.into(),
             message: e.to_string(),
         })?;
-        let first = t.elapsed();
         if resp.status() != 200 {
             return Err(ColdStartError::Call {
                 function: name.into(),
@@ -188,16 +205,6 @@ impl ColdStartBench {
                 ),
             });
         }
-        let f = self
-            .store
-            .get::<FunctionSpec>(&self.namespace, name)
-            .await?;
-        let decision = f
-            .status
-            .as_ref()
-            .and_then(|s| s.autoscaler.as_ref())
-            .and_then(|a| (a.decided_at - sent_wall).to_std().ok())
-            .unwrap_or_default();
         let swarm_task = self.task_start(name).await?;
         let mut warm = Vec::new();
         for _ in 0..20 {

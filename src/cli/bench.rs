@@ -69,7 +69,9 @@ pub enum BenchCommand {
         /// Swarm manager [default: $DOCKER_HOST, else the context's].
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
-        #[arg(long, value_delimiter = ',', default_value = "python3,node,shell")]
+        /// Runtimes to measure; each must be in the workers' images (`lambda up`'s snapshot
+        /// bakes python3 and shell).
+        #[arg(long, value_delimiter = ',', default_value = "python3,shell")]
         runtimes: Vec<String>,
         #[arg(long, default_value_t = 5)]
         rounds: usize,
