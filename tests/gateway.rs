@@ -438,6 +438,7 @@ async fn load_reports_show_calls_in_flight_and_held() {
                 async || {
                     let reports = lambda::gateway::load::read_all(&s.store).await.ok()?;
                     reports
+                        .reports
                         .into_iter()
                         .filter(|(_, r)| r.instance.starts_with("gateway-"))
                         .find_map(|(_, r)| r.functions.get(f).filter(|l| check(l)).cloned())

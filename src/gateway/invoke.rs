@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full, Limited};
 
 use super::Gateway;
 use super::error::HttpError;
-use super::table::{Lease, Route};
+use super::table::{Held, Lease, Route};
 
 /// Extra time the gateway waits beyond the function's timeout for the agent's own 504.
 const GRACE: Duration = Duration::from_millis(500);
@@ -86,10 +86,8 @@ async fn invoke(
 /// function's own timeout allows — unless no pool can ever take a replica (`NoPoolFits`), which
 /// no wait mends: then 503 at once.
 async fn route_with_endpoints(gw: &Gateway, ns: &str, name: &str) -> Result<Arc<Route>, HttpError> {
-    let mut deadline: Option<Instant> = None;
-    // Counted as held while it waits, so the autoscaler sees demand for a function at zero.
-    let mut held = None;
-    let mut counted = false;
+    // Held (counted as such, so the autoscaler sees demand for a function at zero) since when.
+    let mut held: Option<(Held, Instant)> = None;
     loop {
         // Register interest before looking, so a change between look and wait is not missed.
         let notified = gw.table.changed.notified();
@@ -103,15 +101,13 @@ async fn route_with_endpoints(gw: &Gateway, ns: &str, name: &str) -> Result<Arc<
                 ));
             }
             Some(r) if !r.endpoints.is_empty() => {
-                if !counted {
-                    r.load.arrived();
-                }
-                if let Some(d) = deadline {
+                match &held {
                     // Held until a first replica was ready: a cold start.
-                    let held_for = r
-                        .timeout
-                        .saturating_sub(d.saturating_duration_since(Instant::now()));
-                    r.metrics.cold_start_swarm.observe(held_for.as_secs_f64());
+                    Some((_, since)) => r
+                        .metrics
+                        .cold_start_swarm
+                        .observe(since.elapsed().as_secs_f64()),
+                    None => r.load.arrived(),
                 }
                 return Ok(r);
             }
@@ -123,23 +119,25 @@ async fn route_with_endpoints(gw: &Gateway, ns: &str, name: &str) -> Result<Arc<
                 return Err(no_ready_replica(&r));
             }
             Some(r) => {
-                if !counted {
-                    r.load.arrived();
-                    counted = true;
-                }
-                if held.is_none() {
-                    let Some((h, first)) = r.load.hold(r.max_held) else {
-                        return Err(too_many_held(&r));
-                    };
-                    held = Some(h);
-                    if first {
-                        // The first request for a function at zero: the autoscaler hears of
-                        // it now, not at the next report.
-                        gw.load_wake.notify_one();
+                let since = match &held {
+                    Some((_, since)) => *since,
+                    None => {
+                        r.load.arrived();
+                        let Some((h, first)) = r.load.hold(r.max_held) else {
+                            return Err(too_many_held(&r));
+                        };
+                        if first {
+                            // The first request for a function at zero: the autoscaler hears
+                            // of it now, not at the next report.
+                            gw.load_wake.notify_one();
+                        }
+                        let now = Instant::now();
+                        held = Some((h, now));
+                        now
                     }
-                }
+                };
+                let deadline = since + r.timeout;
                 let now = Instant::now();
-                let deadline = *deadline.get_or_insert(now + r.timeout);
                 if now >= deadline
                     || tokio::time::timeout(deadline - now, notified)
                         .await

@@ -4,7 +4,6 @@
 //! averages, arrivals and held counts under `<root>/load/<instance>` in etcd, on a lease, so a
 //! dead instance's load disappears with it. A request held for a function with no replica is
 //! published at once, so scaling from zero does not wait for the next report.
-
 //!
 //! An idle instance writes nothing: a report without load is written once, then the key is
 //! left to expire.
@@ -217,8 +216,14 @@ pub async fn report(gw: Arc<Gateway>, kind: &str, stop: tokio_util::sync::Cancel
     writer.delete().await;
 }
 
-/// Every instance's latest report (unreadable ones skipped, with a warning).
-pub async fn read_all(store: &Store) -> Result<Vec<(i64, LoadReport)>, StoreError> {
+/// Every instance's latest report, keyed by its etcd key, as of `revision`.
+pub struct Listed {
+    pub revision: i64,
+    pub reports: Vec<(String, LoadReport)>,
+}
+
+/// Lists every instance's latest report (unreadable ones skipped, with a warning).
+pub async fn read_all(store: &Store) -> Result<Listed, StoreError> {
     let p = prefix(store);
     let mut c = store.client();
     let resp = store
@@ -231,15 +236,26 @@ pub async fn read_all(store: &Store) -> Result<Vec<(i64, LoadReport)>, StoreErro
             ),
         )
         .await?;
-    Ok(resp
-        .kvs()
-        .iter()
-        .filter_map(|kv| match serde_json::from_slice::<LoadReport>(kv.value()) {
-            Ok(r) => Some((kv.mod_revision(), r)),
-            Err(e) => {
-                tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "unreadable load report");
-                None
-            }
+    Ok(Listed {
+        revision: resp.header().map_or(0, |h| h.revision()),
+        reports: resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                Some((
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    decode(kv.key(), kv.value())?,
+                ))
+            })
+            .collect(),
+    })
+}
+
+/// One stored report; `None`, with a warning naming the key, when it cannot be read.
+pub fn decode(key: &[u8], value: &[u8]) -> Option<LoadReport> {
+    serde_json::from_slice(value)
+        .map_err(|e| {
+            tracing::warn!(key = %String::from_utf8_lossy(key), error = %e, "unreadable load report");
         })
-        .collect())
+        .ok()
 }

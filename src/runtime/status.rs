@@ -9,16 +9,20 @@ use crate::store::{Store, StoreError};
 
 /// Computes the new status from the object's current one with `change` and writes it when it
 /// differs. Returns the written status, or `None` when nothing changed.
+///
+/// Unchanged against the copy the reconcile saw: no etcd call at all. Changed: `change` is
+/// applied again to the stored status and written by compare-and-swap
+/// ([`Store::modify_status`]), so fields other writers own in the same status (an
+/// autoscaler's decision, the scheduler's fire times) are never undone by a stale copy.
 pub async fn patch_status<K: Resource>(
     store: &Store,
     obj: &Object<K>,
-    change: impl FnOnce(&mut K::Status),
+    change: impl Fn(&mut K::Status),
 ) -> Result<Option<K::Status>, StoreError> {
     let mut next = obj.status.clone().unwrap_or_default();
     change(&mut next);
     if obj.status.as_ref() == Some(&next) {
         return Ok(None);
     }
-    store.update_status(obj, &next).await?;
-    Ok(Some(next))
+    store.modify_status(obj, change).await
 }

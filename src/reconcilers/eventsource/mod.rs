@@ -186,10 +186,10 @@ fn start(es: &EventSource, ctx: &Context) -> (Report, status::Base) {
 async fn apply(es: Arc<EventSource>, ctx: &Context) -> Result<Action, EventSourceError> {
     let key = es.key();
     let uid = es.metadata.uid.clone().unwrap_or_default();
-    let write = |next| {
+    let write = |next: crate::api::eventsource::EventSourceStatus| {
         let (es, key) = (es.clone(), key.clone());
         async move {
-            patch_status(&ctx.store, &es, |s| *s = next)
+            patch_status(&ctx.store, &es, |s| *s = next.clone())
                 .await
                 .map_err(|source| EventSourceError::Status { key, source })
         }

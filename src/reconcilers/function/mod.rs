@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ConditionStatus, Function, FunctionSpec, ObjectKey, function::FunctionStatus};
 use crate::runtime::conditions::set_condition;
 use crate::runtime::finalizer::FinalizerError;
+use crate::runtime::status::patch_status;
 use crate::runtime::{
     Action, Cache, Controller, ControllerConfig, EventType, FinalizerEvent, Metrics, Recorder,
     finalizer,
@@ -248,15 +249,7 @@ async fn write_status(
     f: &Function,
     change: impl Fn(&mut FunctionStatus),
 ) -> Result<(), FunctionError> {
-    // Nothing to write against what this reconcile saw: no etcd call at all.
-    let mut next = f.status.clone().unwrap_or_default();
-    change(&mut next);
-    if f.status.as_ref() == Some(&next) {
-        return Ok(());
-    }
-    // Re-read and compare-and-swap: the autoscalers and the scheduler write other fields of
-    // the same status, which a write of this reconcile's copy would undo.
-    match ctx.store.modify_status(f, change).await {
+    match patch_status(&ctx.store, f, change).await {
         Ok(_) => Ok(()),
         // Deleted (or recreated) meanwhile: the next reconcile sees the new state.
         Err(e) if e.is_not_found() => Ok(()),

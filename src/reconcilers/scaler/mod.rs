@@ -54,7 +54,9 @@ struct Reports {
 }
 
 impl Reports {
-    fn add(&mut self, key: &[u8], r: LoadReport, now: Instant) -> Vec<String> {
+    /// Records an instance's report (by its etcd key); returns the functions with demand held
+    /// for a replica, to decide at once.
+    fn add(&mut self, key: &str, r: LoadReport, now: Instant) -> Vec<String> {
         let mut activate = Vec::new();
         for (f, l) in &r.functions {
             if l.arrivals > 0 || l.queued > 0 || l.concurrency > 0.0 {
@@ -64,14 +66,8 @@ impl Reports {
                 activate.push(f.clone());
             }
         }
-        self.by_instance
-            .insert(String::from_utf8_lossy(key).into_owned(), (r, now));
+        self.by_instance.insert(key.to_string(), (r, now));
         activate
-    }
-
-    fn remove(&mut self, key: &[u8]) {
-        self.by_instance
-            .remove(String::from_utf8_lossy(key).as_ref());
     }
 
     /// Summed demand and held count of a function over the fresh reports.
@@ -145,35 +141,23 @@ impl Scaler {
     }
 
     async fn session(&mut self, stop: &CancellationToken) -> Result<(), ScalerError> {
-        let prefix = load::prefix(&self.store);
-        let mut client = self.store.client();
-        let resp = self
-            .store
-            .call(
-                "list load reports",
-                &prefix,
-                client.get(
-                    prefix.clone(),
-                    Some(etcd_client::GetOptions::new().with_prefix()),
-                ),
-            )
+        let listed = load::read_all(&self.store)
             .await
             .map_err(ScalerError::Reports)?;
-        let revision = resp.header().map_or(0, |h| h.revision());
         let now = Instant::now();
         self.reports = Reports::default();
-        for kv in resp.kvs() {
-            if let Ok(r) = serde_json::from_slice::<LoadReport>(kv.value()) {
-                self.reports.add(kv.key(), r, now);
-            }
+        for (key, r) in listed.reports {
+            self.reports.add(&key, r, now);
         }
+        let prefix = load::prefix(&self.store);
+        let mut client = self.store.client();
         let mut stream = client
             .watch(
                 prefix.clone(),
                 Some(
                     etcd_client::WatchOptions::new()
                         .with_prefix()
-                        .with_start_revision(revision + 1),
+                        .with_start_revision(listed.revision + 1),
                 ),
             )
             .await
@@ -196,11 +180,14 @@ impl Scaler {
                     for ev in resp.events() {
                         let Some(kv) = ev.kv() else { continue };
                         match ev.event_type() {
-                            etcd_client::EventType::Put => match serde_json::from_slice::<LoadReport>(kv.value()) {
-                                Ok(r) => activate.extend(self.reports.add(kv.key(), r, now)),
-                                Err(e) => tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "unreadable load report"),
-                            },
-                            etcd_client::EventType::Delete => self.reports.remove(kv.key()),
+                            etcd_client::EventType::Put => {
+                                if let Some(r) = load::decode(kv.key(), kv.value()) {
+                                    activate.extend(self.reports.add(&String::from_utf8_lossy(kv.key()), r, now));
+                                }
+                            }
+                            etcd_client::EventType::Delete => {
+                                self.reports.by_instance.remove(String::from_utf8_lossy(kv.key()).as_ref());
+                            }
                         }
                     }
                     // Held requests for a function at zero: decided now, not at the next tick.
@@ -250,10 +237,19 @@ impl Scaler {
             .entry(key.clone())
             .or_insert_with(|| Memory::new(now));
         mem.observe(now, demand, active, knobs.stable);
-        let status = f.status.clone().unwrap_or_default();
-        let current = mem.written.map_or_else(|| current_of(f), |(n, _)| n);
-        let d = decide::decide(mem, &knobs, current, status.ready_replicas, queued, now);
-        let written_before = mem.written;
+        let status = f.status.as_ref();
+        let ready = status.map_or(0, |s| s.ready_replicas);
+        // What was last decided: this memory's own write (the cache may lag behind it), else
+        // the status.
+        let last = mem.written.or_else(|| {
+            let s = status?;
+            Some((
+                s.desired_replicas?,
+                s.autoscaler.as_ref().is_some_and(|a| a.panic),
+            ))
+        });
+        let current = last.map_or_else(|| current_of(f), |(n, _)| n);
+        let d = decide::decide(mem, &knobs, current, ready, queued, now);
         let last_active = mem.last_active;
         let label = FunctionLabel {
             function: key.clone(),
@@ -262,18 +258,12 @@ impl Scaler {
         m.desired_replicas
             .get_or_create(&label)
             .set(i64::from(d.desired));
-        m.ready_replicas
-            .get_or_create(&label)
-            .set(i64::from(status.ready_replicas));
+        m.ready_replicas.get_or_create(&label).set(i64::from(ready));
         m.demand.get_or_create(&label).set(demand);
         m.held.get_or_create(&label).set(queued as i64);
-        let was = status.autoscaler.as_ref();
-        let unchanged = written_before == Some((d.desired, d.panic))
-            || (written_before.is_none()
-                && status.desired_replicas == Some(d.desired)
-                && was.is_some_and(|w| w.panic == d.panic));
         // Nothing new, or only a Hold on a function the autoscaler never touched.
-        if unchanged || (status.desired_replicas.is_none() && d.desired == current && !d.panic) {
+        let untouched_hold = last.is_none() && d.desired == current && !d.panic;
+        if last == Some((d.desired, d.panic)) || untouched_hold {
             return;
         }
         let wall = chrono::Utc::now();

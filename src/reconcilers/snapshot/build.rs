@@ -56,7 +56,7 @@ fn ready_reason(si: &SnapshotImage) -> Option<String> {
 pub async fn write_status(
     ctx: &Context,
     si: &SnapshotImage,
-    change: impl FnOnce(&mut SnapshotImageStatus),
+    change: impl Fn(&mut SnapshotImageStatus),
 ) -> Result<(), SnapshotError> {
     match patch_status(&ctx.store, si, change).await {
         Ok(_) => Ok(()),
