@@ -23,6 +23,16 @@ pub enum ConfigError {
         /// A note on the allowed range, if any.
         hint: &'static str,
     },
+    /// A pool agent (`LAMBDA_POOL=1`) has no token file to authenticate specialisations with.
+    #[error(
+        "LAMBDA_POOL_TOKEN_FILE {path:?} cannot be read ({reason}): a pool agent needs the token the platform specialises it with"
+    )]
+    PoolToken {
+        /// The file named by `LAMBDA_POOL_TOKEN_FILE`.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// `LAMBDA_HANDLER` is not `module.function` made of identifiers.
     #[error("LAMBDA_HANDLER={handler:?} is not valid for {runtime}: expected {expected}")]
     BadHandler {
@@ -90,6 +100,9 @@ pub struct Config {
     pub function_name: String,
     /// Memory limit, for the context only (the container's cgroup enforces it).
     pub memory_mb: u64,
+    /// Variables the workers get beyond the agent's own environment: a specialised pool
+    /// agent's function environment (a dedicated agent has it in its own; empty then).
+    pub env: Vec<(String, String)>,
 }
 
 /// Most workers one agent keeps: each is a whole interpreter.
@@ -107,37 +120,21 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         // An empty variable counts as unset: Swarm service specs often carry `VAR=`.
         let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        let runtime = match get("LAMBDA_RUNTIME").as_deref().map(str::trim) {
-            None => return Err(ConfigError::MissingRuntime),
-            Some("python3" | "python") => Runtime::Python3,
-            Some("node" | "nodejs") => Runtime::Node,
-            Some("shell" | "sh") => Runtime::Shell,
-            Some(other) => return Err(ConfigError::UnknownRuntime(other.to_string())),
-        };
+        let runtime = parse_runtime(get("LAMBDA_RUNTIME"))?;
         let (module, function) = match runtime {
             Runtime::Shell => ("handler".to_string(), String::new()),
             Runtime::Python3 => parse_handler(runtime, get("LAMBDA_HANDLER"), "main.handler")?,
             Runtime::Node => parse_handler(runtime, get("LAMBDA_HANDLER"), "index.handler")?,
         };
         let number = |var: &'static str, default: u64, max: u64, hint: &'static str| {
-            let Some(value) = get(var) else {
-                return Ok(default);
-            };
-            match value.trim().parse::<u64>() {
-                Ok(n) if n >= 1 && n <= max => Ok(n),
-                _ => Err(ConfigError::NotANumber { var, value, hint }),
-            }
+            parse_number(get(var), var, default, max, hint)
         };
         let timeout_ms = number("LAMBDA_TIMEOUT_MS", 30_000, MAX_TIMEOUT_MS, " (1..=900000)")?;
         let max_payload = number("LAMBDA_MAX_PAYLOAD_BYTES", 1 << 20, 1 << 30, " (1..=1 GiB)")?;
         let concurrency = number("LAMBDA_CONCURRENCY", 1, MAX_CONCURRENCY, " (1..=256)")?;
         let port = number("LAMBDA_PORT", 8080, u64::from(u16::MAX), " (1..=65535)")?;
         let memory_mb = number("LAMBDA_MEMORY_MB", 128, 1 << 20, "")?;
-        let interpreter = match runtime {
-            Runtime::Python3 => get("LAMBDA_PYTHON").unwrap_or_else(|| "python3".into()),
-            Runtime::Node => get("LAMBDA_NODE").unwrap_or_else(|| "node".into()),
-            Runtime::Shell => get("LAMBDA_SHELL").unwrap_or_else(|| "/bin/sh".into()),
-        };
+        let interpreter = interpreter(runtime, &get);
         Ok(Config {
             runtime,
             module,
@@ -156,6 +153,7 @@ impl Config {
             port: u16::try_from(port).unwrap_or(8080),
             function_name: get("LAMBDA_FUNCTION").unwrap_or_else(|| "default/function".into()),
             memory_mb,
+            env: Vec::new(),
         })
     }
 
@@ -166,6 +164,121 @@ impl Config {
             Runtime::Node => format!("{}.js", self.module),
             Runtime::Shell => "handler.sh".to_string(),
         }
+    }
+}
+
+/// How the agent was started: for one function, or as a generic pool agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Serves the function its environment names (`LAMBDA_CODE`, `LAMBDA_HANDLER`, …).
+    Function(Config),
+    /// `LAMBDA_POOL=1`: warm generic workers that one authenticated `POST /specialize` turns
+    /// into one function's, for good.
+    Pool(PoolConfig),
+}
+
+/// A pool agent's settings: everything but the function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Which interpreter the generic workers run.
+    pub runtime: Runtime,
+    /// The interpreter to start for each worker.
+    pub interpreter: PathBuf,
+    /// A writable directory (tmpfs) for the bootstrap and, once specialised, the code.
+    pub work_dir: PathBuf,
+    /// TCP port of the HTTP server.
+    pub port: u16,
+    /// The container's memory limit, for the function's context.
+    pub memory_mb: u64,
+    /// Generic workers started ahead of the specialisation (`LAMBDA_POOL_WORKERS`, 1..=64).
+    pub workers: usize,
+    /// The file holding the token a specialisation must present (`LAMBDA_POOL_TOKEN_FILE`).
+    pub token_file: PathBuf,
+    /// Where the function's secrets are written as files (`LAMBDA_SECRETS_DIR`, a tmpfs:
+    /// they go with the container).
+    pub secrets_dir: PathBuf,
+}
+
+/// Most generic workers a pool agent starts ahead of time.
+const MAX_POOL_WORKERS: u64 = 64;
+
+impl Mode {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Mode, ConfigError> {
+        Mode::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the mode and its configuration through `get`.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Mode, ConfigError> {
+        let pool = get("LAMBDA_POOL").is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
+        if !pool {
+            return Config::from_lookup(get).map(Mode::Function);
+        }
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let runtime = parse_runtime(get("LAMBDA_RUNTIME"))?;
+        let number = |var: &'static str, default: u64, max: u64, hint: &'static str| {
+            parse_number(get(var), var, default, max, hint)
+        };
+        let workers = number("LAMBDA_POOL_WORKERS", 2, MAX_POOL_WORKERS, " (1..=64)")?;
+        let port = number("LAMBDA_PORT", 8080, u64::from(u16::MAX), " (1..=65535)")?;
+        Ok(Mode::Pool(PoolConfig {
+            runtime,
+            interpreter: interpreter(runtime, &get).into(),
+            work_dir: get("LAMBDA_WORK_DIR")
+                .unwrap_or_else(|| "/tmp/lambda".into())
+                .into(),
+            port: u16::try_from(port).unwrap_or(8080),
+            memory_mb: number("LAMBDA_MEMORY_MB", 128, 1 << 20, "")?,
+            workers: usize::try_from(workers).unwrap_or(1),
+            token_file: get("LAMBDA_POOL_TOKEN_FILE")
+                .unwrap_or_else(|| "/var/lambda/pool-token".into())
+                .into(),
+            secrets_dir: get("LAMBDA_SECRETS_DIR")
+                .unwrap_or_else(|| "/run/secrets".into())
+                .into(),
+        }))
+    }
+
+    /// The HTTP port either way.
+    pub fn port(&self) -> u16 {
+        match self {
+            Mode::Function(c) => c.port,
+            Mode::Pool(p) => p.port,
+        }
+    }
+}
+
+fn parse_runtime(value: Option<String>) -> Result<Runtime, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        None => Err(ConfigError::MissingRuntime),
+        Some("python3" | "python") => Ok(Runtime::Python3),
+        Some("node" | "nodejs") => Ok(Runtime::Node),
+        Some("shell" | "sh") => Ok(Runtime::Shell),
+        Some(other) => Err(ConfigError::UnknownRuntime(other.to_string())),
+    }
+}
+
+fn parse_number(
+    value: Option<String>,
+    var: &'static str,
+    default: u64,
+    max: u64,
+    hint: &'static str,
+) -> Result<u64, ConfigError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    match value.trim().parse::<u64>() {
+        Ok(n) if n >= 1 && n <= max => Ok(n),
+        _ => Err(ConfigError::NotANumber { var, value, hint }),
+    }
+}
+
+fn interpreter(runtime: Runtime, get: &impl Fn(&str) -> Option<String>) -> String {
+    match runtime {
+        Runtime::Python3 => get("LAMBDA_PYTHON").unwrap_or_else(|| "python3".into()),
+        Runtime::Node => get("LAMBDA_NODE").unwrap_or_else(|| "node".into()),
+        Runtime::Shell => get("LAMBDA_SHELL").unwrap_or_else(|| "/bin/sh".into()),
     }
 }
 
@@ -273,6 +386,41 @@ mod tests {
         .unwrap();
         assert_eq!(c.runtime, Runtime::Shell);
         assert_eq!(c.code_file_name(), "handler.sh");
+    }
+
+    #[test]
+    fn pool_mode_needs_no_function() {
+        let map: HashMap<String, String> = [
+            ("LAMBDA_POOL", "1"),
+            ("LAMBDA_RUNTIME", "python3"),
+            ("LAMBDA_POOL_WORKERS", "3"),
+            ("LAMBDA_MEMORY_MB", "256"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let Mode::Pool(p) = Mode::from_lookup(|k| map.get(k).cloned()).unwrap() else {
+            panic!("not pool mode");
+        };
+        assert_eq!(
+            (p.runtime, p.workers, p.memory_mb),
+            (Runtime::Python3, 3, 256)
+        );
+        assert_eq!(p.token_file, PathBuf::from("/var/lambda/pool-token"));
+        assert_eq!(p.secrets_dir, PathBuf::from("/run/secrets"));
+        let e = Mode::from_lookup(|k| match k {
+            "LAMBDA_POOL" => Some("1".into()),
+            "LAMBDA_RUNTIME" => Some("shell".into()),
+            "LAMBDA_POOL_WORKERS" => Some("65".into()),
+            _ => None,
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("LAMBDA_POOL_WORKERS"), "{e}");
+        // Without LAMBDA_POOL it is a function agent, as before.
+        assert!(matches!(
+            Mode::from_lookup(|k| (k == "LAMBDA_RUNTIME").then(|| "shell".into())),
+            Ok(Mode::Function(_))
+        ));
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //!
 //! ```text
 //! agent → worker   <invocation-id> <remaining-ms> <len>\n<event JSON>
-//! worker → agent   ready 0\n                       once, when the worker is warm
+//!                  load <len>\n<function>           a generic worker (pool agent), once: what
+//!                                                  to serve (python3/node: JSON, shell: sh)
+//! worker → agent   ready 0\n                       when the worker is warm (a generic worker:
+//!                                                  once started, again once loaded)
 //!                  ok <len>\n<result>              result JSON (shell: raw stdout)
 //!                  error <len>\n<error JSON>       {"errorType","errorMessage","stackTrace"}
 //!                  exit <code> <len>\n<stderr>     shell: the script exited non-zero; last stderr lines
@@ -123,6 +126,15 @@ pub fn encode_request(out: &mut Vec<u8>, id: &str, remaining_ms: u64, event: &[u
     out.extend_from_slice(event);
 }
 
+/// Writes the `load` frame that specialises a generic worker into `out` (cleared first).
+/// A generic worker reads exactly one of these, before any invocation frame.
+pub fn encode_load(out: &mut Vec<u8>, payload: &[u8]) {
+    use std::io::Write;
+    out.clear();
+    let _ = writeln!(out, "load {}", payload.len());
+    out.extend_from_slice(payload);
+}
+
 /// Invocation ids travel in frame headers and log prefixes: 1–128 of `[A-Za-z0-9._:-]`.
 pub fn valid_invocation_id(id: &str) -> bool {
     !id.is_empty()
@@ -237,6 +249,8 @@ mod tests {
         assert_eq!(buf, b"abc 250 8\n{\"a\":\n1}");
         encode_request(&mut buf, "x", 1, b"2");
         assert_eq!(buf, b"x 1 1\n2");
+        encode_load(&mut buf, b"{}");
+        assert_eq!(buf, b"load 2\n{}");
     }
 
     #[test]

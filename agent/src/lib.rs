@@ -54,10 +54,25 @@
 //!
 //! When all workers are busy, an invocation waits (first come, first served) for one until its deadline.
 //!
-//! `GET /healthz` — `200 {"status":"ok","runtime":"python3","workers":N,"busy":M}` once every worker of
+//! `GET /healthz` — `200 {"status":"ok","runtime":"python3","workers":N,"busy":M,"function":"ns/name"}` once every worker of
 //! the start-up is warm (module imported) and while at least one worker lives; `503` with
 //! `"status":"starting"` before. `lambda-agent healthcheck` GETs it on `127.0.0.1:$LAMBDA_PORT` and exits
 //! 0 on 200, 1 otherwise: the images' Docker `HEALTHCHECK`, so Swarm marks a task running only when warm.
+//!
+//! `X-Lambda-Function: namespace/name` on `/invoke` names the function the caller means: an agent
+//! serving another one answers `421 WrongFunction` (the gateway always sends it).
+//!
+//! ## Pool mode (`LAMBDA_POOL=1`)
+//!
+//! A generic agent of one runtime: `LAMBDA_POOL_WORKERS` interpreters (default 2) start without a
+//! function and wait; `/healthz` says `"status":"idle","pool":true` once they are warm and `/invoke`
+//! answers `503 NotSpecialised`. One `POST /specialize` with `Authorization: Bearer <the content
+//! of LAMBDA_POOL_TOKEN_FILE>` (default `/var/lambda/pool-token`) makes it that function's agent
+//! for good (code, handler, env, secrets written as 0400 files under `LAMBDA_SECRETS_DIR`, default
+//! `/run/secrets`, a tmpfs that goes with the container; limits): the warm interpreters import the
+//! function, the rest up to its concurrency start behind them. A second specialisation is `409`.
+//! `POST /release` (same token) makes it finish its in-flight invocations and exit 0; so does
+//! `idleExitMs` without an invocation. See `specialise.rs` for the body.
 //!
 //! Other paths answer 404, other methods 405. On SIGTERM the agent stops accepting connections, lets the
 //! in-flight invocations finish (bounded by the timeout + 1 s), kills its workers and exits 0.
@@ -91,4 +106,5 @@ pub mod frame;
 pub mod healthcheck;
 pub mod pool;
 pub mod server;
+pub mod specialise;
 pub mod worker;

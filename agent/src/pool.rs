@@ -56,6 +56,9 @@ pub struct Pool {
     warm: AtomicUsize,
     /// Set once every worker of the initial warm-up is ready.
     started: AtomicBool,
+    /// Workers still to start on demand, up to the concurrency (a specialised pool agent's:
+    /// starting them all at once would compete with its first invocations for the CPU).
+    deferred: AtomicUsize,
 }
 
 impl Pool {
@@ -69,7 +72,61 @@ impl Pool {
             permits: Semaphore::new(0),
             warm: AtomicUsize::new(0),
             started: AtomicBool::new(false),
+            deferred: AtomicUsize::new(0),
         }))
+    }
+
+    /// A pool of `workers` already warm for `cfg` (a specialised pool agent's, which loaded them
+    /// from generic ones) and `coming` more being loaded (handed over with [`Pool::adopt`]);
+    /// the rest up to `cfg.concurrency` start one at a time when an invocation finds every
+    /// worker busy (or at once when there is none at all).
+    pub fn with_workers(
+        cfg: Arc<Config>,
+        bootstrap: PathBuf,
+        workers: Vec<Worker>,
+        coming: usize,
+    ) -> Arc<Pool> {
+        let missing = cfg.concurrency.saturating_sub(workers.len() + coming);
+        let none = workers.is_empty() && coming == 0;
+        let pool = Arc::new(Pool {
+            cfg,
+            bootstrap,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(0),
+            warm: AtomicUsize::new(0),
+            started: AtomicBool::new(true),
+            deferred: AtomicUsize::new(missing),
+        });
+        for w in workers {
+            pool.warm.fetch_add(1, Ordering::SeqCst);
+            pool.put_back(w);
+        }
+        if none {
+            pool.start_deferred();
+        }
+        pool
+    }
+
+    /// Takes over a worker loaded for this pool's function after the pool was made.
+    pub fn adopt(&self, worker: Worker) {
+        self.warm.fetch_add(1, Ordering::SeqCst);
+        self.put_back(worker);
+    }
+
+    /// A worker announced to [`Pool::with_workers`] as coming never came: one more may be
+    /// started on demand instead.
+    pub fn worker_lost(&self) {
+        self.deferred.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Starts one deferred worker, if any is left.
+    fn start_deferred(self: &Arc<Self>) {
+        let took = self
+            .deferred
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1));
+        if took.is_ok() {
+            self.start_one();
+        }
     }
 
     /// How long a worker may take to import the function and say ready.
@@ -130,6 +187,10 @@ impl Pool {
             // Nothing can run in no time; don't hand out (and then kill) a worker for it.
             return (Outcome::QueueTimeout { deadline_ms }, None);
         }
+        if self.permits.available_permits() == 0 {
+            // Every worker busy: one more, if the concurrency allows one not started yet.
+            self.start_deferred();
+        }
         let permit = match tokio::time::timeout_at(until, self.permits.acquire()).await {
             Ok(Ok(permit)) => permit,
             // The semaphore is never closed; treat it like a full queue if it ever is.
@@ -189,30 +250,40 @@ impl Pool {
         }
     }
 
-    /// Kills `old` and starts a replacement in the background; retries with backoff until one is up.
+    /// Kills `old` and starts a replacement in the background.
     fn replace(self: &Arc<Self>, old: Worker) {
         self.warm.fetch_sub(1, Ordering::SeqCst);
         let pool = self.clone();
+        // The old one goes first: a container at its memory limit has room for one of them.
         tokio::spawn(async move {
             old.kill().await;
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                match Worker::start(&pool.cfg, &pool.bootstrap, pool.start_timeout()).await {
-                    Ok(worker) => {
-                        pool.warm.fetch_add(1, Ordering::SeqCst);
-                        pool.put_back(worker);
-                        return;
-                    }
-                    Err(e) => {
-                        eprintln!(
-                            "lambda-agent: cannot replace a worker: {e}; retrying in {backoff:?}"
-                        );
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
+            pool.start_until_up().await;
+        });
+    }
+
+    /// Starts one more worker in the background.
+    fn start_one(self: &Arc<Self>) {
+        let pool = self.clone();
+        tokio::spawn(async move { pool.start_until_up().await });
+    }
+
+    /// Starts a worker, retrying with backoff until one is up.
+    async fn start_until_up(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match Worker::start(&self.cfg, &self.bootstrap, self.start_timeout()).await {
+                Ok(worker) => {
+                    self.warm.fetch_add(1, Ordering::SeqCst);
+                    self.put_back(worker);
+                    return;
+                }
+                Err(e) => {
+                    eprintln!("lambda-agent: cannot start a worker: {e}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
-        });
+        }
     }
 
     /// Kills the idle workers (at shutdown, once no invocation is in flight).

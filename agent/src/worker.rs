@@ -82,26 +82,37 @@ pub enum Reply {
 
 /// Writes the code copy and the bootstrap into the work directory; returns the bootstrap's path.
 pub fn prepare(cfg: &Config) -> Result<PathBuf, WorkerError> {
-    let dir = &cfg.work_dir;
-    let wd = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| WorkerError::WorkDir { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(wd(dir))?;
     let code = std::fs::read(&cfg.code).map_err(|source| WorkerError::Code {
         path: cfg.code.clone(),
         source,
     })?;
-    let code_path = dir.join(cfg.code_file_name());
-    std::fs::write(&code_path, code).map_err(wd(&code_path))?;
-    let (name, text) = match cfg.runtime {
+    let boot = write_bootstrap(cfg.runtime, &cfg.work_dir)?;
+    write_code(cfg, &code)?;
+    Ok(boot)
+}
+
+fn work_dir_error(path: &Path) -> impl FnOnce(std::io::Error) -> WorkerError + use<> {
+    let path = path.to_path_buf();
+    move |source| WorkerError::WorkDir { path, source }
+}
+
+/// Writes the runtime's bootstrap into `dir` (created if missing); returns its path.
+pub fn write_bootstrap(runtime: Runtime, dir: &Path) -> Result<PathBuf, WorkerError> {
+    std::fs::create_dir_all(dir).map_err(work_dir_error(dir))?;
+    let (name, text) = match runtime {
         Runtime::Python3 => ("bootstrap.py", PYTHON_BOOTSTRAP),
         Runtime::Node => ("bootstrap.js", NODE_BOOTSTRAP),
         Runtime::Shell => ("bootstrap.sh", SHELL_BOOTSTRAP),
     };
     let boot = dir.join(name);
-    std::fs::write(&boot, text).map_err(wd(&boot))?;
+    std::fs::write(&boot, text).map_err(work_dir_error(&boot))?;
     Ok(boot)
+}
+
+/// Writes the function's code where its workers import it from (`work_dir/<module>.py`, …).
+pub fn write_code(cfg: &Config, code: &[u8]) -> Result<(), WorkerError> {
+    let code_path = cfg.work_dir.join(cfg.code_file_name());
+    std::fs::write(&code_path, code).map_err(work_dir_error(&code_path))
 }
 
 /// The line a bootstrap writes to stderr just before each reply: everything the worker wrote
@@ -118,6 +129,8 @@ const CAPTURE_SETTLE: Duration = Duration::from_millis(200);
 /// reply went out; `init` before the first), and the capture of the running invocation.
 #[derive(Debug)]
 struct LogState {
+    /// `namespace/name` of the function (`-` for a generic worker not loaded yet).
+    function: Arc<str>,
     label: Arc<str>,
     capture: Option<Capture>,
 }
@@ -159,6 +172,15 @@ impl Capture {
 
 type LogLabel = Arc<Mutex<LogState>>;
 
+/// What a worker process is started for.
+struct Launch<'a> {
+    runtime: Runtime,
+    interpreter: &'a Path,
+    work_dir: &'a Path,
+    /// `namespace/name`, for log prefixes.
+    function: Arc<str>,
+}
+
 /// A warm interpreter process and its protocol pipes.
 #[derive(Debug)]
 pub struct Worker {
@@ -199,7 +221,48 @@ impl Worker {
                     .arg(&cfg.interpreter);
             }
         }
-        cmd.current_dir(&cfg.work_dir)
+        cmd.envs(cfg.env.iter().map(|(k, v)| (k, v)));
+        let launch = Launch {
+            runtime: cfg.runtime,
+            interpreter: &cfg.interpreter,
+            work_dir: &cfg.work_dir,
+            function: Arc::from(cfg.function_name.as_str()),
+        };
+        Worker::spawn(cmd, &launch, start_timeout).await
+    }
+
+    /// Starts a generic worker (a pool agent's): the interpreter runs its bootstrap up to the
+    /// point where it needs the function, says ready, and waits for [`Worker::load`].
+    pub async fn start_generic(
+        runtime: Runtime,
+        interpreter: &Path,
+        work_dir: &Path,
+        bootstrap: &Path,
+        start_timeout: Duration,
+    ) -> Result<Worker, WorkerError> {
+        let mut cmd = Command::new(interpreter);
+        if runtime == Runtime::Python3 {
+            cmd.args(["-B", "-s"]);
+        }
+        cmd.arg(bootstrap).arg(work_dir).arg("--generic");
+        if runtime == Runtime::Shell {
+            cmd.arg(interpreter);
+        }
+        let launch = Launch {
+            runtime,
+            interpreter,
+            work_dir,
+            function: Arc::from("-"),
+        };
+        Worker::spawn(cmd, &launch, start_timeout).await
+    }
+
+    async fn spawn(
+        mut cmd: Command,
+        launch: &Launch<'_>,
+        start_timeout: Duration,
+    ) -> Result<Worker, WorkerError> {
+        cmd.current_dir(launch.work_dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -207,8 +270,8 @@ impl Worker {
             .process_group(0)
             .kill_on_drop(true);
         let spawn_err = |source| WorkerError::Spawn {
-            runtime: cfg.runtime,
-            interpreter: cfg.interpreter.clone(),
+            runtime: launch.runtime,
+            interpreter: launch.interpreter.to_path_buf(),
             source,
         };
         let mut child = cmd.spawn().map_err(spawn_err)?;
@@ -219,16 +282,13 @@ impl Worker {
             return Err(spawn_err(std::io::Error::other("missing stdio pipe")));
         };
         let label: LogLabel = Arc::new(Mutex::new(LogState {
+            function: launch.function.clone(),
             label: Arc::from("init"),
             capture: None,
         }));
-        tokio::spawn(forward_stderr(
-            stderr,
-            cfg.function_name.clone(),
-            label.clone(),
-        ));
+        tokio::spawn(forward_stderr(stderr, label.clone()));
         let scratch =
-            (cfg.runtime == Runtime::Shell).then(|| cfg.work_dir.join(format!("run.{pid}")));
+            (launch.runtime == Runtime::Shell).then(|| launch.work_dir.join(format!("run.{pid}")));
         let mut worker = Worker {
             child,
             pid,
@@ -239,21 +299,44 @@ impl Worker {
             label,
             scratch,
         };
-        match tokio::time::timeout(start_timeout, worker.read_header(0)).await {
-            Ok(Ok(Header::Ready)) => Ok(worker),
-            Ok(Ok(other)) => {
-                worker.kill().await;
-                Err(FrameError::BadHeader(format!("expected ready, got {other:?}")).into())
-            }
-            Ok(Err(e)) => {
+        match worker.expect_ready(start_timeout).await {
+            Ok(()) => Ok(worker),
+            Err(e) => {
                 worker.kill().await;
                 Err(e)
             }
-            Err(_) => {
-                worker.kill().await;
-                Err(WorkerError::StartTimeout(start_timeout.as_millis()))
-            }
         }
+    }
+
+    /// Reads the `ready` frame within `within`.
+    async fn expect_ready(&mut self, within: Duration) -> Result<(), WorkerError> {
+        match tokio::time::timeout(within, self.read_header(0)).await {
+            Ok(Ok(Header::Ready)) => Ok(()),
+            Ok(Ok(other)) => {
+                Err(FrameError::BadHeader(format!("expected ready, got {other:?}")).into())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(WorkerError::StartTimeout(within.as_millis())),
+        }
+    }
+
+    /// Specialises a generic worker: sends the `load` frame (see [`crate::frame`]) and waits
+    /// until the worker imported the function and said ready again. The caller kills the
+    /// worker when this fails.
+    pub async fn load(
+        &mut self,
+        function: &str,
+        payload: &[u8],
+        within: Duration,
+    ) -> Result<(), WorkerError> {
+        if let Ok(mut state) = self.label.lock() {
+            state.function = Arc::from(function);
+        }
+        frame::encode_load(&mut self.frame, payload);
+        if let Err(e) = self.stdin.write_all(&self.frame).await {
+            return Err(self.exited_or(e.into()));
+        }
+        self.expect_ready(within).await
     }
 
     /// The worker's process id.
@@ -364,7 +447,7 @@ impl Worker {
 
 /// Copies a worker's stderr (the function's logs) to the agent's, one line at a time, each prefixed with
 /// the function and the invocation that was running.
-async fn forward_stderr(stderr: tokio::process::ChildStderr, function: String, label: LogLabel) {
+async fn forward_stderr(stderr: tokio::process::ChildStderr, label: LogLabel) {
     let mut reader = BufReader::new(stderr);
     let mut line = Vec::with_capacity(256);
     let mut out = Vec::with_capacity(256);
@@ -379,7 +462,7 @@ async fn forward_stderr(stderr: tokio::process::ChildStderr, function: String, l
             Some(text) => (text, true),
             None => (&line[..], false),
         };
-        let id = match label.lock() {
+        let (function, id) = match label.lock() {
             Ok(mut state) => {
                 let capture = state.capture.as_mut().filter(|c| c.ended.is_some());
                 if let Some(c) = capture {
@@ -388,9 +471,9 @@ async fn forward_stderr(stderr: tokio::process::ChildStderr, function: String, l
                         let _ = tx.send(());
                     }
                 }
-                state.label.clone()
+                (state.function.clone(), state.label.clone())
             }
-            Err(_) => Arc::from("?"),
+            Err(_) => (Arc::from("?"), Arc::from("?")),
         };
         if text.is_empty() {
             continue;

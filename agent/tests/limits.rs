@@ -54,7 +54,7 @@ fn overrun_is_killed_and_the_next_call_succeeds() {
     }
     assert!(!proc.exists(), "worker {pid} still alive");
     let r = agent.invoke("{}");
-    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), agent.log_text());
     assert_ne!(r.json()["pid"].as_i64().unwrap(), pid);
 
     // The caller's deadline applies when it is shorter than the function's timeout.
@@ -256,7 +256,7 @@ fn healthz_is_503_until_the_workers_are_warm() {
     let r = request(agent.port, "GET", "/healthz", &[], b"").unwrap();
     assert_eq!(
         r.json(),
-        json!({"status": "ok", "runtime": "python3", "workers": 1, "busy": 0})
+        json!({"status": "ok", "runtime": "python3", "workers": 1, "busy": 0, "function": "tests/fn"})
     );
     let nobody = common::free_port();
     assert!(

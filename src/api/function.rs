@@ -119,6 +119,10 @@ pub struct FunctionAutoscaling {
     /// from zero, every replica busy); past it, 503 with `Retry-After` (1–100000).
     #[serde(default = "default_max_held")]
     pub max_held_requests: u32,
+    /// A call to the function at zero may be served by a container of a matching `WarmPool`,
+    /// specialised for it, while its own replica starts (false: always wait for a Swarm task).
+    #[serde(default = "yes")]
+    pub warm_pool: bool,
 }
 
 fn default_utilization() -> f64 {
@@ -145,6 +149,7 @@ impl Default for FunctionAutoscaling {
             panic_window_seconds: default_panic_window(),
             panic_threshold: default_panic_threshold(),
             max_held_requests: default_max_held(),
+            warm_pool: true,
         }
     }
 }

@@ -8,6 +8,7 @@ use super::node::NodeSpec;
 use super::nodepool::NodePoolSpec;
 use super::object::{Object, Resource};
 use super::snapshot::SnapshotImageSpec;
+use super::warmpool::WarmPoolSpec;
 
 /// The kinds this API serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -18,17 +19,19 @@ pub enum Kind {
     SnapshotImage,
     EventSource,
     Event,
+    WarmPool,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Function,
         Kind::NodePool,
         Kind::Node,
         Kind::SnapshotImage,
         Kind::EventSource,
         Kind::Event,
+        Kind::WarmPool,
     ];
 
     /// `Function`, `NodePool`, …
@@ -40,6 +43,7 @@ impl Kind {
             Kind::SnapshotImage => SnapshotImageSpec::KIND,
             Kind::EventSource => EventSourceSpec::KIND,
             Kind::Event => EventSpec::KIND,
+            Kind::WarmPool => WarmPoolSpec::KIND,
         }
     }
 
@@ -52,6 +56,7 @@ impl Kind {
             Kind::SnapshotImage => SnapshotImageSpec::PLURAL,
             Kind::EventSource => EventSourceSpec::PLURAL,
             Kind::Event => EventSpec::PLURAL,
+            Kind::WarmPool => WarmPoolSpec::PLURAL,
         }
     }
 
@@ -63,6 +68,7 @@ impl Kind {
             Kind::SnapshotImage => SnapshotImageSpec::SHORT,
             Kind::EventSource => EventSourceSpec::SHORT,
             Kind::Event => EventSpec::SHORT,
+            Kind::WarmPool => WarmPoolSpec::SHORT,
         }
     }
 
@@ -107,6 +113,7 @@ pub enum AnyObject {
     SnapshotImage(Object<SnapshotImageSpec>),
     EventSource(Object<EventSourceSpec>),
     Event(Object<EventSpec>),
+    WarmPool(Object<WarmPoolSpec>),
 }
 
 /// Runs `$body` with `$obj` bound to the typed object inside an [`AnyObject`], and `$K` to its
@@ -121,6 +128,7 @@ macro_rules! with_any_object {
             $crate::api::AnyObject::SnapshotImage($obj) => $body,
             $crate::api::AnyObject::EventSource($obj) => $body,
             $crate::api::AnyObject::Event($obj) => $body,
+            $crate::api::AnyObject::WarmPool($obj) => $body,
         }
     };
 }
@@ -154,6 +162,10 @@ macro_rules! with_kind {
                 type $K = $crate::api::EventSpec;
                 $body
             }
+            $crate::api::Kind::WarmPool => {
+                type $K = $crate::api::WarmPoolSpec;
+                $body
+            }
         }
     };
 }
@@ -168,6 +180,7 @@ impl AnyObject {
             AnyObject::SnapshotImage(_) => Kind::SnapshotImage,
             AnyObject::EventSource(_) => Kind::EventSource,
             AnyObject::Event(_) => Kind::Event,
+            AnyObject::WarmPool(_) => Kind::WarmPool,
         }
     }
 
@@ -208,6 +221,7 @@ into_any!(NodeSpec, Node);
 into_any!(SnapshotImageSpec, SnapshotImage);
 into_any!(EventSourceSpec, EventSource);
 into_any!(EventSpec, Event);
+into_any!(WarmPoolSpec, WarmPool);
 
 #[cfg(test)]
 mod tests {
@@ -232,6 +246,9 @@ mod tests {
             ("es", Kind::EventSource),
             ("events", Kind::Event),
             ("ev", Kind::Event),
+            ("warmpools", Kind::WarmPool),
+            ("wp", Kind::WarmPool),
+            ("pools", Kind::WarmPool),
         ] {
             assert_eq!(Kind::from_alias(a), Some(k), "{a}");
         }

@@ -14,6 +14,7 @@ pub mod schema;
 pub mod snapshot;
 pub mod trigger;
 pub mod validation;
+pub mod warmpool;
 
 pub use event::{EventSpec, EventStatus, EventType, InvolvedObject};
 pub use eventsource::{EventSourceSpec, EventSourceStatus};
@@ -25,6 +26,7 @@ pub use nodepool::{NodePoolSpec, NodePoolStatus};
 pub use object::{API_VERSION, Object, ObjectKey, Resource};
 pub use snapshot::{SnapshotImageSpec, SnapshotImageStatus};
 pub use validation::{FieldError, FieldErrors};
+pub use warmpool::{WarmPoolSpec, WarmPoolStatus};
 
 /// A function object.
 pub type Function = Object<FunctionSpec>;
@@ -38,3 +40,5 @@ pub type Event = Object<EventSpec>;
 pub type EventSource = Object<EventSourceSpec>;
 /// A snapshot image object.
 pub type SnapshotImage = Object<SnapshotImageSpec>;
+/// A warm pool object.
+pub type WarmPool = Object<WarmPoolSpec>;

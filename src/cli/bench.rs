@@ -57,8 +57,10 @@ pub enum BenchCommand {
         #[command(flatten)]
         pool: PoolBenchArgs,
     },
-    /// Time to the first response from zero per runtime, through a Swarm task start, vs.
-    /// what Swarm took for that task and a warm call, in the same run (needs `lambda up`).
+    /// Time to the first response from zero per runtime, through a warm pool container and
+    /// through a Swarm task start, vs. their floors in the same run (specialise + invoke
+    /// straight through an agent, Swarm's own task start, `docker run` of the image) and a
+    /// warm call (needs `lambda up`).
     Coldstart {
         /// Gateway URL [default: the context's, else http://127.0.0.1:8080].
         #[arg(long, env = "LAMBDA_GATEWAY")]
@@ -70,8 +72,8 @@ pub enum BenchCommand {
         #[arg(long, env = "DOCKER_HOST")]
         docker_host: Option<String>,
         /// Runtimes to measure; each must be in the workers' images (`lambda up`'s snapshot
-        /// bakes python3 and shell).
-        #[arg(long, value_delimiter = ',', default_value = "python3,shell")]
+        /// bakes all three).
+        #[arg(long, value_delimiter = ',', default_value = "python3,node,shell")]
         runtimes: Vec<String>,
         #[arg(long, default_value_t = 5)]
         rounds: usize,

@@ -14,7 +14,8 @@ mod get;
 mod invoke;
 mod listener;
 mod logs;
-mod output;
+pub(crate) mod output;
+mod secret;
 mod up;
 mod wait;
 mod watch;
@@ -363,6 +364,9 @@ pub enum Command {
     /// Manage the gateway's API keys.
     #[command(subcommand)]
     Apikey(invoke::ApiKeyCommand),
+    /// Manage the platform's secrets of a namespace (given to functions in `spec.secrets`).
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
     /// Invoke a function through the gateway and print its result.
     Invoke(invoke::InvokeArgs),
     /// Print (and with -f follow) the logs of a function's replicas.
@@ -464,6 +468,7 @@ pub async fn run(mut cli: Cli) -> Result<()> {
         Command::Gateway(args) => invoke::gateway(g, args).await,
         Command::Events(args) => listener::run(g, args).await,
         Command::Apikey(cmd) => invoke::apikey(g, cmd).await,
+        Command::Secret(cmd) => secret::run(g, cmd).await,
         Command::Invoke(args) => invoke::invoke(g, args).await,
         Command::Logs(args) => logs::run(g, args).await,
         Command::Executions(args) => executions::list(g, args).await,

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use crate::api::{
     ConditionStatus, Conditions, EventSourceSpec, FunctionSpec, NodePoolSpec, NodeSpec, Object,
-    Resource, SnapshotImageSpec,
+    Resource, SnapshotImageSpec, WarmPoolSpec,
 };
 
 /// What `get` prints for a kind beyond NAME/READY/STATUS/AGE.
@@ -12,6 +12,14 @@ pub trait Printable: Resource {
     /// The READY column: `ready/desired` for scalable kinds, the Ready condition otherwise.
     fn ready(obj: &Object<Self>) -> String {
         ready_condition(obj)
+    }
+    /// Columns shown always, between STATUS and AGE (none for most kinds).
+    fn extra_headers() -> &'static [&'static str] {
+        &[]
+    }
+    /// Values of [`Printable::extra_headers`].
+    fn extra(_obj: &Object<Self>) -> Vec<String> {
+        Vec::new()
     }
     /// Extra headers of `-o wide`.
     fn wide_headers() -> &'static [&'static str];
@@ -25,6 +33,17 @@ fn ready_condition<K: Resource>(obj: &Object<K>) -> String {
         .and_then(|s| s.condition("Ready"))
         .map(|c| c.status.to_string())
         .unwrap_or_else(|| "Unknown".into())
+}
+
+/// Replica addresses, comma-separated.
+fn endpoints(e: &[crate::api::function::Endpoint]) -> String {
+    if e.is_empty() {
+        return "<none>".into();
+    }
+    e.iter()
+        .map(|e| e.address.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn opt(s: &Option<String>) -> String {
@@ -59,15 +78,7 @@ impl Printable for FunctionSpec {
                     )
                 },
             ),
-            if s.endpoints.is_empty() {
-                "<none>".into()
-            } else {
-                s.endpoints
-                    .iter()
-                    .map(|e| e.address.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            },
+            endpoints(&s.endpoints),
         ]
     }
 }
@@ -166,6 +177,36 @@ impl Printable for EventSourceSpec {
     }
 }
 
+impl Printable for WarmPoolSpec {
+    fn ready(obj: &Object<Self>) -> String {
+        let s = obj.status.clone().unwrap_or_default();
+        format!("{}/{}", s.ready_replicas, obj.spec.replicas)
+    }
+    fn extra_headers() -> &'static [&'static str] {
+        &["RUNTIME", "MEMORY", "IDLE", "CLAIMED"]
+    }
+    fn extra(obj: &Object<Self>) -> Vec<String> {
+        let s = obj.status.clone().unwrap_or_default();
+        vec![
+            obj.spec.runtime.as_str().into(),
+            format!("{}Mi", obj.spec.memory_mb),
+            s.idle.to_string(),
+            s.claimed.to_string(),
+        ]
+    }
+    fn wide_headers() -> &'static [&'static str] {
+        &["CPU", "WORKERS", "ENDPOINTS"]
+    }
+    fn wide(obj: &Object<Self>) -> Vec<String> {
+        let s = obj.status.clone().unwrap_or_default();
+        vec![
+            format!("{}m", obj.spec.cpu_millis),
+            obj.spec.workers.to_string(),
+            endpoints(&s.endpoints),
+        ]
+    }
+}
+
 /// The STATUS column: Terminating, Ready, the Ready condition's reason, or Pending.
 pub fn status_word<K: Resource>(obj: &Object<K>) -> String {
     if obj.is_deleting() {
@@ -199,7 +240,9 @@ pub fn headers<K: Printable>(wide: bool, with_namespace: bool) -> Vec<String> {
     if with_namespace {
         h.push("NAMESPACE".into());
     }
-    h.extend(["NAME", "READY", "STATUS", "AGE"].map(String::from));
+    h.extend(["NAME", "READY", "STATUS"].map(String::from));
+    h.extend(K::extra_headers().iter().map(|s| s.to_string()));
+    h.push("AGE".into());
     if wide {
         h.extend(K::wide_headers().iter().map(|s| s.to_string()));
     }
@@ -215,6 +258,7 @@ pub fn row<K: Printable>(obj: &Object<K>, wide: bool, with_namespace: bool) -> V
     r.push(obj.metadata.name.clone());
     r.push(K::ready(obj));
     r.push(status_word(obj));
+    r.extend(K::extra(obj));
     r.push(age(obj.metadata.creation_timestamp));
     if wide {
         r.extend(K::wide(obj));

@@ -205,7 +205,9 @@ pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
             crate::api::Kind::Function => {
                 functions.push((m.namespace().to_string(), m.name.clone()))
             }
-            k @ (crate::api::Kind::NodePool | crate::api::Kind::SnapshotImage) => {
+            k @ (crate::api::Kind::NodePool
+            | crate::api::Kind::SnapshotImage
+            | crate::api::Kind::WarmPool) => {
                 infra.push((k, m.namespace().to_string(), m.name.clone()))
             }
             _ => {}
@@ -222,6 +224,11 @@ pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
             let ready = match kind {
                 crate::api::Kind::NodePool => store
                     .get::<crate::api::NodePoolSpec>(ns, name)
+                    .await?
+                    .status
+                    .and_then(|s| s.condition("Ready").cloned()),
+                crate::api::Kind::WarmPool => store
+                    .get::<crate::api::WarmPoolSpec>(ns, name)
                     .await?
                     .status
                     .and_then(|s| s.condition("Ready").cloned()),
@@ -376,6 +383,8 @@ pub async fn down(g: &GlobalArgs, args: DownArgs) -> Result<()> {
                 }
             }
         }
+        step("deleting warm pools");
+        delete_all::<crate::api::WarmPoolSpec>(&store).await;
         step("deleting node pools (workers drained, VMs deleted) and snapshot images");
         delete_all::<crate::api::NodePoolSpec>(&store).await;
         delete_all::<crate::api::SnapshotImageSpec>(&store).await;

@@ -59,7 +59,7 @@ async fn invoke(
     // One table lookup per request: the route serves both forwarding and its metric handles.
     let route = route_with_endpoints(&gw, &ns, &name).await;
     let result = match &route {
-        Ok(r) => forward(&gw, r, &id, req).await,
+        Ok((r, _)) => forward(&gw, r, &id, req).await,
         Err(e) => Err(e.clone()),
     };
     let (status, mut resp) = match result {
@@ -74,18 +74,27 @@ async fn invoke(
     if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", elapsed.as_secs_f64() * 1000.0)) {
         h.insert("x-lambda-duration-ms", v);
     }
+    if let Ok((_, Some(path))) = &route {
+        h.insert("x-lambda-cold-start", HeaderValue::from_static(path));
+    }
     match &route {
-        Ok(r) => r.metrics.observe(status.as_u16(), elapsed),
+        Ok((r, _)) => r.metrics.observe(status.as_u16(), elapsed),
         Err(_) => gw.metrics.observe(&ns, &name, status.as_u16(), elapsed),
     }
     resp
 }
 
-/// The function's route once it has a ready replica. A request to a function without one is
-/// held until one is Ready (a replica starting, a node booting for it), for as long as the
-/// function's own timeout allows — unless no pool can ever take a replica (`NoPoolFits`), which
-/// no wait mends: then 503 at once.
-async fn route_with_endpoints(gw: &Gateway, ns: &str, name: &str) -> Result<Arc<Route>, HttpError> {
+/// The function's route once it has a ready replica, and how the request got one when it had
+/// to wait (`pool`: a warm pool container specialised for it; `swarm`: its own replica
+/// started). A request to a function without one is held until one is Ready (a warm pool
+/// container specialised at once, or a replica starting, a node booting for it), for as long
+/// as the function's own timeout allows — unless no pool can ever take a replica
+/// (`NoPoolFits`), which no wait mends: then 503 at once.
+async fn route_with_endpoints(
+    gw: &Arc<Gateway>,
+    ns: &str,
+    name: &str,
+) -> Result<(Arc<Route>, Option<&'static str>), HttpError> {
     // Held (counted as such, so the autoscaler sees demand for a function at zero) since when.
     let mut held: Option<(Held, Instant)> = None;
     loop {
@@ -101,15 +110,23 @@ async fn route_with_endpoints(gw: &Gateway, ns: &str, name: &str) -> Result<Arc<
                 ));
             }
             Some(r) if !r.endpoints.is_empty() => {
-                match &held {
+                let path = match &held {
                     // Held until a first replica was ready: a cold start.
-                    Some((_, since)) => r
-                        .metrics
-                        .cold_start_swarm
-                        .observe(since.elapsed().as_secs_f64()),
-                    None => r.load.arrived(),
-                }
-                return Ok(r);
+                    Some((_, since)) => {
+                        let (histogram, path) = if r.warm {
+                            (&r.metrics.cold_start_pool, "pool")
+                        } else {
+                            (&r.metrics.cold_start_swarm, "swarm")
+                        };
+                        histogram.observe(since.elapsed().as_secs_f64());
+                        Some(path)
+                    }
+                    None => {
+                        r.load.arrived();
+                        None
+                    }
+                };
+                return Ok((r, path));
             }
             Some(r)
                 if r.unplaced.as_ref().is_some_and(|(reason, _)| {
@@ -126,12 +143,14 @@ async fn route_with_endpoints(gw: &Gateway, ns: &str, name: &str) -> Result<Arc<
                         let Some((h, first)) = r.load.hold(r.max_held) else {
                             return Err(too_many_held(&r));
                         };
+                        let now = Instant::now();
                         if first {
                             // The first request for a function at zero: the autoscaler hears
-                            // of it now, not at the next report.
+                            // of it now, not at the next report, and a warm pool container is
+                            // specialised for it meanwhile if one fits.
                             gw.load_wake.notify_one();
+                            super::warm::Warm::activate(gw, ns, name, now);
                         }
-                        let now = Instant::now();
                         held = Some((h, now));
                         now
                     }
@@ -324,6 +343,9 @@ pub(crate) async fn to_replica(
                 route.timeout.as_millis().to_string(),
             )
             .header("x-lambda-log-type", if logs { "Tail" } else { "None" })
+            // The agent refuses a call meant for another function (a pool container serves
+            // the one it was specialised for only).
+            .header("x-lambda-function", route.agent_name.as_ref())
             .body(Full::new(body.clone()))
             .map_err(|e| {
                 HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string())

@@ -23,12 +23,19 @@ struct FunctionLabels {
     function: String,
 }
 
-/// `path`: how the first replica came (`swarm`: a Swarm task started for it).
+/// `path`: how the first replica came (`swarm`: a Swarm task started for it; `pool`: a warm
+/// pool container specialised for it).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ColdStartLabels {
     namespace: String,
     function: String,
     path: &'static str,
+}
+
+/// `outcome` of an attempt to serve a cold start from a warm pool.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WarmLabels {
+    outcome: &'static str,
 }
 
 /// The gateway's metrics registry.
@@ -39,6 +46,8 @@ pub struct GatewayMetrics {
     submissions: Family<InvocationLabels, Counter>,
     submit_duration: Family<FunctionLabels, Histogram>,
     cold_starts: Family<ColdStartLabels, Histogram>,
+    warm: Family<WarmLabels, Counter>,
+    specialise: Histogram,
 }
 
 impl Default for GatewayMetrics {
@@ -73,16 +82,30 @@ impl Default for GatewayMetrics {
             submit_duration.clone(),
         );
         let cold_starts = Family::<ColdStartLabels, Histogram>::new_with_constructor(|| {
-            // 10 ms … ~5 min.
-            Histogram::new(exponential_buckets(0.01, 2.0, 15))
+            // 2 ms … ~4 min: a pool start takes milliseconds, a node's boot minutes.
+            Histogram::new(exponential_buckets(0.002, 2.0, 18))
         });
         registry.register(
             "lambda_gateway_cold_start_seconds",
             "Time a request was held until its function had a ready replica, by how it came",
             cold_starts.clone(),
         );
+        let warm = Family::<WarmLabels, Counter>::default();
+        registry.register(
+            "lambda_gateway_warm_pool_activations",
+            "Cold starts the gateway tried to serve from a warm pool, by outcome (specialised, no_pool, no_idle, ineligible, failed)",
+            warm.clone(),
+        );
+        let specialise = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "lambda_gateway_warm_pool_specialise_seconds",
+            "Time from a held request to a warm pool container specialised for its function (claim included)",
+            specialise.clone(),
+        );
         GatewayMetrics {
             registry: Mutex::new(registry),
+            warm,
+            specialise,
             invocations,
             duration,
             submissions,
@@ -102,6 +125,8 @@ pub struct RouteMetrics {
     duration: Histogram,
     /// Held requests that got a replica started through Swarm.
     pub cold_start_swarm: Histogram,
+    /// Held requests that got a warm pool container specialised for them.
+    pub cold_start_pool: Histogram,
 }
 
 impl RouteMetrics {
@@ -136,15 +161,29 @@ impl GatewayMetrics {
                     function: name.into(),
                 })
                 .clone(),
-            cold_start_swarm: self
-                .cold_starts
-                .get_or_create(&ColdStartLabels {
-                    namespace: ns.into(),
-                    function: name.into(),
-                    path: "swarm",
-                })
-                .clone(),
+            cold_start_swarm: self.cold_start(ns, name, "swarm"),
+            cold_start_pool: self.cold_start(ns, name, "pool"),
         }
+    }
+
+    fn cold_start(&self, ns: &str, name: &str, path: &'static str) -> Histogram {
+        self.cold_starts
+            .get_or_create(&ColdStartLabels {
+                namespace: ns.into(),
+                function: name.into(),
+                path,
+            })
+            .clone()
+    }
+
+    /// Counts one attempt to serve a cold start from a warm pool.
+    pub fn warm_outcome(&self, outcome: &'static str) {
+        self.warm.get_or_create(&WarmLabels { outcome }).inc();
+    }
+
+    /// Records how long a specialisation took (from the held request).
+    pub fn warm_specialised(&self, took: Duration) {
+        self.specialise.observe(took.as_secs_f64());
     }
 
     /// Records one invocation.

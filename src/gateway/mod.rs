@@ -15,6 +15,7 @@ pub mod load;
 mod metrics;
 mod openapi;
 mod table;
+pub mod warm;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,6 +81,8 @@ pub struct Gateway {
     /// Woken when a request is held for a function with none held yet: the load reporter
     /// publishes at once.
     pub load_wake: tokio::sync::Notify,
+    /// Warm pools and the containers this gateway specialised from them.
+    pub warm: warm::Warm,
 }
 
 impl Gateway {
@@ -112,6 +115,7 @@ impl Gateway {
             openapi: openapi::document(),
             unwritten: Default::default(),
             load_wake: tokio::sync::Notify::new(),
+            warm: warm::Warm::default(),
         })
     }
 
@@ -257,8 +261,10 @@ pub async fn run(
 ) -> Result<(), GatewayError> {
     let gw = Gateway::with_broker(store, !cfg.insecure_no_auth, cfg.amqp_url.clone());
     tokio::spawn(gw.clone().follow_functions());
+    tokio::spawn(warm::follow_pools(gw.clone()));
     let reporting = tokio_util::sync::CancellationToken::new();
     let reporter = tokio::spawn(load::report(gw.clone(), "gateway", reporting.clone()));
+    let releaser = tokio::spawn(warm::release_loop(gw.clone(), reporting.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| GatewayError::Listen {
@@ -285,5 +291,7 @@ pub async fn run(
         .map_err(|source| GatewayError::Listen { addr, source });
     reporting.cancel();
     let _ = reporter.await;
+    // Warm containers this gateway holds go back (exit, refilled by Swarm) before it ends.
+    let _ = releaser.await;
     served
 }

@@ -43,6 +43,8 @@ impl Endpoint {
 pub struct Route {
     pub namespace: String,
     pub name: String,
+    /// `namespace/name`, as agents know the function (`X-Lambda-Function`).
+    pub agent_name: axum::http::HeaderValue,
     pub timeout: Duration,
     pub max_payload: usize,
     /// Invocations one replica serves at once.
@@ -62,6 +64,9 @@ pub struct Route {
     /// Waiters and load counters, shared by every version of the route (they survive
     /// status updates).
     pub load: Arc<RouteLoad>,
+    /// Its one endpoint is a warm pool container specialised for it (the function has no
+    /// ready replica of its own yet).
+    pub warm: bool,
 }
 
 /// A function's load as this process sees it, beyond the in-flight counts of its endpoints:
@@ -229,7 +234,19 @@ impl Route {
 pub struct Table {
     /// namespace → name → route: lookups by `&str`, without building a key per request.
     routes: RwLock<HashMap<String, HashMap<String, Arc<Route>>>>,
+    /// `namespace/name` → the warm pool container specialised for that function: used while
+    /// the function has no ready replica of its own, and only for the incarnation (uid) and
+    /// generation it was specialised with.
+    warm: RwLock<HashMap<String, WarmEndpoint>>,
     pub changed: tokio::sync::Notify,
+}
+
+/// A warm pool container serving one function incarnation and generation.
+#[derive(Debug, Clone)]
+struct WarmEndpoint {
+    uid: String,
+    generation: i64,
+    endpoint: Arc<Endpoint>,
 }
 
 impl Table {
@@ -243,14 +260,57 @@ impl Table {
             .cloned()
     }
 
+    /// Routes `f` to `endpoint` (a warm pool container specialised for it) while it has no
+    /// replica of its own, or stops doing so (`None`); `f` is its latest state.
+    pub fn set_warm(
+        &self,
+        f: &Function,
+        endpoint: Option<Arc<Endpoint>>,
+        metrics: &super::metrics::GatewayMetrics,
+    ) {
+        let key = format!("{}/{}", f.metadata.namespace(), f.metadata.name);
+        {
+            let mut warm = self.warm.write().unwrap_or_else(|p| p.into_inner());
+            match endpoint {
+                Some(endpoint) => warm.insert(
+                    key,
+                    WarmEndpoint {
+                        uid: f.metadata.uid.clone().unwrap_or_default(),
+                        generation: f.generation(),
+                        endpoint,
+                    },
+                ),
+                None => warm.remove(&key),
+            };
+        }
+        self.upsert(f, metrics);
+    }
+
+    /// Forgets a warm endpoint of a function that is gone (nothing to re-route).
+    pub fn clear_warm(&self, ns: &str, name: &str) {
+        self.warm
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&format!("{ns}/{name}"));
+    }
+
+    /// The warm endpoint `f` may use now, if any.
+    fn warm_for(&self, f: &Function) -> Option<Arc<Endpoint>> {
+        let warm = self.warm.read().unwrap_or_else(|p| p.into_inner());
+        let w = warm.get(&format!("{}/{}", f.metadata.namespace(), f.metadata.name))?;
+        (Some(w.uid.as_str()) == f.metadata.uid.as_deref() && w.generation == f.generation())
+            .then(|| w.endpoint.clone())
+    }
+
     /// Installs the route of a function from its latest state, keeping the in-flight counts
     /// of endpoints that stay (same task, same address).
     pub fn upsert(&self, f: &Function, metrics: &super::metrics::GatewayMetrics) {
         let (ns, name) = (f.metadata.namespace(), f.metadata.name.as_str());
+        let warm = self.warm_for(f);
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
         let old = routes.get(ns).and_then(|m| m.get(name)).cloned();
         let status = f.status.clone().unwrap_or_default();
-        let endpoints = status
+        let mut endpoints: Vec<Arc<Endpoint>> = status
             .endpoints
             .iter()
             .map(|e| {
@@ -264,11 +324,21 @@ impl Table {
                     .unwrap_or_else(|| Arc::new(Endpoint::new(&e.address, &e.task_id)))
             })
             .collect();
+        // Its own replicas first: the warm container only stands in until one is ready.
+        let warm = match warm {
+            Some(w) if endpoints.is_empty() => {
+                endpoints.push(w);
+                true
+            }
+            _ => false,
+        };
         routes.entry(ns.to_string()).or_default().insert(
             name.to_string(),
             Arc::new(Route {
                 namespace: f.metadata.namespace().to_string(),
                 name: f.metadata.name.clone(),
+                agent_name: axum::http::HeaderValue::from_str(&format!("{ns}/{name}"))
+                    .unwrap_or_else(|_| axum::http::HeaderValue::from_static("-")),
                 timeout: Duration::from_secs(u64::from(f.spec.timeout_seconds)),
                 max_payload: f.spec.max_payload_bytes as usize,
                 concurrency: f.spec.concurrency.max(1) as usize,
@@ -284,6 +354,7 @@ impl Table {
                     .as_ref()
                     .map_or_else(Default::default, |o| o.load.clone()),
                 max_held: f.spec.autoscaling.max_held_requests.max(1) as usize,
+                warm,
             }),
         );
         drop(routes);
@@ -337,6 +408,7 @@ mod tests {
         Route {
             namespace: "default".into(),
             name: "f".into(),
+            agent_name: axum::http::HeaderValue::from_static("default/f"),
             timeout: Duration::from_secs(1),
             max_payload: 10,
             concurrency,
@@ -349,6 +421,7 @@ mod tests {
             cursor: AtomicUsize::new(0),
             load: Default::default(),
             max_held: 10,
+            warm: false,
         }
     }
 

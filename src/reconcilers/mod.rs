@@ -11,6 +11,8 @@ pub mod nodepool;
 pub mod scaler;
 pub mod schedule;
 pub mod snapshot;
+pub mod warmpool;
+pub mod workload;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +67,14 @@ pub async fn run_all(
         match cfg.functions.clone() {
             Some(f) => {
                 tokio::join!(
-                    function::run(store.clone(), metrics.clone(), &cfg, f, stop.clone()),
+                    function::run(
+                        store.clone(),
+                        metrics.clone(),
+                        &cfg,
+                        f.clone(),
+                        stop.clone()
+                    ),
+                    warmpool::run(store.clone(), metrics.clone(), &cfg, f, stop.clone()),
                     scaler::run(store.clone(), metrics.clone(), &cfg, stop.clone()),
                 );
             }

@@ -5,6 +5,7 @@ mod batch;
 mod codec;
 mod config;
 mod keys;
+pub mod secrets;
 mod status;
 mod watch;
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use base64::Engine;
-use bollard::models::{Config, ConfigSpec, Secret};
+use bollard::models::{Config, ConfigSpec, Secret, SecretSpec};
 use bollard::query_parameters::{ListConfigsOptionsBuilder, ListSecretsOptionsBuilder};
 
 use super::{Swarm, SwarmError, labels};
@@ -73,6 +73,33 @@ impl Swarm {
                 e if e.is_not_found() => Ok(()),
                 e => Err(e),
             },
+        }
+    }
+
+    /// Creates secret `name` holding `data`, or returns the id of the secret of that name when
+    /// it exists (the platform names secrets after their content's hash, as configs).
+    pub async fn ensure_secret(
+        &self,
+        name: &str,
+        data: &[u8],
+        labels: HashMap<String, String>,
+    ) -> Result<String, SwarmError> {
+        let object = format!("secret {name}");
+        let spec = SecretSpec {
+            name: Some(name.to_string()),
+            labels: Some(labels),
+            data: Some(base64::engine::general_purpose::STANDARD.encode(data)),
+            ..Default::default()
+        };
+        match self.docker.create_secret(spec).await {
+            Ok(r) => Ok(r.id),
+            Err(e) => {
+                let e = SwarmError::from_bollard("create", &object, e);
+                if !e.is_conflict() {
+                    return Err(e);
+                }
+                self.find_secret(name).await?.ok_or(e)
+            }
         }
     }
 

@@ -106,10 +106,14 @@ impl Platform {
     }
 
     pub fn apply(&self, name: &str, spec: &str) {
+        self.apply_kind("Function", &self.ns, name, spec);
+    }
+
+    /// `lambda apply` of one object of `kind` in namespace `ns`.
+    pub fn apply_kind(&self, kind: &str, ns: &str, name: &str, spec: &str) {
         let spec: String = spec.lines().map(|l| format!("  {l}\n")).collect();
         let yaml = format!(
-            "apiVersion: lambda/v1alpha1\nkind: Function\nmetadata:\n  name: {name}\n  namespace: {}\nspec:\n{spec}",
-            self.ns
+            "apiVersion: lambda/v1alpha1\nkind: {kind}\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{spec}"
         );
         let (ok, out, err) = lambda(&self.etcd, &["apply", "-f", "-"], Some(&yaml));
         assert!(ok, "lambda apply: {out}{err}");

@@ -1,11 +1,16 @@
 // The lambda-agent's node worker: loads the function's module once, then answers framed requests
-// (see the agent's frame.rs) one at a time. argv: CODE_DIR FILE EXPORT FUNCTION_NAME MEMORY_MB
+// (see the agent's frame.rs) one at a time. argv: CODE_DIR FILE EXPORT FUNCTION_NAME MEMORY_MB, or
+// CODE_DIR --generic for a pool agent's generic worker: node starts, says ready, and learns its
+// function (and its environment) from one `load` frame before loading it.
 'use strict';
 const fs = require('fs');
 const path = require('path');
 const { pathToFileURL } = require('url');
 
-const [codeDir, file, exportName, functionName, memoryMb] = process.argv.slice(2);
+const argv = process.argv.slice(2);
+const codeDir = argv[0];
+const generic = argv[1] === '--generic';
+let [file, exportName, functionName, memoryMb] = generic ? [] : argv.slice(1);
 
 // The protocol owns the stdout pipe: user output (console.log, process.stdout.write) goes to stderr.
 const protoWrite = process.stdout.write.bind(process.stdout);
@@ -95,9 +100,43 @@ async function handle(fn, initError, id, remainingMs, body) {
   send('ok', Buffer.from(json === undefined ? 'null' : json));
 }
 
+// A generic worker's `load` frame: resolves with its JSON and whatever followed it on stdin.
+function readLoadFrame() {
+  return new Promise((resolve) => {
+    let buf = Buffer.alloc(0);
+    const onData = (chunk) => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      const nl = buf.indexOf(10);
+      if (nl < 0) return;
+      const [kind, len] = buf.subarray(0, nl).toString('latin1').split(' ');
+      if (kind !== 'load') {
+        process.stderr.write(`generic worker: expected a load frame, got ${kind}\n`);
+        process.exit(1);
+      }
+      const end = nl + 1 + Number(len);
+      if (buf.length < end) return;
+      process.stdin.off('data', onData);
+      process.stdin.pause();
+      resolve({ spec: JSON.parse(buf.subarray(nl + 1, end).toString('utf8')), rest: buf.subarray(end) });
+    };
+    process.stdin.on('data', onData);
+    process.stdin.on('end', () => process.exit(0));
+  });
+}
+
 async function main() {
   let fn = null;
   let initError = null;
+  let pending = Buffer.alloc(0);
+  if (generic) {
+    send('ready', Buffer.alloc(0));
+    const { spec, rest } = await readLoadFrame();
+    ({ module: file, function: exportName, functionName } = spec);
+    memoryMb = String(spec.memoryMb);
+    // The function's environment, as a dedicated container would have had it from the start.
+    Object.assign(process.env, spec.env || {});
+    pending = rest;
+  }
   try {
     fn = await load();
   } catch (err) {
@@ -105,7 +144,6 @@ async function main() {
     const type = err && err.name === 'HandlerNotFound' ? 'HandlerNotFound' : 'ImportModuleError';
     initError = errorPayload(err, type, type === 'ImportModuleError' ? `cannot load module '${file}': ` : '');
   }
-  let pending = Buffer.alloc(0);
   let busy = false;
   async function pump() {
     if (busy) return;
@@ -127,7 +165,9 @@ async function main() {
     pump();
   });
   process.stdin.on('end', () => process.exit(0));
+  process.stdin.resume();
   send('ready', Buffer.alloc(0));
+  pump();
 }
 
 main();

@@ -1,5 +1,7 @@
 # The lambda-agent's python3 worker: imports the function's module once, then answers framed requests
-# (see the agent's frame.rs) forever. argv: CODE_DIR MODULE FUNCTION FUNCTION_NAME MEMORY_MB
+# (see the agent's frame.rs) forever. argv: CODE_DIR MODULE FUNCTION FUNCTION_NAME MEMORY_MB, or
+# CODE_DIR --generic for a pool agent's generic worker: the interpreter starts, says ready, and learns
+# its function (and its environment) from one `load` frame before importing it.
 import io
 import json
 import os
@@ -15,7 +17,10 @@ compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def main():
-    code_dir, module_name, function_name, lambda_name, memory_mb = sys.argv[1:6]
+    code_dir = sys.argv[1]
+    generic = sys.argv[2:3] == ["--generic"]
+    if not generic:
+        module_name, function_name, lambda_name, memory_mb = sys.argv[2:6]
     # Private copies of the protocol pipes; fds 0 and 1 then point where user code may safely use them:
     # stdin at /dev/null, stdout at stderr (the container log), so a print() cannot corrupt a frame.
     proto_in = os.fdopen(os.dup(0), "rb", buffering=1 << 16)
@@ -54,6 +59,20 @@ def main():
         ]
         body = {"errorType": type(exc).__name__, "errorMessage": str(exc), "stackTrace": stack}
         return compact(body).encode()
+
+    if generic:
+        send(b"ready", b"")
+        header = proto_in.readline()
+        if not header:
+            return  # the agent closed the pipe before specialising: shut down
+        kind, length = header.split()
+        if kind != b"load":
+            sys.exit("generic worker: expected a load frame, got %r" % header[:40])
+        spec = json.loads(proto_in.read(int(length)))
+        module_name, function_name = spec["module"], spec["function"]
+        lambda_name, memory_mb = spec["functionName"], str(spec["memoryMb"])
+        # The function's environment, as a dedicated container would have had it from the start.
+        os.environ.update(spec.get("env") or {})
 
     sys.path.insert(0, code_dir)
     handler, init_error = None, None

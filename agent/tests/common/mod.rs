@@ -257,3 +257,22 @@ pub fn wait_log(agent: &Agent, needle: &str) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Waits until `/healthz` reports `n` warm workers.
+pub fn eventually_workers(agent: &Agent, n: u64) {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let h = request(agent.port, "GET", "/healthz", &[], b"").map(|r| r.json());
+        if let Ok(h) = &h
+            && h["workers"].as_u64() == Some(n)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "not {n} workers: {h:?}\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use bollard::models::{Node as SwarmNode, Service, Task};
 use chrono::{DateTime, Utc};
 
-use crate::api::{NodePoolSpec, NodeSpec, Object};
+use crate::api::{NodePoolSpec, NodeSpec, Object, Resource, WarmPoolSpec};
 use crate::openstack::{AbsoluteLimits, Flavor};
 use crate::swarm::labels;
 
@@ -56,17 +56,23 @@ pub struct Decided {
     pub wants_growth: bool,
 }
 
-/// `fn/<ns>/<name>` for this platform's function services (`None` for everything else).
+/// `fn/<ns>/<name>` for this platform's function services, `wp/<ns>/<name>` for its warm
+/// pools' (their containers need room too), `None` for everything else.
 fn owner_of(s: &Service, instance: &str, namespace: Option<&str>) -> Option<String> {
     let l = s.spec.as_ref()?.labels.as_ref()?;
     if l.get(labels::INSTANCE).map(String::as_str) != Some(instance) {
         return None;
     }
+    let kind = if l.get(labels::KIND).map(String::as_str) == Some(WarmPoolSpec::KIND) {
+        "wp"
+    } else {
+        "fn"
+    };
     let ns = l.get(labels::NAMESPACE)?;
     if namespace.is_some_and(|n| n != ns) {
         return None;
     }
-    Some(format!("fn/{ns}/{}", l.get(labels::NAME)?))
+    Some(format!("{kind}/{ns}/{}", l.get(labels::NAME)?))
 }
 
 /// The quota left, from Nova's absolute limits (unlimited when unread).

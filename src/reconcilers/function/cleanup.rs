@@ -14,9 +14,10 @@ use crate::swarm::{TaskFilter, labels, task_state};
 use super::spec::service_name;
 use super::{Context, FunctionError, TASK_DRAIN_LIMIT, owned_by_us};
 
-/// Removes the function's configs other than `keep` (old code versions). A config a service
-/// still references (e.g. for rollback) is refused by Swarm and kept.
-pub(super) async fn remove_old_configs(ctx: &Context, f: &Function, keep: &str) {
+/// Removes the function's configs and secrets other than those it runs now (`keep`: old code
+/// versions, old versions of platform secrets). One a service still references (e.g. for
+/// rollback) is refused by Swarm and kept for a later pass.
+pub(super) async fn remove_old_objects(ctx: &Context, f: &Function, keep: &[&str]) {
     let ns = f.metadata.namespace();
     let filter = [
         (labels::MANAGED, "true"),
@@ -24,22 +25,39 @@ pub(super) async fn remove_old_configs(ctx: &Context, f: &Function, keep: &str) 
         (labels::NAMESPACE, ns),
         (labels::NAME, f.metadata.name.as_str()),
     ];
-    let configs = match ctx.cfg.swarm.list_configs(&filter).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(function = %f.key(), error = %e, "listing old configs");
+    let swarm = &ctx.cfg.swarm;
+    let configs = swarm.list_configs(&filter).await.map(|c| {
+        c.into_iter()
+            .filter_map(|c| c.id)
+            .map(|id| (id, "config"))
+            .collect::<Vec<_>>()
+    });
+    let secrets = swarm.list_secrets(&filter).await.map(|c| {
+        c.into_iter()
+            .filter_map(|c| c.id)
+            .map(|id| (id, "secret"))
+            .collect::<Vec<_>>()
+    });
+    let (configs, secrets) = match (configs, secrets) {
+        (Ok(c), Ok(s)) => (c, s),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(function = %f.key(), error = %e, "listing old configs and secrets");
             return;
         }
     };
-    for c in configs {
-        let Some(id) = c.id else { continue };
-        if id == keep {
+    for (id, what) in configs.into_iter().chain(secrets) {
+        if keep.contains(&id.as_str()) {
             continue;
         }
-        match ctx.cfg.swarm.remove_config(&id).await {
-            Ok(()) => tracing::info!(function = %f.key(), config = %id, "removed old code config"),
+        let removed = if what == "config" {
+            swarm.remove_config(&id).await
+        } else {
+            swarm.remove_secret(&id).await
+        };
+        match removed {
+            Ok(()) => tracing::info!(function = %f.key(), id = %id, "removed old {what}"),
             Err(e) if e.is_conflict() => {}
-            Err(e) => tracing::warn!(function = %f.key(), error = %e, "removing old config"),
+            Err(e) => tracing::warn!(function = %f.key(), error = %e, "removing old {what}"),
         }
     }
 }

@@ -346,27 +346,23 @@ async fn apply(f: &Function, ctx: &Context) -> Result<Action, FunctionError> {
         return blocked(ctx, f, replicas, reason::IMAGE_MISSING, msg, retry).await;
     };
 
-    let mut secrets = Vec::new();
-    let mut missing = Vec::new();
-    for s in &f.spec.secrets {
-        match swarm.find_secret(&s.name).await.map_err(&err)? {
-            Some(id) => secrets.push(ResolvedSecret {
-                name: s.name.clone(),
-                id,
-                env: s.env.clone(),
-            }),
-            None => missing.push(s.name.as_str()),
+    let owner = spec::owner(f, &ctx.cfg.instance);
+    let (secrets, missing) = match resolve_secrets(ctx, f, &owner).await {
+        Ok(found) => found,
+        Err(SecretsError::Swarm(e)) => return Err(err(e)),
+        Err(SecretsError::Store(e)) => {
+            let msg = format!("cannot read the function's secrets: {e}");
+            return blocked(ctx, f, replicas, reason::SECRET_MISSING, msg, retry).await;
         }
-    }
+    };
     if !missing.is_empty() {
         let msg = format!(
-            "secret(s) {} do not exist in the swarm (create them with docker secret create)",
+            "secret(s) {} exist neither as platform secrets of namespace {ns} (lambda secret create) nor in the swarm (docker secret create)",
             missing.join(", ")
         );
         return blocked(ctx, f, replicas, reason::SECRET_MISSING, msg, retry).await;
     }
 
-    let owner = spec::owner(f, &ctx.cfg.instance);
     let code = match f.spec.code.as_ref().and_then(|c| c.inline.as_deref()) {
         Some(src) => {
             let hash = spec::code_hash(src);
@@ -535,16 +531,74 @@ async fn apply(f: &Function, ctx: &Context) -> Result<Action, FunctionError> {
         was_rolled_back,
     );
     record_status(ctx, f, replicas, &service_id, &obs).await?;
-    if obs.is_ready()
-        && let Some(code) = &code
-    {
-        cleanup::remove_old_configs(ctx, f, &code.id).await;
+    if obs.is_ready() {
+        let keep: Vec<&str> = code
+            .iter()
+            .map(|c| c.id.as_str())
+            .chain(secrets.iter().map(|s| s.id.as_str()))
+            .collect();
+        cleanup::remove_old_objects(ctx, f, &keep).await;
     }
     Ok(if obs.is_ready() {
         Action::await_change()
     } else {
         Action::requeue(ctx.cfg.not_ready_requeue)
     })
+}
+
+/// Why a function's secrets could not be resolved.
+enum SecretsError {
+    Swarm(SwarmError),
+    Store(crate::store::secrets::SecretError),
+}
+
+/// Each of the function's `spec.secrets`: a platform secret of its namespace (made into a Swarm
+/// secret of this function's, named after the value's hash), else a Swarm secret of that name
+/// made by hand; the second list names those that are neither.
+async fn resolve_secrets(
+    ctx: &Context,
+    f: &Function,
+    owner: &Owner,
+) -> Result<(Vec<ResolvedSecret>, Vec<String>), SecretsError> {
+    let swarm = &ctx.cfg.swarm;
+    let ns = f.metadata.namespace();
+    let mut secrets = Vec::new();
+    let mut missing = Vec::new();
+    for s in &f.spec.secrets {
+        let platform = if crate::store::secrets::check_name(&s.name).is_ok() {
+            crate::store::secrets::get(&ctx.store, ns, &s.name)
+                .await
+                .map_err(SecretsError::Store)?
+        } else {
+            None
+        };
+        let resolved = match platform {
+            Some(p) => {
+                let value = p.value().map_err(SecretsError::Store)?;
+                let name = spec::secret_object_name(ns, &f.metadata.name, &s.name, &p.sha256);
+                let id = swarm
+                    .ensure_secret(&name, &value, owner.labels())
+                    .await
+                    .map_err(SecretsError::Swarm)?;
+                Some((name, id))
+            }
+            None => swarm
+                .find_secret(&s.name)
+                .await
+                .map_err(SecretsError::Swarm)?
+                .map(|id| (s.name.clone(), id)),
+        };
+        match resolved {
+            Some((name, id)) => secrets.push(ResolvedSecret {
+                name,
+                id,
+                target: s.name.clone(),
+                env: s.env.clone(),
+            }),
+            None => missing.push(s.name.clone()),
+        }
+    }
+    Ok((secrets, missing))
 }
 
 async fn record_status(

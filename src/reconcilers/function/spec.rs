@@ -1,24 +1,15 @@
 //! Function → Swarm mapping: names, runtime images, the code config and the service spec.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
 
-use bollard::models::{
-    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
-    EndpointSpec, EndpointSpecModeEnum, HealthConfig, Limit, Mount, MountTmpfsOptions, MountType,
-    ResourceObject, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
-    ServiceSpecRollbackConfig, ServiceSpecRollbackConfigFailureActionEnum,
-    ServiceSpecRollbackConfigOrderEnum, ServiceSpecUpdateConfig,
-    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile,
-    TaskSpecContainerSpecFile1, TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecResources,
-    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
-};
+use bollard::models::{ServiceSpec, TaskSpecContainerSpecFile, TaskSpecContainerSpecSecrets};
 use sha2::{Digest, Sha256};
 
 use crate::api::{Function, FunctionSpec, Resource, Runtime};
-use crate::swarm::labels::{self, Owner};
+use crate::reconcilers::workload;
+pub use crate::reconcilers::workload::{ServiceTuning, label_of, spec_hash};
+use crate::swarm::labels::Owner;
 
 /// Where the agent finds the code (the config's mount point).
 pub const CODE_PATH: &str = "/var/lambda/code";
@@ -27,7 +18,7 @@ pub const AGENT_PORT: u16 = 8080;
 /// The unprivileged user functions run as (the runtime images' `lambda` user).
 pub const FUNCTION_UID: &str = "10001";
 /// Longest Swarm object name used (a DNS label).
-const MAX_NAME: usize = 63;
+pub(crate) const MAX_NAME: usize = 63;
 
 /// The runtime → image map of the controller's configuration.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -111,43 +102,6 @@ impl RuntimeImages {
     }
 }
 
-/// Timings of the services the controller writes (short, so updates take seconds).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServiceTuning {
-    /// SIGTERM → SIGKILL of a replaced task.
-    pub stop_grace: Duration,
-    /// How long a new task must stay up before the update moves on.
-    pub update_monitor: Duration,
-    /// Delay before a failed task is restarted (Docker's default, 5 s, makes recovery slow).
-    pub restart_delay: Duration,
-    /// Health check interval (the image's HEALTHCHECK command, run this often).
-    pub health_interval: Duration,
-    /// Health check timeout.
-    pub health_timeout: Duration,
-    /// Consecutive failures before a task is unhealthy.
-    pub health_retries: u32,
-    /// Failed checks in this time after start do not count (a loaded node starts slowly; a
-    /// passing check still marks the task healthy at once).
-    pub health_start_period: Duration,
-    /// Size of the writable /tmp.
-    pub tmp_size_bytes: i64,
-}
-
-impl Default for ServiceTuning {
-    fn default() -> Self {
-        ServiceTuning {
-            stop_grace: Duration::from_secs(2),
-            update_monitor: Duration::from_secs(2),
-            restart_delay: Duration::from_secs(1),
-            health_interval: Duration::from_secs(1),
-            health_timeout: Duration::from_secs(2),
-            health_retries: 3,
-            health_start_period: Duration::from_secs(15),
-            tmp_size_bytes: 64 * 1024 * 1024,
-        }
-    }
-}
-
 fn hex_hash(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
@@ -158,7 +112,7 @@ fn hex_hash(parts: &[&[u8]]) -> String {
 }
 
 /// `s` if it fits in `max` characters, else its head and a hash of the whole (still unique).
-fn shorten(s: &str, max: usize) -> String {
+pub(crate) fn shorten(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
@@ -175,6 +129,17 @@ pub fn service_name(namespace: &str, name: &str) -> String {
 /// The first 8 hex digits of the code's SHA-256.
 pub fn code_hash(code: &str) -> String {
     hex_hash(&[code.as_bytes()])[..8].to_string()
+}
+
+/// The Swarm secret holding one version of a platform secret for one function:
+/// `lambda-<ns>-<name>-<secret>-<hash8>` (per function, so the function's cleanup and the sweep
+/// remove it with the function's other objects).
+pub fn secret_object_name(namespace: &str, name: &str, secret: &str, sha256: &str) -> String {
+    let hash = sha256.get(..8).unwrap_or(sha256);
+    format!(
+        "{}-{hash}",
+        shorten(&format!("lambda-{namespace}-{name}-{secret}"), MAX_NAME - 9)
+    )
 }
 
 /// The config holding one version of a function's code: `lambda-<ns>-<name>-<hash8>`.
@@ -199,8 +164,11 @@ pub fn owner(f: &Function, instance: &str) -> Owner {
 /// A Swarm secret a function mounts, resolved to its id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedSecret {
+    /// The Swarm secret's name.
     pub name: String,
     pub id: String,
+    /// File name under `/run/secrets/` (the name in `spec.secrets`).
+    pub target: String,
     /// Variable that receives the file's path.
     pub env: Option<String>,
 }
@@ -226,10 +194,6 @@ pub struct ServiceInputs<'a> {
     pub constraints: &'a [String],
 }
 
-fn nanos(d: Duration) -> i64 {
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
-}
-
 /// The agent's environment, then the user's (validation keeps users out of `LAMBDA_`).
 pub fn function_env(f: &Function, secrets: &[ResolvedSecret]) -> Vec<String> {
     let s = &f.spec;
@@ -253,183 +217,50 @@ pub fn function_env(f: &Function, secrets: &[ResolvedSecret]) -> Vec<String> {
     env.extend(s.env.iter().map(|v| format!("{}={}", v.name, v.value)));
     for sec in secrets {
         if let Some(var) = &sec.env {
-            env.push(format!("{var}=/run/secrets/{}", sec.name));
+            env.push(format!("{var}=/run/secrets/{}", sec.target));
         }
     }
     env
 }
 
-/// The service spec of a function (see the module docs of `reconcilers::function`), labelled
-/// with its owner, its generation and the hash of everything else (`lambda.spec-hash`), so a
-/// reconcile can tell whether the running service is already what it would write.
+/// The service spec of a function (see the module docs of `reconcilers::function`): its agent
+/// container hardened as every platform workload is ([`workload`]), with its code config and
+/// secrets, labelled with its owner, its generation and the spec's hash.
 pub fn service_spec(i: &ServiceInputs<'_>) -> ServiceSpec {
     let f = i.function;
     let owner = owner(f, i.instance);
-    let t = i.tuning;
-    let mb = i64::from(f.spec.resources.memory_mb) * 1024 * 1024;
-    let container = TaskSpecContainerSpec {
-        image: Some(i.image.to_string()),
-        // Container labels map Docker's container events back to the function. No generation
-        // here: a metadata-only edit must not restart tasks.
-        labels: Some(owner.labels()),
-        env: Some(function_env(f, i.secrets)),
-        user: Some(FUNCTION_UID.to_string()),
-        read_only: Some(true),
-        mounts: Some(vec![Mount {
-            target: Some("/tmp".into()),
-            typ: Some(MountType::TMPFS),
-            tmpfs_options: Some(MountTmpfsOptions {
-                size_bytes: Some(t.tmp_size_bytes),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }]),
-        stop_grace_period: Some(nanos(t.stop_grace)),
-        // Test left empty: the image's HEALTHCHECK command runs, at these intervals.
-        health_check: Some(HealthConfig {
-            interval: Some(nanos(t.health_interval)),
-            timeout: Some(nanos(t.health_timeout)),
-            retries: Some(i64::from(t.health_retries)),
-            start_period: Some(nanos(t.health_start_period)),
-            ..Default::default()
-        }),
-        configs: i.code.map(|c| {
-            vec![TaskSpecContainerSpecConfigs {
-                file: Some(TaskSpecContainerSpecFile1 {
-                    name: Some(CODE_PATH.into()),
+    workload::service_spec(&workload::Workload {
+        name: service_name(f.metadata.namespace(), &f.metadata.name),
+        owner: &owner,
+        generation: f.generation(),
+        image: i.image,
+        env: function_env(f, i.secrets),
+        configs: i
+            .code
+            .map(|c| workload::file_config(&c.id, &c.name, CODE_PATH, 0o444))
+            .into_iter()
+            .collect(),
+        secrets: i
+            .secrets
+            .iter()
+            .map(|s| TaskSpecContainerSpecSecrets {
+                file: Some(TaskSpecContainerSpecFile {
+                    name: Some(s.target.clone()),
                     uid: Some(FUNCTION_UID.into()),
                     gid: Some(FUNCTION_UID.into()),
-                    mode: Some(0o444),
+                    mode: Some(0o400),
                 }),
-                config_id: Some(c.id.clone()),
-                config_name: Some(c.name.clone()),
-                ..Default::default()
-            }]
-        }),
-        secrets: (!i.secrets.is_empty()).then(|| {
-            i.secrets
-                .iter()
-                .map(|s| TaskSpecContainerSpecSecrets {
-                    file: Some(TaskSpecContainerSpecFile {
-                        name: Some(s.name.clone()),
-                        uid: Some(FUNCTION_UID.into()),
-                        gid: Some(FUNCTION_UID.into()),
-                        mode: Some(0o400),
-                    }),
-                    secret_id: Some(s.id.clone()),
-                    secret_name: Some(s.name.clone()),
-                })
-                .collect()
-        }),
-        init: Some(true),
-        // API 1.41 has no NoNewPrivileges for services (added in 1.46): drop every capability
-        // instead; the agent needs none (it binds an unprivileged port as an unprivileged user).
-        capability_drop: Some(vec!["ALL".into()]),
-        ..Default::default()
-    };
-    let task = TaskSpec {
-        container_spec: Some(container),
-        resources: Some(TaskSpecResources {
-            limits: Some(Limit {
-                nano_cpus: Some(i64::from(f.spec.resources.cpu_millis) * 1_000_000),
-                memory_bytes: Some(mb),
-                ..Default::default()
-            }),
-            // The memory reservation makes the scheduler place replicas only where they fit.
-            reservations: Some(ResourceObject {
-                memory_bytes: Some(mb),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        placement: (!i.constraints.is_empty()).then(|| TaskSpecPlacement {
-            constraints: Some(i.constraints.to_vec()),
-            ..Default::default()
-        }),
-        restart_policy: Some(TaskSpecRestartPolicy {
-            // `any`, not `on-failure`: the agent exits 0 on SIGTERM, so a task stopped from
-            // outside the orchestrator (a health-check kill racing the exit, an engine shutting
-            // down) ends `Complete`, and with `on-failure` Swarm never replaces it.
-            condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
-            delay: Some(nanos(t.restart_delay)),
-            max_attempts: Some(0),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let mut spec = ServiceSpec {
-        name: Some(service_name(f.metadata.namespace(), &f.metadata.name)),
-        labels: Some(owner.labels()),
-        task_template: Some(task),
-        mode: Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated {
-                replicas: Some(i64::from(i.replicas)),
-            }),
-            ..Default::default()
-        }),
-        // Start the new task before stopping the old one, one at a time: no capacity dip.
-        update_config: Some(ServiceSpecUpdateConfig {
-            parallelism: Some(1),
-            delay: Some(0),
-            failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK),
-            monitor: Some(nanos(t.update_monitor)),
-            max_failure_ratio: Some(0.0),
-            order: Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST),
-        }),
-        rollback_config: Some(ServiceSpecRollbackConfig {
-            parallelism: Some(1),
-            delay: Some(0),
-            failure_action: Some(ServiceSpecRollbackConfigFailureActionEnum::PAUSE),
-            monitor: Some(nanos(t.update_monitor)),
-            max_failure_ratio: Some(0.0),
-            order: Some(ServiceSpecRollbackConfigOrderEnum::START_FIRST),
-        }),
-        // No IPVS here (no VIPs, no routing mesh): each task publishes its own random host port,
-        // read back from the task's PortStatus.
-        endpoint_spec: Some(EndpointSpec {
-            mode: Some(EndpointSpecModeEnum::DNSRR),
-            ports: Some(vec![EndpointPortConfig {
-                name: Some("agent".into()),
-                protocol: Some(EndpointPortConfigProtocolEnum::TCP),
-                target_port: Some(i64::from(AGENT_PORT)),
-                published_port: None,
-                publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
-            }]),
-        }),
-        ..Default::default()
-    };
-    let hash = spec_hash(&spec);
-    if let Some(l) = spec.labels.as_mut() {
-        l.insert(labels::SPEC_HASH.into(), hash);
-        l.insert(labels::GENERATION.into(), f.generation().to_string());
-    }
-    spec
-}
-
-/// A stable hash of a service spec (JSON with object keys sorted: label maps are `HashMap`s).
-pub fn spec_hash(spec: &ServiceSpec) -> String {
-    fn canonical(v: serde_json::Value) -> serde_json::Value {
-        match v {
-            serde_json::Value::Object(m) => {
-                let sorted: BTreeMap<String, serde_json::Value> =
-                    m.into_iter().map(|(k, v)| (k, canonical(v))).collect();
-                serde_json::Value::Object(sorted.into_iter().collect())
-            }
-            serde_json::Value::Array(a) => {
-                serde_json::Value::Array(a.into_iter().map(canonical).collect())
-            }
-            other => other,
-        }
-    }
-    let v = serde_json::to_value(spec)
-        .map(canonical)
-        .unwrap_or_default();
-    hex_hash(&[v.to_string().as_bytes()])[..16].to_string()
-}
-
-/// The `lambda.spec-hash` label of a service spec.
-pub fn label_of(spec: Option<&ServiceSpec>, key: &str) -> Option<String> {
-    spec?.labels.as_ref()?.get(key).cloned()
+                secret_id: Some(s.id.clone()),
+                secret_name: Some(s.name.clone()),
+            })
+            .collect(),
+        tmpfs: Vec::new(),
+        memory_mb: f.spec.resources.memory_mb,
+        cpu_millis: f.spec.resources.cpu_millis,
+        replicas: i.replicas,
+        tuning: i.tuning,
+        constraints: i.constraints,
+    })
 }
 
 /// Labels as a `HashMap` reference, empty when absent.
@@ -441,6 +272,8 @@ pub fn labels_or_empty(l: &Option<HashMap<String, String>>) -> HashMap<String, S
 mod tests {
     use super::*;
     use crate::api::Object;
+    use crate::swarm::labels;
+    use bollard::models::{EndpointPortConfigPublishModeEnum, ServiceSpecUpdateConfigOrderEnum};
 
     fn function(yaml: &str) -> Function {
         let spec: FunctionSpec = serde_saphyr::from_str(yaml).expect("spec");
@@ -503,6 +336,7 @@ mod tests {
         let secrets = [ResolvedSecret {
             name: "db".into(),
             id: "sec1".into(),
+            target: "db".into(),
             env: Some("DB_FILE".into()),
         }];
         let tuning = ServiceTuning::default();
