@@ -39,6 +39,9 @@ apt_ensure() {
 # recommends libprotobuf-dev, which holds google/protobuf/*.proto that etcd-client's build needs.
 BUILD_PACKAGES=(protobuf-compiler libprotobuf-dev pkg-config ca-certificates)
 PLATFORM_PACKAGES=(etcd-server etcd-client openssl docker.io iptables iproute2 busybox-static debootstrap curl xz-utils rabbitmq-server python3-pika lxcfs)
+# What the `lambda bench …` commands run beside the platform (nginx: the reverse proxy
+# `bench invoke` measures the gateway against). scripts/up.sh installs them.
+BENCH_PACKAGES=(nginx)
 
 # pid_alive FILE — true when FILE holds the PID of a running process (a zombie, which still
 # answers `kill -0` until PID 1 reaps it, does not count).

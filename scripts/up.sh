@@ -7,7 +7,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$PROJECT_ROOT"
 
-apt_ensure "${BUILD_PACKAGES[@]}" "${PLATFORM_PACKAGES[@]}"
+apt_ensure "${BUILD_PACKAGES[@]}" "${PLATFORM_PACKAGES[@]}" "${BENCH_PACKAGES[@]}"
 log "building lambda (release)"
 cargo build --release --locked --bin lambda
 # `lambda` on the PATH, so the README's commands work as written (scripts/down.sh removes it).

@@ -5,6 +5,7 @@ pub mod cloud;
 pub mod coldstart;
 pub mod events;
 pub mod invoke;
+pub mod nginx;
 pub mod nodes;
 pub mod stats;
 pub mod store;

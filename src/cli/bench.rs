@@ -100,6 +100,13 @@ pub enum BenchCommand {
         /// The event.
         #[arg(long, default_value = "{}")]
         data: String,
+        /// nginx binary of the third target (a reverse proxy to the same replicas); `none`
+        /// leaves it out.
+        #[arg(long, default_value = "/usr/sbin/nginx")]
+        nginx: String,
+        /// nginx worker processes [default: the gateway's threads, one per core].
+        #[arg(long)]
+        nginx_workers: Option<usize>,
     },
     /// Asynchronous invocations end to end (202 → record Succeeded) vs. raw publish → consume
     /// of the same bytes on the same broker.
@@ -259,12 +266,21 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
             concurrency,
             duration,
             data,
+            nginx,
+            nginx_workers,
         } => {
             let direct = if direct.is_empty() {
                 agents(&g.store().await?, &g.namespace(), &function).await?
             } else {
                 direct
             };
+            // As many nginx workers as the gateway has threads (tokio's default: one per core).
+            let workers = nginx_workers.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            });
+            let proxy = (nginx != "none")
+                .then(|| crate::bench::nginx::Nginx::start(&nginx, workers, &direct))
+                .transpose()?;
             let direct = crate::bench::invoke::Target {
                 urls: direct
                     .iter()
@@ -272,6 +288,10 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
                     .collect(),
                 bearer: None,
             };
+            let via_nginx = proxy.as_ref().map(|p| crate::bench::invoke::Target {
+                urls: vec![p.url.clone()],
+                bearer: None,
+            });
             let gw = crate::bench::invoke::Target {
                 urls: vec![format!(
                     "{}/v1/namespaces/{}/functions/{function}/invoke",
@@ -280,14 +300,19 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
                 )],
                 bearer: g.token(token.as_ref()).map(|t| t.value),
             };
+            let mut targets = vec![("direct", &direct)];
+            if let Some(n) = &via_nginx {
+                targets.push(("nginx", n));
+            }
+            targets.push(("gateway", &gw));
             crate::bench::invoke::compare(
-                &direct,
-                &gw,
+                &targets,
                 &bytes::Bytes::from(data),
                 concurrency,
                 duration,
             )
             .await?;
+            drop(proxy);
             return Ok(());
         }
         BenchCommand::Events {
