@@ -18,11 +18,10 @@ use bollard::models::{
     TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum,
 };
-use sha2::{Digest, Sha256};
 
 use crate::swarm::labels::{self, Owner};
 
-use super::function::spec::{AGENT_PORT, FUNCTION_UID};
+use super::function::spec::{AGENT_PORT, FUNCTION_UID, hex_hash};
 
 /// Timings of the services the controller writes (short, so updates take seconds).
 #[derive(Debug, Clone, PartialEq)]
@@ -114,15 +113,6 @@ pub fn tmpfs(target: &str, size: i64, mode: Option<i64>) -> Mount {
         }),
         ..Default::default()
     }
-}
-
-fn hex_hash(parts: &[&[u8]]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p);
-        h.update([0]);
-    }
-    hex::encode(h.finalize())
 }
 
 fn nanos(d: Duration) -> i64 {

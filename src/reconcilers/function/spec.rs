@@ -102,7 +102,8 @@ impl RuntimeImages {
     }
 }
 
-fn hex_hash(parts: &[&[u8]]) -> String {
+/// Hex SHA-256 of the parts, each followed by a NUL (so `["ab","c"]` and `["a","bc"]` differ).
+pub(crate) fn hex_hash(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p);
