@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use common::eventually;
 use common::platform::Platform;
-use futures::StreamExt;
 use lambda::api::function::FunctionScaleDecision;
 use lambda::api::{FunctionSpec, FunctionStatus};
 use lambda::reconcilers::function::spec::service_name;
@@ -48,44 +47,6 @@ fn service_replicas(p: &Platform, name: &str) -> Option<u64> {
         .output()
         .ok()?;
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-}
-
-/// Sends `total` calls, `concurrency` at a time; returns the status codes that were not 200
-/// (with their bodies).
-async fn load(
-    p: &Platform,
-    name: &str,
-    body: &str,
-    total: usize,
-    concurrency: usize,
-) -> Vec<String> {
-    let url = format!(
-        "{}/v1/namespaces/{}/functions/{name}/invoke",
-        p.gateway, p.ns
-    );
-    futures::stream::iter(0..total)
-        .map(|_| {
-            let req = p
-                .http
-                .post(&url)
-                .bearer_auth(&p.token)
-                .body(body.to_string());
-            async move {
-                match req.send().await {
-                    Ok(r) if r.status() == 200 => None,
-                    Ok(r) => Some(format!(
-                        "{} {}",
-                        r.status(),
-                        r.text().await.unwrap_or_default()
-                    )),
-                    Err(e) => Some(format!("transport: {e}")),
-                }
-            }
-        })
-        .buffer_unordered(concurrency)
-        .filter_map(|r| async move { r })
-        .collect()
-        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -201,7 +162,7 @@ async fn ten_thousand_calls_from_zero_and_a_scale_in_under_load_fail_none() {
     p.wait_scaled_to_zero("zero", Duration::from_secs(60)).await;
     // 10,000 calls, 200 at a time, to a function at zero: held, then served as replicas come.
     let t = Instant::now();
-    let bad = load(&p, "zero", r#"{"n": 2}"#, 10_000, 200).await;
+    let bad = p.load("zero", r#"{"n": 2}"#, 10_000, 200).await;
     let took = t.elapsed();
     assert!(
         bad.is_empty(),
@@ -221,7 +182,7 @@ async fn ten_thousand_calls_from_zero_and_a_scale_in_under_load_fail_none() {
     let mut failed = Vec::new();
     let mut calls = 0;
     let scaled_in = loop {
-        failed.extend(load(&p, "zero", r#"{"sleep": 0.05}"#, 20, 2).await);
+        failed.extend(p.load("zero", r#"{"sleep": 0.05}"#, 20, 2).await);
         calls += 20;
         let s = status(&p, "zero").await;
         if s.desired_replicas == Some(1) && s.ready_replicas == 1 {

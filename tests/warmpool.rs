@@ -351,3 +351,29 @@ async fn two_gateways_never_specialise_the_same_container() {
         .unwrap();
     assert!(held.len() <= 1, "{held:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_calls_from_zero_through_a_pool_fail_none() {
+    let p = Platform::start().await;
+    python_pool(&p, "py", 1, 5).await;
+    p.apply("zero", &WHO.replace("concurrency: 4", "concurrency: 8"));
+    p.wait_scaled_to_zero("zero", Duration::from_secs(60)).await;
+    // The pool container takes the first calls; the function's own replicas take over and the
+    // container is released (drained first) while the calls keep coming.
+    let t = Instant::now();
+    let bad = p.load("zero", "{}", 10_000, 200).await;
+    let took = t.elapsed();
+    assert!(
+        bad.is_empty(),
+        "{} of 10000 failed: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+    eprintln!("10000 calls at c=200 from zero through a pool in {took:?}");
+    eventually(
+        "the container released",
+        Duration::from_secs(30),
+        async || (pool_status(&p, "py").await.claimed == 0).then_some(()),
+    )
+    .await;
+}

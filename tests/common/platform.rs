@@ -194,6 +194,45 @@ impl Platform {
         (code, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Sends `total` calls to the function, `concurrency` at a time; returns those that were
+    /// not 200 (status and body, or the transport error).
+    pub async fn load(
+        &self,
+        name: &str,
+        body: &str,
+        total: usize,
+        concurrency: usize,
+    ) -> Vec<String> {
+        use futures::StreamExt;
+        let url = format!(
+            "{}/v1/namespaces/{}/functions/{name}/invoke",
+            self.gateway, self.ns
+        );
+        futures::stream::iter(0..total)
+            .map(|_| {
+                let req = self
+                    .http
+                    .post(&url)
+                    .bearer_auth(&self.token)
+                    .body(body.to_string());
+                async move {
+                    match req.send().await {
+                        Ok(r) if r.status() == 200 => None,
+                        Ok(r) => Some(format!(
+                            "{} {}",
+                            r.status(),
+                            r.text().await.unwrap_or_default()
+                        )),
+                        Err(e) => Some(format!("transport: {e}")),
+                    }
+                }
+            })
+            .buffer_unordered(concurrency)
+            .filter_map(|r| async move { r })
+            .collect()
+            .await
+    }
+
     /// Invokes until the gateway routes the function (it follows etcd).
     pub async fn invoke_ready(&self, name: &str, body: &str) -> (u16, Value) {
         for _ in 0..100 {
