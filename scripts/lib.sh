@@ -39,6 +39,8 @@ apt_ensure() {
 # recommends libprotobuf-dev, which holds google/protobuf/*.proto that etcd-client's build needs.
 BUILD_PACKAGES=(protobuf-compiler libprotobuf-dev pkg-config ca-certificates)
 PLATFORM_PACKAGES=(etcd-server etcd-client openssl docker.io iptables iproute2 busybox-static debootstrap curl xz-utils rabbitmq-server python3-pika lxcfs)
+# What `scripts/venv.sh` builds the test tools' virtualenv with (schemathesis, openapi-spec-validator).
+TEST_PACKAGES=(python3 python3-venv)
 
 # pid_alive FILE — true when FILE holds the PID of a running process (a zombie, which still
 # answers `kill -0` until PID 1 reaps it, does not count).
