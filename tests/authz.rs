@@ -62,19 +62,14 @@ impl Gw {
 
 const FUNCTION: &str = r#"{"spec": {"runtime": "shell", "code": {"inline": "cat"}}}"#;
 
+/// A request: method, path, headers, body, and the permission it needs.
+type Row = (Method, String, Headers, Option<String>, &'static str);
+type Headers = Vec<(&'static str, &'static str)>;
+
 /// Every request that touches namespace `ns` (function `f`, execution `exec`), with the
 /// permission it needs. A new endpoint that addresses a namespace adds its row here, so
 /// that the cross-namespace test below covers it.
-fn requests_in(
-    ns: &str,
-    exec: &str,
-) -> Vec<(
-    Method,
-    String,
-    Vec<(&'static str, &'static str)>,
-    Option<String>,
-    &'static str,
-)> {
+fn requests_in(ns: &str, exec: &str) -> Vec<Row> {
     let default = ns == "default";
     let mut v = vec![
         (

@@ -381,4 +381,38 @@ mod tests {
                 .is_none()
         );
     }
+
+    #[test]
+    fn every_operation_is_named_and_documents_its_errors() {
+        let doc = document();
+        let mut ids = std::collections::BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in ops.as_object().expect("operations") {
+                let id = op["operationId"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+                assert!(ids.insert(id.to_string()), "operationId {id} twice");
+                let responses = op["responses"].as_object().expect("responses");
+                if op.get("security").is_none() {
+                    for code in ["401", "403"] {
+                        assert!(responses.contains_key(code), "{method} {path} lacks {code}");
+                    }
+                }
+                if op.get("requestBody").is_some() {
+                    for code in ["408", "413"] {
+                        assert!(responses.contains_key(code), "{method} {path} lacks {code}");
+                    }
+                }
+                for (code, r) in responses {
+                    if code.starts_with('4') || code.starts_with('5') {
+                        let schema = r["content"]["application/json"]["schema"].to_string();
+                        assert!(
+                            schema.contains("#/components/schemas/Error") || path == "/readyz",
+                            "{method} {path} {code}: {schema}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
