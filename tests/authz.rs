@@ -56,6 +56,14 @@ impl Gw {
         }
         let r = req.send().await.expect("request");
         let status = r.status().as_u16();
+        let stream = r
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if stream {
+            // A watch that was let in streams until closed: its status is the answer.
+            return (status, Value::Null);
+        }
         (status, r.json().await.unwrap_or(Value::Null))
     }
 }
