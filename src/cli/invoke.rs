@@ -270,8 +270,13 @@ pub(crate) fn refused_token(
             g.context_description()
         ),
     };
+    let hint = if status == reqwest::StatusCode::FORBIDDEN {
+        "the key is valid but lacks the permission named above: use a key of that namespace and role (`lambda apikey create NAME -n NAMESPACE --role invoker|developer|admin`)"
+    } else {
+        "`lambda up` writes a context with a key; elsewhere create one with `lambda apikey create NAME -n NAMESPACE --role ROLE` and save it with `lambda config set-context NAME --token KEY`, or pass --token"
+    };
     format!(
-        "the gateway at {} refused the call with HTTP {status} {}; sent {sent}\n  hint: `lambda up` writes a context with a key; elsewhere create one with `lambda apikey create NAME` and save it with `lambda config set-context NAME --token KEY`, or pass --token",
+        "the gateway at {} refused the call with HTTP {status} {}; sent {sent}\n  hint: {hint}",
         gateway.value,
         body.trim()
     )
