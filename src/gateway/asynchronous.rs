@@ -272,8 +272,9 @@ pub async fn events_ns(
     publish_event(&gw, &principal, Some(&ns), req).await
 }
 
-/// Most bytes of an event sent to `POST /v1/events`.
-const MAX_EVENT_BYTES: usize = crate::api::function::MAX_PAYLOAD_LIMIT as usize;
+/// Most bytes of an event sent to `POST /v1/events`: the largest payload a function takes,
+/// plus room for a structured event's envelope.
+const MAX_EVENT_BYTES: usize = crate::api::function::MAX_PAYLOAD_LIMIT as usize + 1024;
 
 async fn publish_event(
     gw: &Gateway,
