@@ -42,6 +42,8 @@ PLATFORM_PACKAGES=(etcd-server etcd-client openssl docker.io iptables iproute2 b
 # What the `lambda bench …` commands run beside the platform (nginx: the reverse proxy
 # `bench invoke` measures the gateway against). scripts/up.sh installs them.
 BENCH_PACKAGES=(nginx)
+# What `scripts/venv.sh` builds the test tools' virtualenv with (schemathesis, openapi-spec-validator).
+TEST_PACKAGES=(python3 python3-venv)
 
 # pid_alive FILE — true when FILE holds the PID of a running process (a zombie, which still
 # answers `kill -0` until PID 1 reaps it, does not count).

@@ -9,7 +9,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$PROJECT_ROOT"
 
 log "checking system packages"
-apt_ensure "${BUILD_PACKAGES[@]}" "${PLATFORM_PACKAGES[@]}"
+apt_ensure "${BUILD_PACKAGES[@]}" "${PLATFORM_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+# schemathesis and openapi-spec-validator for tests/api_fuzz.rs (in $LAMBDA_HOME/venv).
+"$PROJECT_ROOT/scripts/venv.sh" >/dev/null
 
 : >"$LAMBDA_HOME/test.log"
 failed_steps=()

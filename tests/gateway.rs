@@ -15,6 +15,7 @@ use common::Etcd;
 use common::replica::replica;
 use lambda::api::function::Endpoint;
 use lambda::api::{FunctionSpec, FunctionStatus};
+use lambda::gateway::authz::Access;
 use lambda::gateway::{GatewayConfig, apikeys};
 use serde_json::{Value, json};
 
@@ -38,13 +39,16 @@ async fn setup(auth: bool) -> Setup {
         listen: format!("127.0.0.1:{port}").parse().unwrap(),
         insecure_no_auth: !auth,
         amqp_url: None,
+        limits: Default::default(),
     };
     tokio::spawn(lambda::gateway::run(
         store.clone(),
         cfg,
         std::future::pending(),
     ));
-    let (_, token) = apikeys::create(&store, "test").await.unwrap();
+    let (_, token) = apikeys::create(&store, "test", &Access::admin())
+        .await
+        .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     for _ in 0..100 {
@@ -392,7 +396,9 @@ async fn no_ready_replica_is_503_and_a_deleted_key_stops_working() {
     let msg = v["error"]["message"].as_str().unwrap_or_default();
     assert!(msg.contains("no ready replica after 3 s"), "{v}");
 
-    let (key, token) = apikeys::create(&s.store, "short-lived").await.unwrap();
+    let (key, token) = apikeys::create(&s.store, "short-lived", &Access::admin())
+        .await
+        .unwrap();
     let ok = s
         .http
         .get(format!("{}/v1/namespaces/default/functions", s.base))

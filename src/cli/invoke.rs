@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
-use crate::gateway::{GatewayConfig, apikeys};
+use crate::gateway::authz::Access;
+use crate::gateway::{GatewayConfig, Scope, apikeys};
 
 use super::GlobalArgs;
 
@@ -21,14 +22,33 @@ pub struct GatewayArgs {
     /// RabbitMQ for asynchronous invocations and events [default: the context's broker].
     #[arg(long, env = "LAMBDA_AMQP_URL", hide_env_values = true)]
     pub amqp_url: Option<String>,
+    /// A request's line and headers must arrive within this (and an idle keep-alive
+    /// connection closes after it).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: std::time::Duration,
+    /// A request's whole body must arrive within this (408 past it).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// `lambda apikey …`
 #[derive(Debug, Subcommand)]
 pub enum ApiKeyCommand {
-    /// Create a key; prints the token once (only its hash is stored).
-    Create { name: String },
-    /// List keys (ids and names, never secrets).
+    /// Create a key; prints the token once (only its hash is stored). It acts in the
+    /// namespaces given with -n/--namespace (repeatable; default: the context's, else
+    /// `default`), or in all of them with --all-namespaces.
+    Create {
+        name: String,
+        /// invoker (invoke, async, read executions), developer (+ function CRUD, logs,
+        /// reading events, event sources and the platform's pools and nodes) or admin
+        /// (+ event sources; with --all-namespaces, keys, pools, nodes and snapshots).
+        #[arg(long, default_value = "invoker")]
+        role: crate::gateway::Role,
+        /// Every namespace, and the platform's own objects.
+        #[arg(long)]
+        all_namespaces: bool,
+    },
+    /// List keys: id, name, role, namespaces, age (never secrets).
     List,
     /// Delete a key by id.
     Delete { id: String },
@@ -66,6 +86,11 @@ pub async fn gateway(g: &GlobalArgs, args: GatewayArgs) -> Result<()> {
         listen: args.listen,
         insecure_no_auth: args.insecure_no_auth,
         amqp_url: g.broker(args.amqp_url.as_ref()).map(|r| r.value),
+        limits: crate::gateway::HttpLimits {
+            header_read_timeout: args.header_read_timeout,
+            body_read_timeout: args.body_read_timeout,
+            ..Default::default()
+        },
     };
     crate::gateway::run(store, cfg, super::shutdown_signal()).await?;
     Ok(())
@@ -74,10 +99,21 @@ pub async fn gateway(g: &GlobalArgs, args: GatewayArgs) -> Result<()> {
 pub async fn apikey(g: &GlobalArgs, cmd: ApiKeyCommand) -> Result<()> {
     let store = g.store().await?;
     match cmd {
-        ApiKeyCommand::Create { name } => {
-            let (key, token) = apikeys::create(&store, &name).await?;
+        ApiKeyCommand::Create {
+            name,
+            role,
+            all_namespaces,
+        } => {
+            let scope = match (all_namespaces, g.namespace_arg.is_empty()) {
+                (true, false) => bail!("--all-namespaces and --namespace exclude each other"),
+                (true, true) => Scope::All,
+                (false, false) => Scope::of(g.namespace_arg.iter().cloned()),
+                (false, true) => Scope::of([g.namespace()]),
+            };
+            let access = Access { role, scope };
+            let (key, token) = apikeys::create(&store, &name, &access).await?;
             eprintln!(
-                "created API key {} ({}); the token is shown only now:",
+                "created API key {} ({}): {access}; the token is shown only now:",
                 key.id, key.name
             );
             println!("{token}");
@@ -87,11 +123,34 @@ pub async fn apikey(g: &GlobalArgs, cmd: ApiKeyCommand) -> Result<()> {
             for b in bad {
                 eprintln!("warning: {b}");
             }
-            let mut rows = vec![vec!["ID".to_string(), "NAME".into(), "AGE".into()]];
+            let mut rows = vec![vec![
+                "ID".to_string(),
+                "NAME".into(),
+                "ROLE".into(),
+                "NAMESPACES".into(),
+                "AGE".into(),
+            ]];
             rows.extend(keys.iter().map(|k| {
+                let (role, namespaces) = match k.access() {
+                    Ok(a) => {
+                        let role = if k.is_legacy() {
+                            format!("{} (legacy)", a.role)
+                        } else {
+                            a.role.to_string()
+                        };
+                        let ns = match a.scope {
+                            Scope::All => "*".to_string(),
+                            Scope::Namespaces(set) => set.into_iter().collect::<Vec<_>>().join(","),
+                        };
+                        (role, ns)
+                    }
+                    Err(why) => ("invalid".to_string(), why),
+                };
                 vec![
                     k.id.clone(),
                     k.name.clone(),
+                    role,
+                    namespaces,
                     super::output::age(Some(k.created_at)),
                 ]
             }));
@@ -211,8 +270,13 @@ pub(crate) fn refused_token(
             g.context_description()
         ),
     };
+    let hint = if status == reqwest::StatusCode::FORBIDDEN {
+        "the key is valid but lacks the permission named above: use a key of that namespace and role (`lambda apikey create NAME -n NAMESPACE --role invoker|developer|admin`)"
+    } else {
+        "`lambda up` writes a context with a key; elsewhere create one with `lambda apikey create NAME -n NAMESPACE --role ROLE` and save it with `lambda config set-context NAME --token KEY`, or pass --token"
+    };
     format!(
-        "the gateway at {} refused the call with HTTP {status} {}; sent {sent}\n  hint: `lambda up` writes a context with a key; elsewhere create one with `lambda apikey create NAME` and save it with `lambda config set-context NAME --token KEY`, or pass --token",
+        "the gateway at {} refused the call with HTTP {status} {}; sent {sent}\n  hint: {hint}",
         gateway.value,
         body.trim()
     )

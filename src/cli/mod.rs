@@ -76,9 +76,16 @@ pub struct GlobalArgs {
     /// Deadline of each etcd request.
     #[arg(long, global = true, default_value = "5s", value_parser = humantime::parse_duration)]
     pub etcd_timeout: Duration,
-    /// Namespace of the objects [default: the context's, else `default`].
-    #[arg(short, long = "namespace", global = true, env = "LAMBDA_NAMESPACE")]
-    pub namespace_arg: Option<String>,
+    /// Namespace of the objects [default: the context's, else `default`]. Only `lambda apikey
+    /// create` takes it more than once (a key of several namespaces).
+    #[arg(
+        short,
+        long = "namespace",
+        global = true,
+        env = "LAMBDA_NAMESPACE",
+        action = clap::ArgAction::Append
+    )]
+    pub namespace_arg: Vec<String>,
     /// The context to use instead of the config file's current one (`lambda config`).
     #[arg(long = "context", global = true, env = context::CONTEXT_ENV)]
     pub context_name: Option<String>,
@@ -107,7 +114,8 @@ impl GlobalArgs {
     /// The namespace: `-n`, `$LAMBDA_NAMESPACE`, the context's, or `default`.
     pub fn namespace(&self) -> String {
         self.namespace_arg
-            .clone()
+            .first()
+            .cloned()
             .or_else(|| {
                 self.selected
                     .as_ref()
@@ -401,6 +409,17 @@ pub async fn run(mut cli: Cli) -> Result<()> {
         cli.global.selected = context::select(cli.global.context_name.as_deref())?;
     }
     let g = &cli.global;
+    if g.namespace_arg.len() > 1
+        && !matches!(
+            cli.command,
+            Command::Apikey(invoke::ApiKeyCommand::Create { .. })
+        )
+    {
+        bail!(
+            "--namespace is given {} times; only `lambda apikey create` takes several",
+            g.namespace_arg.len()
+        );
+    }
     match cli.command {
         Command::Apply { files, recursive } => apply::run(g, &files, recursive).await,
         Command::Get {

@@ -177,7 +177,9 @@ pub async fn up(g: &GlobalArgs, args: UpArgs) -> Result<()> {
     let token = match std::fs::read_to_string(&token_file) {
         Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
         _ => {
-            let (_, t) = apikeys::create(&store, "lambda-up").await?;
+            let (_, t) =
+                apikeys::create(&store, "lambda-up", &crate::gateway::authz::Access::admin())
+                    .await?;
             std::fs::write(&token_file, &t)?;
             t
         }

@@ -2,6 +2,11 @@
 //! as YAML with only the SHA-256 of the secret (a leaked etcd dump reveals no usable key).
 //! The gateway caches verified keys for a few seconds, so a deleted key stops working within
 //! that time without an etcd round trip per request.
+//!
+//! Each key carries a role and its namespaces (see [`super::authz`]). A key stored before keys
+//! had roles (no `role`, no namespaces) is an admin of all namespaces, as every key was then:
+//! the token `lambda up` wrote keeps working as the platform's admin, and no key silently loses
+//! or gains power with the upgrade. `lambda apikey list` shows such keys as `admin (legacy)`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::store::{Store, StoreError};
+
+use super::authz::{Access, Principal, Role, Scope};
 
 /// How long a verified key is trusted without asking etcd again.
 const CACHE_TTL: Duration = Duration::from_secs(5);
@@ -25,6 +32,62 @@ pub struct ApiKey {
     /// Hex SHA-256 of the secret part.
     pub sha256: String,
     pub created_at: DateTime<Utc>,
+    /// Absent on keys made before roles: see the module's documentation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// The namespaces the key acts in (absent with `allNamespaces`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Vec<String>>,
+    /// The key acts in every namespace and on the platform's own objects.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_namespaces: bool,
+}
+
+impl ApiKey {
+    /// True for a key stored before keys had roles.
+    pub fn is_legacy(&self) -> bool {
+        self.role.is_none() && self.namespaces.is_none() && !self.all_namespaces
+    }
+
+    /// What the key grants; an error names what is wrong with a hand-edited one (such a key
+    /// authenticates nothing).
+    pub fn access(&self) -> Result<Access, String> {
+        if self.is_legacy() {
+            return Ok(Access::admin());
+        }
+        let role = self
+            .role
+            .ok_or("role is missing (invoker, developer or admin)")?;
+        let scope = match (&self.namespaces, self.all_namespaces) {
+            (Some(ns), true) if !ns.is_empty() => {
+                return Err("namespaces and allNamespaces exclude each other".into());
+            }
+            (_, true) => Scope::All,
+            (Some(ns), false) if !ns.is_empty() => {
+                check_namespaces(ns)?;
+                Scope::of(ns.iter().cloned())
+            }
+            _ => return Err("namespaces is empty and allNamespaces is not set".into()),
+        };
+        Ok(Access { role, scope })
+    }
+
+    /// The principal a request authenticated by this key acts as.
+    pub fn principal(&self) -> Result<Principal, String> {
+        Ok(Principal {
+            key_id: self.id.clone(),
+            name: self.name.clone(),
+            access: self.access()?,
+        })
+    }
+}
+
+fn check_namespaces(ns: &[String]) -> Result<(), String> {
+    for n in ns {
+        crate::api::validation::check_dns_label(n)
+            .map_err(|why| format!("namespace {n:?} is not a namespace name: {why}"))?;
+    }
+    Ok(())
 }
 
 /// Errors of key management.
@@ -43,6 +106,8 @@ pub enum ApiKeyError {
     Invalid { key: String, message: String },
     #[error("API key {0} not found")]
     NotFound(String),
+    #[error("{0}")]
+    Scope(String),
 }
 
 fn prefix(store: &Store) -> String {
@@ -60,15 +125,35 @@ fn parse(token: &str) -> Option<(&str, &str)> {
     (!id.is_empty() && !secret.is_empty()).then_some((id, secret))
 }
 
-/// Creates a key; returns it and the full token (shown once).
-pub async fn create(store: &Store, name: &str) -> Result<(ApiKey, String), ApiKeyError> {
+/// Creates a key granting `access`; returns it and the full token (shown once).
+pub async fn create(
+    store: &Store,
+    name: &str,
+    access: &Access,
+) -> Result<(ApiKey, String), ApiKeyError> {
     let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let secret = uuid::Uuid::new_v4().simple().to_string();
+    let (namespaces, all_namespaces) = match &access.scope {
+        Scope::All => (None, true),
+        Scope::Namespaces(set) if set.is_empty() => {
+            return Err(ApiKeyError::Scope(
+                "a key needs at least one namespace, or all namespaces".into(),
+            ));
+        }
+        Scope::Namespaces(set) => {
+            let ns: Vec<String> = set.iter().cloned().collect();
+            check_namespaces(&ns).map_err(ApiKeyError::Scope)?;
+            (Some(ns), false)
+        }
+    };
     let key = ApiKey {
         id: id.clone(),
         name: name.into(),
         sha256: hash(&secret),
         created_at: Utc::now(),
+        role: Some(access.role),
+        namespaces,
+        all_namespaces,
     };
     let k = format!("{}{id}", prefix(store));
     let yaml = serde_saphyr::to_string(&key).map_err(|e| ApiKeyError::Invalid {
@@ -138,7 +223,7 @@ pub async fn delete(store: &Store, id: &str) -> Result<(), ApiKeyError> {
 /// Verifies bearer tokens against etcd with a short-lived cache.
 pub struct Verifier {
     store: Store,
-    cache: Mutex<HashMap<String, (String, Instant)>>,
+    cache: Mutex<HashMap<String, (ApiKey, Instant)>>,
 }
 
 impl Verifier {
@@ -150,43 +235,64 @@ impl Verifier {
         }
     }
 
-    /// True when `token` is a valid key. etcd errors count as invalid (and are logged).
-    pub async fn verify(&self, token: &str) -> bool {
-        let Some((id, secret)) = parse(token) else {
-            return false;
-        };
+    /// The principal of `token` when it is a valid key; `None` for an unknown, wrong or
+    /// unreadable key. etcd errors count as invalid (and are logged).
+    pub async fn verify(&self, token: &str) -> Option<Principal> {
+        let (id, secret) = parse(token)?;
         let h = hash(secret);
-        if let Some((stored, at)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id)
-            && at.elapsed() < CACHE_TTL
-        {
-            return *stored == h;
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+            .map(|(k, _)| Some(k.clone()));
+        let stored = match cached {
+            Some(k) => k,
+            None => {
+                let k = self.read(id).await?;
+                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                // Only stored keys are cached: random ids must not grow the cache.
+                match &k {
+                    Some(key) => {
+                        cache.insert(id.to_string(), (key.clone(), Instant::now()));
+                    }
+                    None => {
+                        cache.remove(id);
+                    }
+                }
+                k
+            }
+        };
+        let key = stored.filter(|k| k.sha256 == h)?;
+        match key.principal() {
+            Ok(p) => Some(p),
+            Err(why) => {
+                tracing::warn!(key = %key.id, error = %why, "API key refused: its stored scope is invalid");
+                None
+            }
         }
+    }
+
+    /// The stored key `id` (`Some(None)`: there is none); `None` when etcd did not answer.
+    async fn read(&self, id: &str) -> Option<Option<ApiKey>> {
         let k = format!("{}{id}", prefix(&self.store));
-        let stored = match self.store.client().get(k.clone(), None).await {
-            Ok(r) => r
-                .kvs()
-                .first()
-                .and_then(|kv| {
-                    std::str::from_utf8(kv.value())
-                        .ok()
-                        .and_then(|t| serde_saphyr::from_str::<ApiKey>(t).ok())
-                })
-                .map(|k| k.sha256),
+        match self.store.client().get(k.clone(), None).await {
+            Ok(r) => Some(r.kvs().first().and_then(|kv| {
+                match std::str::from_utf8(kv.value())
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| serde_saphyr::from_str::<ApiKey>(t).map_err(|e| e.to_string()))
+                {
+                    Ok(key) => Some(key),
+                    Err(e) => {
+                        tracing::warn!(key = %k, error = %e, "unreadable API key");
+                        None
+                    }
+                }
+            })),
             Err(e) => {
                 tracing::warn!(key = %k, error = %e, "cannot read API key");
-                return false;
-            }
-        };
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        match stored {
-            Some(s) => {
-                let ok = s == h;
-                cache.insert(id.to_string(), (s, Instant::now()));
-                ok
-            }
-            None => {
-                cache.remove(id);
-                false
+                None
             }
         }
     }
@@ -202,5 +308,56 @@ mod tests {
         assert_eq!(parse("lk__x"), None);
         assert_eq!(parse("Bearer x"), None);
         assert_eq!(hash("a").len(), 64);
+    }
+
+    fn key(yaml: &str) -> ApiKey {
+        serde_saphyr::from_str(&format!(
+            "id: ab12\nname: k\nsha256: x\ncreatedAt: 2026-01-01T00:00:00Z\n{yaml}"
+        ))
+        .expect("key")
+    }
+
+    #[test]
+    fn keys_before_roles_are_admins_of_all_namespaces() {
+        let legacy = key("");
+        assert!(legacy.is_legacy());
+        assert_eq!(legacy.access(), Ok(Access::admin()));
+    }
+
+    #[test]
+    fn stored_scopes() {
+        assert_eq!(
+            key("role: developer\nnamespaces: [a, b]\n").access(),
+            Ok(Access {
+                role: Role::Developer,
+                scope: Scope::of(["a", "b"])
+            })
+        );
+        assert_eq!(
+            key("role: invoker\nallNamespaces: true\n").access(),
+            Ok(Access {
+                role: Role::Invoker,
+                scope: Scope::All
+            })
+        );
+        for (bad, needle) in [
+            ("role: admin\n", "namespaces is empty"),
+            ("role: admin\nnamespaces: []\n", "namespaces is empty"),
+            ("namespaces: [a]\n", "role is missing"),
+            (
+                "role: admin\nnamespaces: [a]\nallNamespaces: true\n",
+                "exclude",
+            ),
+            ("role: admin\nnamespaces: [Not_A_Label]\n", "Not_A_Label"),
+        ] {
+            let e = key(bad).access().expect_err(bad);
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+        assert!(
+            serde_saphyr::from_str::<ApiKey>(
+                "id: a\nname: k\nsha256: x\ncreatedAt: 2026-01-01T00:00:00Z\nrole: root\n"
+            )
+            .is_err()
+        );
     }
 }

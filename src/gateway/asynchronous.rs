@@ -14,7 +14,6 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use lapin::BasicProperties;
 use serde_json::json;
 
@@ -27,6 +26,7 @@ use crate::events::listener::{EXECUTIONS_QUEUE, Job};
 use crate::events::publisher::Publisher;
 
 use super::Gateway;
+use super::authz::{Permission, Principal};
 use super::error::HttpError;
 
 /// The event type of an asynchronous invocation's event.
@@ -255,37 +255,56 @@ fn accepted(ns: &str, id: &str, status: ExecutionStatus) -> Response {
 /// message) published to `lambda.events`; 202 with its id once confirmed.
 pub async fn events_default(
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    body: Bytes,
+    principal: Principal,
+    req: Request<Body>,
 ) -> Response {
-    publish_event(&gw, None, &headers, &body).await
+    publish_event(&gw, &principal, None, req).await
 }
 
 /// `POST /v1/namespaces/{ns}/events`: the same, for the functions of `ns` (an event naming
 /// another namespace is refused).
 pub async fn events_ns(
     State(gw): State<Arc<Gateway>>,
+    principal: Principal,
     Path(ns): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    req: Request<Body>,
 ) -> Response {
-    publish_event(&gw, Some(&ns), &headers, &body).await
+    publish_event(&gw, &principal, Some(&ns), req).await
 }
+
+/// Most bytes of an event sent to `POST /v1/events`: the largest payload a function takes,
+/// plus room for a structured event's envelope.
+const MAX_EVENT_BYTES: usize = crate::api::function::MAX_PAYLOAD_LIMIT as usize + 1024;
 
 async fn publish_event(
     gw: &Gateway,
+    principal: &Principal,
     ns: Option<&str>,
-    headers: &HeaderMap,
-    body: &[u8],
+    req: Request<Body>,
 ) -> Response {
     let result = async {
+        if let Some(ns) = ns {
+            principal.check(ns, Permission::EventsPublish)?;
+        }
+        let headers = req.headers().clone();
+        let body = super::body::read_body(
+            req,
+            MAX_EVENT_BYTES,
+            super::body::too_large(MAX_EVENT_BYTES),
+        )
+        .await?;
         let mut event =
-            CloudEvent::from_http(headers, body).map_err(|e| bad_request(e.to_string()))?;
+            CloudEvent::from_http(&headers, &body).map_err(|e| bad_request(e.to_string()))?;
         if let Some(ns) = ns {
             event
                 .set_namespace(ns)
                 .map_err(|e| bad_request(e.to_string()))?;
         }
+        // The namespace whose functions the event reaches (the listener's rule).
+        principal.check(
+            crate::events::matching::event_namespace(&event),
+            Permission::EventsPublish,
+        )?;
         let p = publisher(gw)?;
         let props = BasicProperties::default()
             .with_content_type(STRUCTURED_CONTENT_TYPE.into())

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -14,7 +13,22 @@ use crate::api::{API_VERSION, Function, FunctionSpec, Resource};
 use crate::store::{DeleteOutcome, StoreError, UpdateOutcome};
 
 use super::Gateway;
+use super::authz::{Permission, Principal};
 use super::error::HttpError;
+
+/// Most bytes of a Function sent over REST (its inline code is bounded well below this).
+const MAX_FUNCTION_BYTES: usize = crate::api::function::MAX_PAYLOAD_LIMIT as usize + 1024;
+
+/// The request's Function, within [`MAX_FUNCTION_BYTES`].
+async fn read_function(ns: &str, name: Option<&str>, req: Request) -> Result<Function, HttpError> {
+    let body = super::body::read_body(
+        req,
+        MAX_FUNCTION_BYTES,
+        super::body::too_large(MAX_FUNCTION_BYTES),
+    )
+    .await?;
+    parse(ns, name, &body)
+}
 
 fn store_error(e: StoreError) -> HttpError {
     match e {
@@ -122,7 +136,14 @@ fn parse(ns: &str, name: Option<&str>, body: &[u8]) -> Result<Function, HttpErro
 }
 
 /// `GET /v1/namespaces/{ns}/functions`
-pub async fn list(State(gw): State<Arc<Gateway>>, Path(ns): Path<String>) -> Response {
+pub async fn list(
+    State(gw): State<Arc<Gateway>>,
+    principal: Principal,
+    Path(ns): Path<String>,
+) -> Response {
+    if let Err(e) = principal.check(&ns, Permission::FunctionsRead) {
+        return e.into_response();
+    }
     match gw.store.list::<FunctionSpec>(Some(&ns)).await {
         Ok(l) => Json(json!({"apiVersion": API_VERSION, "kind": "FunctionList", "items": l.items}))
             .into_response(),
@@ -133,8 +154,12 @@ pub async fn list(State(gw): State<Arc<Gateway>>, Path(ns): Path<String>) -> Res
 /// `GET /v1/namespaces/{ns}/functions/{name}`
 pub async fn get(
     State(gw): State<Arc<Gateway>>,
+    principal: Principal,
     Path((ns, name)): Path<(String, String)>,
 ) -> Response {
+    if let Err(e) = principal.check(&ns, Permission::FunctionsRead) {
+        return e.into_response();
+    }
     match gw.store.get::<FunctionSpec>(&ns, &name).await {
         Ok(f) => Json(f).into_response(),
         Err(e) => store_error(e).into_response(),
@@ -144,10 +169,14 @@ pub async fn get(
 /// `POST /v1/namespaces/{ns}/functions` — 201, or 409 when it exists.
 pub async fn create(
     State(gw): State<Arc<Gateway>>,
+    principal: Principal,
     Path(ns): Path<String>,
-    body: Bytes,
+    req: Request,
 ) -> Response {
-    let f = match parse(&ns, None, &body) {
+    if let Err(e) = principal.check(&ns, Permission::FunctionsWrite) {
+        return e.into_response();
+    }
+    let f = match read_function(&ns, None, req).await {
         Ok(f) => f,
         Err(e) => return e.into_response(),
     };
@@ -161,10 +190,14 @@ pub async fn create(
 /// or creates (201).
 pub async fn replace(
     State(gw): State<Arc<Gateway>>,
+    principal: Principal,
     Path((ns, name)): Path<(String, String)>,
-    body: Bytes,
+    req: Request,
 ) -> Response {
-    let f = match parse(&ns, Some(&name), &body) {
+    if let Err(e) = principal.check(&ns, Permission::FunctionsWrite) {
+        return e.into_response();
+    }
+    let f = match read_function(&ns, Some(&name), req).await {
         Ok(f) => f,
         Err(e) => return e.into_response(),
     };
@@ -208,8 +241,12 @@ pub async fn replace(
 /// `DELETE /v1/namespaces/{ns}/functions/{name}` — 200 when gone, 202 while finalizers run.
 pub async fn delete(
     State(gw): State<Arc<Gateway>>,
+    principal: Principal,
     Path((ns, name)): Path<(String, String)>,
 ) -> Response {
+    if let Err(e) = principal.check(&ns, Permission::FunctionsWrite) {
+        return e.into_response();
+    }
     match gw.store.delete::<FunctionSpec>(&ns, &name).await {
         Ok(DeleteOutcome::Deleted) => {
             Json(json!({"status": "Deleted", "name": name, "namespace": ns})).into_response()

@@ -16,6 +16,7 @@ use crate::events::execution::ExecutionStatus;
 use crate::events::execution::store::{self, ExecutionError, MAX_PAGE};
 
 use super::Gateway;
+use super::authz::{Permission, Principal};
 use super::error::HttpError;
 
 /// Records per page when `limit` is not given.
@@ -95,8 +96,12 @@ fn parse_query(q: &HashMap<String, String>) -> Result<ListQuery, HttpError> {
 /// `GET /v1/namespaces/{ns}/executions/{id}`
 pub async fn get(
     State(gw): State<Arc<Gateway>>,
+    principal: Principal,
     Path((ns, id)): Path<(String, String)>,
 ) -> Response {
+    if let Err(e) = principal.check(&ns, Permission::ExecutionsRead) {
+        return e.into_response();
+    }
     match store::get(&gw.store, &ns, &id).await {
         Ok(s) => Json(s.execution).into_response(),
         Err(e @ store::ExecutionError::NotFound { .. }) => match gw.unwritten.get(&ns, &id) {
@@ -108,17 +113,25 @@ pub async fn get(
 }
 
 /// `GET /v1/executions/{id}` (namespace `default`)
-pub async fn get_default(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
-    get(State(gw), Path(("default".into(), id))).await
+pub async fn get_default(
+    State(gw): State<Arc<Gateway>>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Response {
+    get(State(gw), principal, Path(("default".into(), id))).await
 }
 
 /// `GET /v1/namespaces/{ns}/functions/{name}/executions?status=&limit=&continue=`: newest
 /// first; `continue` in the body is absent on the last page.
 pub async fn list(
     State(gw): State<Arc<Gateway>>,
+    principal: Principal,
     Path((ns, name)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    if let Err(e) = principal.check(&ns, Permission::ExecutionsRead) {
+        return e.into_response();
+    }
     let q = match parse_query(&q) {
         Ok(q) => q,
         Err(e) => return e.into_response(),

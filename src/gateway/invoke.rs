@@ -10,9 +10,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 
 use super::Gateway;
+use super::authz::{Permission, Principal};
 use super::error::HttpError;
 use super::table::{Held, Lease, Route};
 
@@ -21,27 +22,33 @@ const GRACE: Duration = Duration::from_millis(500);
 /// `POST /v1/functions/{name}/invoke`
 pub async fn invoke_default(
     state: State<Arc<Gateway>>,
+    principal: Principal,
     Path(name): Path<String>,
     req: Request<Body>,
 ) -> Response {
-    invoke(state, "default".into(), name, req).await
+    invoke(state, principal, "default".into(), name, req).await
 }
 
 /// `POST /v1/namespaces/{ns}/functions/{name}/invoke`
 pub async fn invoke_ns(
     state: State<Arc<Gateway>>,
+    principal: Principal,
     Path((ns, name)): Path<(String, String)>,
     req: Request<Body>,
 ) -> Response {
-    invoke(state, ns, name, req).await
+    invoke(state, principal, ns, name, req).await
 }
 
 async fn invoke(
     State(gw): State<Arc<Gateway>>,
+    principal: Principal,
     ns: String,
     name: String,
     req: Request<Body>,
 ) -> Response {
+    if let Err(e) = principal.check(&ns, Permission::FunctionsInvoke) {
+        return e.into_response();
+    }
     let started = Instant::now();
     let id = req
         .headers()
@@ -235,44 +242,18 @@ async fn forward(
 }
 
 /// The request body within the function's payload limit: 413 past it (from Content-Length
-/// before reading anything, else while reading), 400 when it cannot be read.
+/// before reading anything, else while reading), 408 when it arrives too slowly, 400 when it
+/// cannot be read.
 pub(super) async fn read_event(route: &Route, req: Request<Body>) -> Result<Bytes, HttpError> {
-    let too_large = || {
+    let limit = route.max_payload;
+    super::body::read_body(req, limit, || {
         HttpError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PayloadTooLarge",
-            format!(
-                "the event exceeds the function's limit of {} bytes",
-                route.max_payload
-            ),
+            format!("the event exceeds the function's limit of {limit} bytes"),
         )
-    };
-    if let Some(len) = req
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        && len > route.max_payload
-    {
-        return Err(too_large());
-    }
-    match Limited::new(req.into_body(), route.max_payload)
-        .collect()
-        .await
-    {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
-        }
-        Err(e) => Err(HttpError::new(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            format!("cannot read the request body: {e}"),
-        )),
-    }
+    })
+    .await
 }
 
 /// Sends an event to the least-loaded replica of `route` that is under the function's

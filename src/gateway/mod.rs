@@ -1,12 +1,15 @@
 //! The invocation gateway (axum): synchronous invocation with least-in-flight balancing
 //! straight to the replicas' agents, Function CRUD over REST, bearer-token auth with API keys
-//! kept hashed in etcd, OpenAPI document and reference page, metrics and health.
+//! kept hashed in etcd, each with a role over namespaces (checked by every handler, see
+//! [`authz`]), OpenAPI document and reference page, metrics and health.
 //!
 //! The routing table follows the Functions' status in etcd through a watcher (the function
 //! reconciler writes the ready endpoints there): no Docker call per request.
 
 pub mod apikeys;
 mod asynchronous;
+pub mod authz;
+mod body;
 mod crud;
 mod error;
 mod executions;
@@ -14,6 +17,7 @@ mod invoke;
 pub mod load;
 mod metrics;
 mod openapi;
+mod server;
 mod table;
 pub mod warm;
 
@@ -36,8 +40,10 @@ use crate::api::FunctionSpec;
 use crate::runtime::{Cache, WatcherConfig, watcher};
 use crate::store::{CacheChange, Store};
 
+pub use authz::{Permission, Principal, Role, Scope};
 pub use error::HttpError;
 pub(crate) use invoke::to_replica;
+pub use server::HttpLimits;
 pub use table::{Lease, Route, Table};
 
 /// How long the gateway waits for a replica to accept a connection.
@@ -63,6 +69,8 @@ pub struct GatewayConfig {
     /// RabbitMQ for asynchronous invocations and `POST /v1/events`; without it those answer
     /// 503 naming the missing setting.
     pub amqp_url: Option<String>,
+    /// How slowly and how much a client may send.
+    pub limits: HttpLimits,
 }
 
 /// Shared state of the handlers.
@@ -134,30 +142,40 @@ impl Gateway {
     }
 }
 
-async fn auth(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
-    if let Some(v) = &gw.verifier {
-        let token = req
-            .headers()
-            .get("authorization")
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        let ok = match token {
-            Some(t) => v.verify(t).await,
-            None => false,
-        };
-        if !ok {
-            let msg = if token.is_none() {
-                "missing bearer token (Authorization: Bearer <API key>)"
-            } else {
-                "invalid API key"
+/// Authenticates the request and inserts its [`Principal`] as a request extension (the
+/// unrestricted one without authentication); 401 without a valid key.
+async fn auth(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> Response {
+    let principal = match &gw.verifier {
+        None => Principal::unrestricted(),
+        Some(v) => {
+            let token = req
+                .headers()
+                .get("authorization")
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| {
+                    h.strip_prefix("Bearer ")
+                        .or_else(|| h.strip_prefix("bearer "))
+                })
+                .map(str::trim);
+            let verified = match token {
+                Some(t) => v.verify(t).await,
+                None => None,
             };
-            return HttpError::new(StatusCode::UNAUTHORIZED, "Unauthorized", msg).into_response();
+            match verified {
+                Some(p) => p,
+                None => {
+                    let msg = if token.is_none() {
+                        "missing bearer token (Authorization: Bearer <API key>)"
+                    } else {
+                        "invalid API key"
+                    };
+                    return HttpError::new(StatusCode::UNAUTHORIZED, "Unauthorized", msg)
+                        .into_response();
+                }
+            }
         }
-    }
+    };
+    req.extensions_mut().insert(principal);
     next.run(req).await
 }
 
@@ -213,8 +231,8 @@ async fn not_found() -> HttpError {
     )
 }
 
-/// The gateway's routes.
-pub fn router(gw: Arc<Gateway>) -> Router {
+/// The gateway's routes; every request body must arrive within `body_read_timeout`.
+pub fn router(gw: Arc<Gateway>, body_read_timeout: std::time::Duration) -> Router {
     let api = Router::new()
         .route("/v1/functions/{name}/invoke", post(invoke::invoke_default))
         .route(
@@ -246,10 +264,13 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
-        // Bodies are limited per function in the invoke path; CRUD bodies by this.
-        .layer(axum::extract::DefaultBodyLimit::max(
-            crate::api::function::MAX_PAYLOAD_LIMIT as usize + 1024,
+        // Bodies are read by `body::read_body` with each route's size limit.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(
+            body_read_timeout,
+            body::deadline,
         ))
+        .layer(middleware::from_fn(error::documented_shape))
         .with_state(gw)
 }
 
@@ -285,13 +306,16 @@ pub async fn run(
             ""
         }
     );
-    let served = axum::serve(listener, router(gw))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| GatewayError::Listen { addr, source });
+    server::serve(
+        listener,
+        router(gw, cfg.limits.body_read_timeout),
+        cfg.limits,
+        shutdown,
+    )
+    .await;
     reporting.cancel();
     let _ = reporter.await;
     // Warm containers this gateway holds go back (exit, refilled by Swarm) before it ends.
     let _ = releaser.await;
-    served
+    Ok(())
 }

@@ -47,28 +47,141 @@ fn component(mut schema: Value, components: &mut Map<String, Value>) -> Value {
     schema
 }
 
+/// The Error body every error of the gateway has (and nothing else: a test fuzzes the
+/// gateway against it).
+fn error_schema() -> Value {
+    json!({"type": "object", "required": ["error"], "additionalProperties": false, "properties": {
+        "error": {"type": "object", "required": ["code", "reason", "message"], "additionalProperties": false, "properties": {
+            "code": {"type": "integer", "minimum": 400, "maximum": 599, "description": "The HTTP status"},
+            "reason": {"type": "string", "pattern": "^[A-Z][A-Za-z]*$", "description": "CamelCase, stable: what to act on"},
+            "message": {"type": "string", "minLength": 1, "description": "For people: names the field, the permission or the limit"},
+            "details": {"type": "array", "description": "`Invalid`: one `{field, message}` per invalid field; `Forbidden`: `{permission, namespace}`",
+                "items": {"type": "object", "properties": {
+                    "field": {"type": "string"}, "message": {"type": "string"},
+                    "permission": {"type": "string"}, "namespace": {"type": ["string", "null"]}}}}}}}})
+}
+
+/// The execution record (`GET …/executions/{id}`).
+fn execution_schema() -> Value {
+    json!({"type": "object", "required": ["id", "namespace", "function", "status", "createdAt"], "properties": {
+        "id": {"type": "string"}, "namespace": {"type": "string"}, "function": {"type": "string"},
+        "trigger": {}, "event": {"type": "object"},
+        "status": {"type": "string", "enum": ["Queued", "Running", "Retrying", "Succeeded", "Failed", "DeadLettered"]},
+        "reason": {"type": "string"}, "createdAt": {"type": "string"}, "finishedAt": {"type": "string"},
+        "attempts": {"type": "array", "items": {"type": "object"}},
+        "result": {"type": "string", "description": "The result's JSON text (cut at 32 KiB)"},
+        "resultTruncated": {"type": "boolean"}, "logs": {"type": "string"}, "duplicates": {"type": "integer"}}})
+}
+
+fn list_schema(kind: &str, item: &str) -> Value {
+    json!({"type": "object", "required": ["apiVersion", "kind", "items"], "properties": {
+        "apiVersion": {"type": "string"}, "kind": {"const": kind},
+        "items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{item}")}},
+        "continue": {"type": "string", "description": "Absent on the last page"}}})
+}
+
+fn ok_json(desc: &str, schema: &str) -> Value {
+    json!({"description": desc, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+/// Responses every operation behind authentication can give, added where an operation does
+/// not describe them itself: the auth middleware's, the body reader's, the store's.
+fn add_common_responses(paths: &mut Value) {
+    let Some(paths) = paths.as_object_mut() else {
+        return;
+    };
+    for (path, ops) in paths.iter_mut() {
+        let Some(ops) = ops.as_object_mut() else {
+            continue;
+        };
+        for op in ops.values_mut() {
+            let secured = op.get("security").is_none();
+            let has_body = op.get("requestBody").is_some();
+            let api = path.starts_with("/v1/");
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let mut add = |code: &str, desc: &str| {
+                responses.entry(code).or_insert_with(|| err_response(desc));
+            };
+            if api {
+                add("400", "A path parameter or query the gateway cannot decode");
+            }
+            if secured {
+                add("401", "Missing or invalid bearer token");
+                add(
+                    "403",
+                    "The API key lacks the permission in this namespace (the message names it, `details` too)",
+                );
+            }
+            if has_body {
+                add(
+                    "408",
+                    "The request body did not arrive within the gateway's body timeout",
+                );
+                add("413", "The request body exceeds the limit");
+            }
+            if api {
+                add("503", "etcd (or the broker) is unavailable");
+            }
+        }
+    }
+}
+
 /// The OpenAPI document.
 pub fn document() -> Value {
     let mut schemas = Map::new();
     let function_schema = component(schema(Kind::Function), &mut schemas);
     schemas.insert("Function".into(), function_schema);
-    schemas.insert(
-        "Error".into(),
-        json!({"type": "object", "properties": {"error": {"type": "object", "properties": {
-            "code": {"type": "integer"}, "reason": {"type": "string"}, "message": {"type": "string"},
-            "details": {"type": "array", "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}}}}}),
-    );
+    schemas.insert("Error".into(), error_schema());
     schemas.insert(
         "FunctionError".into(),
-        json!({"type": "object", "properties": {"errorType": {"type": "string"}, "errorMessage": {"type": "string"}, "stackTrace": {"type": "array", "items": {"type": "string"}}}}),
+        json!({"type": "object", "required": ["errorType", "errorMessage"], "properties": {"errorType": {"type": "string"}, "errorMessage": {"type": "string"}, "stackTrace": {"type": "array", "items": {"type": "string"}}}}),
     );
+    schemas.insert("Execution".into(), execution_schema());
+    schemas.insert(
+        "FunctionList".into(),
+        list_schema("FunctionList", "Function"),
+    );
+    schemas.insert(
+        "ExecutionList".into(),
+        list_schema("ExecutionList", "Execution"),
+    );
+    schemas.insert(
+        "Accepted".into(),
+        json!({"type": "object", "required": ["executionId", "status", "location"], "properties": {
+            "executionId": {"type": "string"}, "status": {"type": "string"}, "location": {"type": "string"}}}),
+    );
+    // What an invocation's error can be: the gateway's own, or the function's (the agent's,
+    // passed through).
+    let gateway_or_function = |desc: &str| {
+        json!({"description": desc, "content": {"application/json": {"schema": {"anyOf": [
+            {"$ref": "#/components/schemas/Error"}, {"$ref": "#/components/schemas/FunctionError"}]}}}})
+    };
     let ns = json!({"name": "ns", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Namespace"});
     let name = json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Function name"});
+    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Execution id"});
     let function_ref = json!({"$ref": "#/components/schemas/Function"});
-    let invoke = |params: Value| {
+    // Where a created function and an accepted execution can be read back (client generators
+    // and stateful fuzzers follow these).
+    let function_links = json!({
+        "GetFunction": {"operationId": "getFunction", "parameters": {"ns": "$request.path.ns", "name": "$response.body#/metadata/name"}},
+        "ReplaceFunction": {"operationId": "replaceFunction", "parameters": {"ns": "$request.path.ns", "name": "$response.body#/metadata/name"}},
+        "DeleteFunction": {"operationId": "deleteFunction", "parameters": {"ns": "$request.path.ns", "name": "$response.body#/metadata/name"}},
+        "InvokeFunction": {"operationId": "invokeFunction", "parameters": {"ns": "$request.path.ns", "name": "$response.body#/metadata/name"}},
+    });
+    let invoke = |op_id: &str, params: Value| {
+        let mut accepted = json!({"description": "Queued (asynchronous)", "headers": {
+                "Location": {"schema": {"type": "string"}}, "X-Lambda-Execution-Id": {"schema": {"type": "string"}}},
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}});
+        if op_id == "invokeFunction" {
+            accepted["links"] = json!({"GetExecution": {"operationId": "getExecution",
+                "parameters": {"ns": "$request.path.ns", "id": "$response.body#/executionId"}}});
+        }
         json!({"post": {
+        "operationId": op_id,
         "summary": "Invoke a function (synchronously, or queued with Prefer: respond-async)",
-        "description": "The request body is the event (JSON); the response body is the function's result. One timeout, the function's, governs the whole call. With `Prefer: respond-async` (or `X-Lambda-Invocation-Type: Event`) the invocation is queued on the broker instead: 202 once the broker confirmed it, with the execution id and its Location; `X-Callback-Url` receives the result when it ends.",
+        "description": "The request body is the event (JSON); the response body is the function's result. One timeout, the function's, governs the whole call. With `Prefer: respond-async` (or `X-Lambda-Invocation-Type: Event`) the invocation is queued on the broker instead: 202 once the broker confirmed it, with the execution id and its Location; `X-Callback-Url` receives the result when it ends. Needs `functions:invoke` in the namespace.",
         "parameters": with_async_headers(params),
         "requestBody": {"required": true, "content": {"application/json": {"schema": {}}}},
         "responses": {
@@ -76,77 +189,90 @@ pub fn document() -> Value {
                 "X-Lambda-Invocation-Id": {"schema": {"type": "string"}},
                 "X-Lambda-Duration-Ms": {"schema": {"type": "string"}}},
                 "content": {"application/json": {"schema": {}}}},
-            "202": {"description": "Queued (asynchronous): `{executionId, status, location}`", "headers": {
-                "Location": {"schema": {"type": "string"}}, "X-Lambda-Execution-Id": {"schema": {"type": "string"}}}},
-            "401": err_response("Missing or invalid bearer token"),
-            "404": err_response("Unknown function"),
-            "413": err_response("The event exceeds the function's maxPayloadBytes"),
+            "202": accepted,
+            "400": gateway_or_function("The event or a header is malformed, or the function rejected the event"),
+            "404": err_response("Unknown function, or one without an http trigger"),
+            "413": gateway_or_function("The event exceeds the function's maxPayloadBytes"),
             "429": err_response("Over the function's concurrency (see Retry-After)"),
-            "502": {"description": "The function raised an error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FunctionError"}}}},
-            "503": err_response("No ready replica"),
-            "504": err_response("The function exceeded its timeout"),
+            "502": gateway_or_function("The function raised an error (FunctionError), or no replica could be reached"),
+            "503": err_response("No ready replica, too many held requests, or the broker (async) is unavailable"),
+            "504": gateway_or_function("The function exceeded its timeout"),
         }}})
     };
-    let events = |params: Value| {
+    let events = |op_id: &str, params: Value| {
         json!({"post": {
+        "operationId": op_id,
         "summary": "Publish an event to lambda.events",
-        "description": "One CloudEvent in binary mode (`ce-*` headers, the body is its data) or structured mode (`application/cloudevents+json`), or the original system's `{event_source, user_name, event_data}` message. The namespaced form addresses the event to that namespace's functions.",
+        "description": "One CloudEvent in binary mode (`ce-*` headers, the body is its data) or structured mode (`application/cloudevents+json`), or the original system's `{event_source, user_name, event_data}` message. The namespaced form addresses the event to that namespace's functions. Needs `events:publish` in the event's namespace.",
         "parameters": params,
         "requestBody": {"required": true, "content": {"application/cloudevents+json": {"schema": {}}, "application/json": {"schema": {}}}},
         "responses": {
-            "202": {"description": "Published and confirmed by the broker: `{id}`"},
+            "202": {"description": "Published and confirmed by the broker: `{id}`", "content": {"application/json": {"schema": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}}}},
             "400": err_response("Not an event (the error names the attribute)"),
-            "401": err_response("Missing or invalid bearer token"),
-            "503": err_response("The broker did not take it"),
+            "503": err_response("The broker did not take it, or none is configured"),
         }}})
     };
+    let execution_get = |op_id: &str, params: Value| {
+        json!({"get": {"operationId": op_id, "summary": "One execution record: status, attempts, result and logs (needs `executions:read`)", "parameters": params,
+            "responses": {"200": ok_json("The Execution", "Execution"), "400": err_response("Malformed id"), "404": err_response("Not found"),
+                          "500": err_response("The stored record cannot be decoded (named)")}}})
+    };
+    let mut paths = json!({
+        "/v1/functions/{name}/invoke": invoke("invokeDefaultFunction", json!([name])),
+        "/v1/namespaces/{ns}/functions/{name}/invoke": invoke("invokeFunction", json!([ns, name])),
+        "/v1/namespaces/{ns}/functions": {
+            "get": {"operationId": "listFunctions", "summary": "List functions (needs `functions:read`)", "parameters": [ns],
+                    "responses": {"200": ok_json("The namespace's functions", "FunctionList")}},
+            "post": {"operationId": "createFunction", "summary": "Create a function (needs `functions:write`)", "parameters": [ns],
+                     "requestBody": {"required": true, "content": {"application/json": {"schema": function_ref}}},
+                     "responses": {"201": {"description": "Created", "content": {"application/json": {"schema": function_ref}}, "links": function_links},
+                                   "400": err_response("Malformed JSON or an invalid Function (details name the fields)"),
+                                   "409": err_response("Already exists")}}
+        },
+        "/v1/namespaces/{ns}/functions/{name}": {
+            "get": {"operationId": "getFunction", "summary": "Get a function with its status (needs `functions:read`)", "parameters": [ns, name],
+                    "responses": {"200": {"description": "The Function", "content": {"application/json": {"schema": function_ref}}}, "404": err_response("Not found")}},
+            "put": {"operationId": "replaceFunction", "summary": "Create or replace a function's spec, labels and annotations (needs `functions:write`)", "parameters": [ns, name],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": function_ref}}},
+                    "responses": {"200": {"description": "Replaced", "content": {"application/json": {"schema": function_ref}}},
+                                  "201": {"description": "Created", "content": {"application/json": {"schema": function_ref}}},
+                                  "400": err_response("Malformed JSON or an invalid Function (details name the fields)"),
+                                  "409": err_response("Being deleted, or it kept changing")}},
+            "delete": {"operationId": "deleteFunction", "summary": "Delete a function (needs `functions:write`)", "parameters": [ns, name],
+                       "responses": {"200": {"description": "Deleted", "content": {"application/json": {"schema": {"type": "object"}}}},
+                                     "202": {"description": "Deletion started (finalizers run)", "content": {"application/json": {"schema": function_ref}}},
+                                     "404": err_response("Not found")}}
+        },
+        "/v1/namespaces/{ns}/functions/{name}/executions": {
+            "get": {"operationId": "listExecutions", "summary": "A function's execution records, newest first (needs `executions:read`)", "parameters": [ns, name,
+                {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["Queued", "Running", "Retrying", "Succeeded", "Failed", "DeadLettered"]}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
+                {"name": "continue", "in": "query", "schema": {"type": "string"}, "description": "The `continue` of the previous page"}],
+                    "responses": {"200": ok_json("ExecutionList (`continue` absent on the last page)", "ExecutionList"), "400": err_response("A bad or unknown query parameter (named)")}}
+        },
+        "/v1/namespaces/{ns}/executions/{id}": execution_get("getExecution", json!([ns, id])),
+        "/v1/executions/{id}": execution_get("getDefaultExecution", json!([id])),
+        "/v1/events": events("publishEvent", json!([])),
+        "/v1/namespaces/{ns}/events": events("publishNamespaceEvent", json!([ns])),
+        "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness", "security": [], "responses": {"200": {"description": "ok", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/readyz": {"get": {"operationId": "readyz", "summary": "Readiness: etcd and (when configured) the broker", "security": [], "responses": {
+            "200": {"description": "`{\"etcd\": \"ok\", \"broker\": \"ok\"}`", "content": {"application/json": {"schema": {"type": "object"}}}},
+            "503": {"description": "the same object, naming the error of what is not ready", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+        "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "OpenMetrics text exposition", "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}}}}},
+        "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+        "/docs": {"get": {"operationId": "docs", "summary": "This document as an HTML page", "security": [], "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+    });
+    add_common_responses(&mut paths);
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Lambda on OpenStack gateway", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Invoke functions and manage them over REST. Authenticate with `Authorization: Bearer <API key>` (create one with `lambda apikey create NAME`)."},
+                 "description": "Invoke functions and manage them over REST. Authenticate with `Authorization: Bearer <API key>` (create one with `lambda apikey create NAME --namespace NS --role invoker|developer|admin`). Each operation names the permission it needs; a key without it gets 403 naming it. Every error body is an `Error`."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": schemas,
         },
         "security": [{"bearer": []}],
-        "paths": {
-            "/v1/functions/{name}/invoke": invoke(json!([name])),
-            "/v1/namespaces/{ns}/functions/{name}/invoke": invoke(json!([ns, name])),
-            "/v1/namespaces/{ns}/functions": {
-                "get": {"summary": "List functions", "parameters": [ns], "responses": {"200": {"description": "FunctionList"}}},
-                "post": {"summary": "Create a function", "parameters": [ns],
-                         "requestBody": {"required": true, "content": {"application/json": {"schema": function_ref}}},
-                         "responses": {"201": {"description": "Created", "content": {"application/json": {"schema": function_ref}}},
-                                       "400": err_response("Malformed JSON or an invalid Function (details name the fields)"),
-                                       "409": err_response("Already exists")}}
-            },
-            "/v1/namespaces/{ns}/functions/{name}": {
-                "get": {"summary": "Get a function with its status", "parameters": [ns, name],
-                        "responses": {"200": {"description": "The Function", "content": {"application/json": {"schema": function_ref}}}, "404": err_response("Not found")}},
-                "put": {"summary": "Create or replace a function's spec, labels and annotations", "parameters": [ns, name],
-                        "requestBody": {"required": true, "content": {"application/json": {"schema": function_ref}}},
-                        "responses": {"200": {"description": "Replaced"}, "201": {"description": "Created"}, "400": err_response("Invalid")}},
-                "delete": {"summary": "Delete a function", "parameters": [ns, name],
-                           "responses": {"200": {"description": "Deleted"}, "202": {"description": "Deletion started (finalizers run)"}, "404": err_response("Not found")}}
-            },
-            "/v1/namespaces/{ns}/functions/{name}/executions": {
-                "get": {"summary": "A function's execution records, newest first", "parameters": [ns, name,
-                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["Queued", "Running", "Retrying", "Succeeded", "Failed", "DeadLettered"]}},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
-                    {"name": "continue", "in": "query", "schema": {"type": "string"}, "description": "The `continue` of the previous page"}],
-                        "responses": {"200": {"description": "ExecutionList (`continue` absent on the last page)"}, "400": err_response("A bad or unknown query parameter (named)")}}
-            },
-            "/v1/namespaces/{ns}/executions/{id}": {
-                "get": {"summary": "One execution record: status, attempts, result and logs", "parameters": [ns, {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
-                        "responses": {"200": {"description": "The Execution"}, "400": err_response("Malformed id"), "404": err_response("Not found")}}
-            },
-            "/v1/events": events(json!([])),
-            "/v1/namespaces/{ns}/events": events(json!([ns])),
-            "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
-            "/readyz": {"get": {"summary": "Readiness: etcd and (when configured) the broker", "security": [], "responses": {"200": {"description": "`{\"etcd\": \"ok\", \"broker\": \"ok\"}`"}, "503": {"description": "the same object, naming the error of what is not ready"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "text exposition"}}}},
-            "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3"}}}},
-        }
+        "paths": paths,
     })
 }
 
@@ -254,5 +380,39 @@ mod tests {
                 .get("$defs")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn every_operation_is_named_and_documents_its_errors() {
+        let doc = document();
+        let mut ids = std::collections::BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in ops.as_object().expect("operations") {
+                let id = op["operationId"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+                assert!(ids.insert(id.to_string()), "operationId {id} twice");
+                let responses = op["responses"].as_object().expect("responses");
+                if op.get("security").is_none() {
+                    for code in ["401", "403"] {
+                        assert!(responses.contains_key(code), "{method} {path} lacks {code}");
+                    }
+                }
+                if op.get("requestBody").is_some() {
+                    for code in ["408", "413"] {
+                        assert!(responses.contains_key(code), "{method} {path} lacks {code}");
+                    }
+                }
+                for (code, r) in responses {
+                    if code.starts_with('4') || code.starts_with('5') {
+                        let schema = r["content"]["application/json"]["schema"].to_string();
+                        assert!(
+                            schema.contains("#/components/schemas/Error") || path == "/readyz",
+                            "{method} {path} {code}: {schema}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

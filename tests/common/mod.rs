@@ -262,13 +262,15 @@ pub async fn start_gateway(
             .expect("loopback address"),
         insecure_no_auth: false,
         amqp_url: None,
+        limits: Default::default(),
     };
     tokio::spawn(lambda::gateway::run(store.clone(), cfg, async move {
         stop.cancelled().await
     }));
-    let (_, token) = lambda::gateway::apikeys::create(store, key_name)
-        .await
-        .expect("create an API key");
+    let (_, token) =
+        lambda::gateway::apikeys::create(store, key_name, &lambda::gateway::authz::Access::admin())
+            .await
+            .expect("create an API key");
     (format!("http://127.0.0.1:{port}"), token)
 }
 
@@ -286,6 +288,7 @@ pub fn start_broker_gateway(
             .expect("loopback address"),
         insecure_no_auth: true,
         amqp_url: Some(amqp_url),
+        limits: Default::default(),
     };
     tokio::spawn(lambda::gateway::run(store.clone(), cfg, stop));
     format!("http://127.0.0.1:{port}")
