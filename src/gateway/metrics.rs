@@ -1,7 +1,7 @@
 //! Gateway metrics (Prometheus text format): invocations by function and status code, and
 //! their duration.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -9,6 +9,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use super::history::{History, Series};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InvocationLabels {
@@ -34,6 +36,8 @@ struct ColdStartLabels {
 /// The gateway's metrics registry.
 pub struct GatewayMetrics {
     registry: Mutex<Registry>,
+    /// The short history the console's charts draw (not exported to Prometheus).
+    pub history: Arc<History>,
     invocations: Family<InvocationLabels, Counter>,
     duration: Family<FunctionLabels, Histogram>,
     submissions: Family<InvocationLabels, Counter>,
@@ -83,6 +87,7 @@ impl Default for GatewayMetrics {
         );
         GatewayMetrics {
             registry: Mutex::new(registry),
+            history: Arc::default(),
             invocations,
             duration,
             submissions,
@@ -102,6 +107,8 @@ pub struct RouteMetrics {
     duration: Histogram,
     /// Held requests that got a replica started through Swarm.
     pub cold_start_swarm: Histogram,
+    /// The function's recent calls for the console's charts (`None` beyond the bound).
+    history: Option<Arc<Series>>,
 }
 
 impl RouteMetrics {
@@ -111,6 +118,9 @@ impl RouteMetrics {
             c.inc();
         }
         self.duration.observe(elapsed.as_secs_f64());
+        if let Some(h) = &self.history {
+            h.record(super::history::unix_now(), code, elapsed);
+        }
     }
 }
 
@@ -144,6 +154,7 @@ impl GatewayMetrics {
                     path: "swarm",
                 })
                 .clone(),
+            history: self.history.series(ns, name),
         }
     }
 

@@ -10,11 +10,13 @@ mod asynchronous;
 mod crud;
 mod error;
 mod executions;
+pub mod history;
 mod invoke;
 pub mod load;
 mod metrics;
 mod openapi;
 mod table;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,6 +82,8 @@ pub struct Gateway {
     /// Woken when a request is held for a function with none held yet: the load reporter
     /// publishes at once.
     pub load_wake: tokio::sync::Notify,
+    /// Places of the watch API's streams ([`watch::MAX_WATCHES`]).
+    watches: Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
@@ -112,6 +116,7 @@ impl Gateway {
             openapi: openapi::document(),
             unwritten: Default::default(),
             load_wake: tokio::sync::Notify::new(),
+            watches: Arc::new(tokio::sync::Semaphore::new(watch::MAX_WATCHES)),
         })
     }
 
@@ -123,7 +128,10 @@ impl Gateway {
         cache
             .run(stream, |change| match change {
                 CacheChange::Applied(f) => self.table.upsert(f, &self.metrics),
-                CacheChange::Deleted(f) => self.table.remove(f.as_ref()),
+                CacheChange::Deleted(f) => {
+                    self.table.remove(f.as_ref());
+                    self.metrics.history.forget_function(&f.key());
+                }
                 CacheChange::Invalid(k, e) => tracing::warn!(function = %k, error = %e.message, "unreadable function; keeping its last good route"),
             })
             .await;
@@ -231,11 +239,22 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         )
         .route("/v1/namespaces/{ns}/executions/{id}", get(executions::get))
         .route("/v1/executions/{id}", get(executions::get_default))
+        .route(
+            "/v1/namespaces/{ns}/functions/{name}/history",
+            get(history::function_history),
+        )
+        .route(
+            "/v1/namespaces/{ns}/nodepools/{name}/history",
+            get(history::pool_history),
+        )
+        .route("/v1/watch", get(watch::watch_all))
+        .route("/v1/namespaces/{ns}/watch", get(watch::watch_ns))
         .route("/v1/events", post(asynchronous::events_default))
         .route("/v1/namespaces/{ns}/events", post(asynchronous::events_ns))
         .route_layer(middleware::from_fn_with_state(gw.clone(), auth));
     Router::new()
         .merge(api)
+        .merge(crate::console::routes())
         .route("/openapi.json", get(openapi_json))
         .route("/docs", get(docs))
         .route("/metrics", get(metrics_text))
@@ -257,6 +276,7 @@ pub async fn run(
 ) -> Result<(), GatewayError> {
     let gw = Gateway::with_broker(store, !cfg.insecure_no_auth, cfg.amqp_url.clone());
     tokio::spawn(gw.clone().follow_functions());
+    tokio::spawn(gw.metrics.history.clone().follow_pools(gw.store.clone()));
     let reporting = tokio_util::sync::CancellationToken::new();
     let reporter = tokio::spawn(load::report(gw.clone(), "gateway", reporting.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.listen)
