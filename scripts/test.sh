@@ -9,7 +9,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$PROJECT_ROOT"
 
 log "checking system packages"
-apt_ensure "${BUILD_PACKAGES[@]}" "${PLATFORM_PACKAGES[@]}"
+apt_ensure "${BUILD_PACKAGES[@]}" "${PLATFORM_PACKAGES[@]}" "${BROWSER_PACKAGES[@]}"
+npm_ensure
 
 : >"$LAMBDA_HOME/test.log"
 failed_steps=()

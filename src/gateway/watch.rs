@@ -233,6 +233,7 @@ async fn start<K: Resource>(
             ns,
             cache: ObjectCache::new(),
             tx,
+            last_id: 0,
         }
         .run(start)
         .await;
@@ -283,6 +284,8 @@ struct Pump<K: Resource> {
     ns: Option<String>,
     cache: ObjectCache<K>,
     tx: mpsc::Sender<Event>,
+    /// The last id sent: a bookmark that would not move it is not sent.
+    last_id: i64,
 }
 
 /// The client went away: the pump stops.
@@ -374,6 +377,7 @@ impl<K: Resource> Pump<K> {
             self.send(change_event(&change, known.contains(&k), None))
                 .await?;
         }
+        self.last_id = self.last_id.max(rev);
         self.send(sse(
             "SYNCED",
             json!({"resourceVersion": rev.to_string()}),
@@ -409,7 +413,8 @@ impl<K: Resource> Pump<K> {
             // An id only where every change up to it has been sent.
             let id = (stream.buffered() == 0).then(|| stream.resume_revision() - 1);
             if let crate::store::WatchEvent::Progress(rev) = ev {
-                if let Some(id) = id {
+                if let Some(id) = id.filter(|&id| id > self.last_id) {
+                    self.last_id = id;
                     self.send(sse(
                         "BOOKMARK",
                         json!({"resourceVersion": rev.to_string()}),
@@ -424,6 +429,9 @@ impl<K: Resource> Pump<K> {
                 _ => true,
             };
             if let Some(change) = self.cache.apply(ev) {
+                if let Some(id) = id {
+                    self.last_id = self.last_id.max(id);
+                }
                 self.send(change_event(&change, known, id)).await?;
             }
         }

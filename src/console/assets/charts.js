@@ -5,7 +5,7 @@ import { h, s } from './dom.js';
 
 const W = 720;
 const H = 200;
-const PAD = { l: 48, r: 12, t: 10, b: 24 };
+const PAD = { l: 58, r: 12, t: 10, b: 24 };
 
 /** A "nice" upper bound and tick step for values up to `max`. */
 export function niceScale(max, ticks = 4) {
@@ -31,9 +31,10 @@ function clock(t) {
 /**
  * A chart over [start, end] (ms). `bars`: stacked series of {name, color, values: [[t, v]]}
  * drawn `bucketMs` wide; `lines`: {name, color, points: [[t, v]], step?, gapMs?, dash?};
- * `marks`: {t, label, title}. Returns a <figure> with a text summary for screen readers.
+ * `marks`: {t, label, title}; before `since` (when the history starts) the chart is shaded as
+ * unknown. Returns a <figure> with a text summary for screen readers.
  */
-export function timeChart({ title, summary, start, end, bars = [], bucketMs = 10000, lines = [], marks = [], yUnit = '', yFormat = fmtNum, minTop = 0 }) {
+export function timeChart({ title, summary, start, end, since, bars = [], bucketMs = 10000, lines = [], marks = [], yUnit = '', yFormat = fmtNum, minTop = 0 }) {
   const x = (t) => PAD.l + ((t - start) / (end - start)) * (W - PAD.l - PAD.r);
   // The stacks' totals and the lines' values decide the scale.
   const totals = new Map();
@@ -43,12 +44,17 @@ export function timeChart({ title, summary, start, end, bars = [], bucketMs = 10
   const y = (v) => H - PAD.b - (v / top) * (H - PAD.t - PAD.b);
 
   const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': `${title}. ${summary || ''}` });
+  if (since && since > start) {
+    const sx = x(Math.min(since, end));
+    svg.append(s('rect', { class: 'chart-nodata', x: PAD.l, y: PAD.t, width: sx - PAD.l, height: H - PAD.t - PAD.b }));
+    if (sx - PAD.l > 90) svg.append(s('text', { class: 'chart-nodata-label', x: PAD.l + 6, y: H - PAD.b - 6 }, 'before this gateway watched'));
+  }
   // Grid and axes.
   for (let v = 0; v <= top + 1e-9; v += step) {
     svg.append(s('line', { class: 'chart-grid', x1: PAD.l, x2: W - PAD.r, y1: y(v), y2: y(v) }));
     svg.append(s('text', { class: 'chart-axis', x: PAD.l - 6, y: y(v) + 4, 'text-anchor': 'end' }, `${yFormat(v)}${yUnit}`));
   }
-  const tickEvery = 10 * 60 * 1000;
+  const tickEvery = [1, 2, 5, 10, 15, 30, 60].map((m) => m * 60000).find((t) => (end - start) / t <= 7) || 3600000;
   for (let t = Math.ceil(start / tickEvery) * tickEvery; t <= end; t += tickEvery) {
     svg.append(s('text', { class: 'chart-axis', x: x(t), y: H - 6, 'text-anchor': 'middle' }, clock(t)));
   }
@@ -60,7 +66,7 @@ export function timeChart({ title, summary, start, end, bars = [], bucketMs = 10
       if (!v) continue;
       const y0 = base.get(t) || 0;
       base.set(t, y0 + v);
-      svg.append(s('rect', { x: x(t), y: y(y0 + v), width: bw, height: Math.max(0.5, y(y0) - y(y0 + v)), fill: b.color },
+      svg.append(s('rect', { class: 'bar', x: x(t), y: y(y0 + v), width: bw, height: Math.max(0.5, y(y0) - y(y0 + v)), fill: b.color },
         s('title', {}, `${clock(t)} ${b.name}: ${yFormat(v)}${yUnit}`)));
     }
   }
@@ -101,6 +107,15 @@ export function timeChart({ title, summary, start, end, bars = [], bucketMs = 10
     marks.length ? h('span', {}, '┆ marks: ', String(marks.length)) : null);
   return h('figure', { class: 'chart' }, h('figcaption', {}, title), svg, legend,
     summary ? h('p', { class: 'muted skip' }, summary) : null);
+}
+
+/**
+ * The window a chart shows: the last `windowMs` before `end`, or from a minute before `since`
+ * when the history is younger than that (so a fresh gateway's few minutes are readable).
+ */
+export function chartWindow(end, windowMs, since, alignMs = 1) {
+  const start = Math.max(end - windowMs, Math.floor((since - 60000) / alignMs) * alignMs);
+  return { start: Math.min(start, end - 5 * 60000), end };
 }
 
 /** Colors per status code class. */

@@ -4,7 +4,7 @@
 import { api, call, paths, seg, session, ApiError } from './api.js';
 import { h, replace, age, when, conditionBadge, table, labels, liveIndicator, toast } from './dom.js';
 import { Watch } from './watch.js';
-import { timeChart, codeColor } from './charts.js';
+import { timeChart, codeColor, chartWindow } from './charts.js';
 
 /** Asks before deleting a function; deletes it and goes back to the list. */
 export function confirmDelete(f) {
@@ -76,11 +76,11 @@ function statusPanel(f) {
     ]),
     table('Conditions', ['Type', 'Status', 'Reason', 'Message', 'Since'],
       (st.conditions || []).map((c) => h('tr', {}, h('td', {}, c.type), h('td', {}, c.status), h('td', {}, c.reason),
-        h('td', { class: 'wrap' }, c.message), h('td', {}, age(c.lastTransitionTime))))))));
+        h('td', { class: 'wrap' }, c.message), h('td', {}, age(c.lastTransitionTime)))))));
 }
 
 function invokePanel(ns, name, onExecution) {
-  const body = h('textarea', { id: 'invoke-body', class: 'code', rows: 5, spellcheck: 'false' }, '{}');
+  const body = h('textarea', { id: 'invoke-body', class: 'code short', rows: 5, spellcheck: 'false' }, '{}');
   const asyncBox = h('input', { type: 'checkbox', id: 'invoke-async' });
   const logsBox = h('input', { type: 'checkbox', id: 'invoke-logs', checked: true });
   const btn = h('button', { type: 'submit', id: 'invoke-button' }, 'Invoke');
@@ -135,7 +135,7 @@ function invokePanel(ns, name, onExecution) {
 
 function chartsPanel(ns, name) {
   const el = h('section', { class: 'panel', 'aria-labelledby': 'charts-title' },
-    h('h2', { id: 'charts-title' }, 'Last hour (calls through this gateway)'), h('p', { class: 'muted' }, 'Loading…'));
+    h('h2', { id: 'charts-title' }, 'Last hour (calls through this gateway since it started)'), h('p', { class: 'muted' }, 'Loading…'));
   const draw = async () => {
     let hist;
     try { hist = await api('GET', paths.fnHistory(ns, name)); } catch (e) {
@@ -144,7 +144,7 @@ function chartsPanel(ns, name) {
     }
     const bucket = hist.bucketSeconds * 1000;
     const end = Math.ceil((hist.now * 1000) / bucket) * bucket;
-    const start = end - hist.windowSeconds * 1000;
+    const { start } = chartWindow(end, hist.windowSeconds * 1000, hist.since * 1000, bucket);
     const codes = [...new Set(hist.buckets.flatMap((b) => Object.keys(b.codes)))].sort();
     const total = hist.buckets.reduce((n, b) => n + b.count, 0);
     const bars = codes.map((c) => ({
@@ -154,11 +154,11 @@ function chartsPanel(ns, name) {
     }));
     const line = (q) => hist.buckets.map((b) => [b.start * 1000 + bucket / 2, b[q]]);
     const p99 = Math.max(0, ...hist.buckets.map((b) => b.p99Ms || 0));
-    replace(el, h('h2', { id: 'charts-title' }, 'Last hour (calls through this gateway)'),
-      h('div', { class: 'grid2' },
-        timeChart({ title: 'Invocations per second by status', start, end, bars, bucketMs: bucket, yUnit: '/s',
+    replace(el, h('h2', { id: 'charts-title' }, 'Last hour (calls through this gateway since it started)'),
+      h('div', { class: 'charts' },
+        timeChart({ title: 'Invocations per second by status', start, end, since: hist.since * 1000, bars, bucketMs: bucket, yUnit: '/s',
           summary: `${total} calls in the last hour${codes.length ? `, by status ${codes.join(', ')}` : ''}.` }),
-        timeChart({ title: 'Latency p50 / p99', start, end, yUnit: ' ms',
+        timeChart({ title: 'Latency p50 / p99', start, end, since: hist.since * 1000, yUnit: ' ms',
           lines: [
             { name: 'p50', color: '#1f6feb', points: line('p50Ms'), gapMs: bucket * 1.5 },
             { name: 'p99', color: '#bf3989', points: line('p99Ms'), gapMs: bucket * 1.5 },
@@ -234,7 +234,7 @@ function executionsPanel(ns, name) {
 export function mount(main, { ns, params }) {
   const [name] = params;
   const live = liveIndicator();
-  const head = h('div', {});
+  const head = h('div', { id: 'fn-ready' });
   const status = h('div', {}, h('p', { class: 'muted' }, 'Loading…'));
   const executions = executionsPanel(ns, name);
   const charts = chartsPanel(ns, name);

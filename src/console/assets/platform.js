@@ -4,7 +4,7 @@
 import { api, paths } from './api.js';
 import { h, replace, age, when, condition, conditionBadge, table, liveIndicator, keyOf } from './dom.js';
 import { Watch } from './watch.js';
-import { timeChart } from './charts.js';
+import { timeChart, chartWindow } from './charts.js';
 
 function section(id, title, live) {
   const body = h('div', {}, h('p', { class: 'muted' }, 'Loading…'));
@@ -19,7 +19,7 @@ function poolRow(p) {
   return h('tr', { dataset: { pool: keyOf(p) } },
     h('td', {}, p.metadata.name, h('span', { class: 'sub' }, p.metadata.namespace)),
     h('td', {}, conditionBadge(p)),
-    h('td', { class: 'num', dataset: { nodes: String(st.replicas || 0) } }, `${st.readyReplicas || 0}/${st.replicas || 0}`),
+    h('td', { class: 'num', dataset: { nodes: String(st.replicas || 0), ready: String(st.readyReplicas || 0) } }, `${st.readyReplicas || 0}/${st.replicas || 0}`),
     h('td', { class: 'num' }, `${sp.replicas ?? 0} (${sp.minReplicas ?? 0}–${sp.maxReplicas ?? 10})`),
     h('td', { class: 'num' }, st.desiredReplicas ?? '—'),
     h('td', { class: 'wrap' }, a ? [h('strong', {}, a.decision), ' ', a.reason || ''] : (sp.autoscaling?.enabled ? 'no decision yet' : 'off')),
@@ -31,13 +31,13 @@ async function poolChart(p) {
   const ns = p.metadata.namespace || 'default';
   const hist = await api('GET', paths.poolHistory(ns, p.metadata.name));
   const end = Date.parse(hist.now);
-  const start = end - hist.windowSeconds * 1000;
+  const { start } = chartWindow(end, hist.windowSeconds * 1000, Date.parse(hist.since));
   const pts = (k) => hist.samples.map((x) => [Math.max(start, Date.parse(x.time)), x[k] ?? null]);
   const marks = hist.marks.map((m) => ({ t: Date.parse(m.time), label: m.decision, title: `${m.source}: ${m.reason}` }));
   const last = hist.samples[hist.samples.length - 1] || {};
   return timeChart({
     title: `${ns}/${p.metadata.name}: nodes over the last hour`,
-    start, end, minTop: 2, yFormat: (v) => (Number.isInteger(v) ? String(v) : ''),
+    start, end, since: Date.parse(hist.since), minTop: 2, yFormat: (v) => (Number.isInteger(v) ? String(v) : ''),
     lines: [
       { name: 'Nodes', color: '#1f6feb', points: pts('replicas'), step: true },
       { name: 'Ready', color: '#2da44e', points: pts('readyReplicas'), step: true, dash: '6 3' },
@@ -93,7 +93,7 @@ export function mountPlatform(main) {
   const timers = [];
   const lives = [liveIndicator(), liveIndicator(), liveIndicator(), liveIndicator()];
   const pools = section('pools-title', 'Node pools', lives[0]);
-  const charts = h('div', { class: 'grid2', id: 'pool-charts' });
+  const charts = h('div', { class: 'charts', id: 'pool-charts' });
   const nodes = section('nodes-title', 'Nodes', lives[1]);
   const images = section('images-title', 'Snapshot images', lives[2]);
   const sources = section('sources-title', 'Event sources', lives[3]);

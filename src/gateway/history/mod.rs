@@ -35,10 +35,22 @@ pub const MAX_FUNCTIONS: usize = 512;
 pub const MAX_POOLS: usize = 128;
 
 /// The histories of one gateway.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct History {
     functions: Mutex<HashMap<ObjectKey, Arc<Series>>>,
     pools: Mutex<HashMap<ObjectKey, pools::Timeline>>,
+    /// When this history started: nothing before it is known.
+    since: chrono::DateTime<chrono::Utc>,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            functions: Mutex::default(),
+            pools: Mutex::default(),
+            since: chrono::Utc::now(),
+        }
+    }
 }
 
 /// Seconds since the Unix epoch (0 for a clock before it).
@@ -131,6 +143,7 @@ pub async fn function_history(
             "bucketSeconds": series::BUCKET_SECS,
             "windowSeconds": series::BUCKET_SECS * series::BUCKETS as u64,
             "now": unix_now(),
+            "since": gw.metrics.history.since.timestamp(),
             "buckets": points,
         }))
         .into_response(),
@@ -162,6 +175,7 @@ pub async fn pool_history(
             "name": name,
             "windowSeconds": pools::WINDOW.num_seconds(),
             "now": chrono::Utc::now(),
+            "since": gw.metrics.history.since,
             "samples": tl.samples,
             "marks": tl.marks,
         }))
