@@ -100,6 +100,23 @@ pub fn document() -> Value {
             "503": err_response("The broker did not take it"),
         }}})
     };
+    let watch = |params: Value| {
+        let mut p = params.as_array().cloned().unwrap_or_default();
+        p.push(json!({"name": "kind", "in": "query", "required": true, "schema": {"type": "string", "enum": Kind::ALL.map(Kind::name)}, "description": "The kind (plural and short forms are accepted too)"}));
+        p.push(json!({"name": "resourceVersion", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1}, "description": "Resume after this revision (the id of the last event received) without a list"}));
+        p.push(json!({"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "string"}, "description": "As resourceVersion (what EventSource sends on reconnect)"}));
+        json!({"get": {
+        "summary": "Watch a kind's objects: Server-Sent Events of whole objects (spec and status)",
+        "description": "Events: `RESET` (forget what you hold; a full list follows), `ADDED`/`MODIFIED`/`DELETED` `{type, object}`, `SYNCED` `{type, resourceVersion}` (the list is complete), `BOOKMARK` `{type, resourceVersion}` (nothing changed up to it), `ERROR` `{type, key, message}` (an unreadable stored value). An event's `id` is a revision up to which everything was sent: resume with `resourceVersion=ID`. A compacted resourceVersion starts over with `RESET`. Without the namespace segment: every namespace.",
+        "parameters": p,
+        "responses": {
+            "200": {"description": "`text/event-stream`", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            "400": err_response("Missing or unknown kind, a bad or future resourceVersion, an unknown parameter (named)"),
+            "401": err_response("Missing or invalid bearer token"),
+            "403": err_response("The key may not watch this kind here"),
+            "503": err_response("etcd unreachable, or too many watches (Retry-After)"),
+        }}})
+    };
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Lambda on OpenStack gateway", "version": env!("CARGO_PKG_VERSION"),
@@ -140,11 +157,32 @@ pub fn document() -> Value {
                 "get": {"summary": "One execution record: status, attempts, result and logs", "parameters": [ns, {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                         "responses": {"200": {"description": "The Execution"}, "400": err_response("Malformed id"), "404": err_response("Not found")}}
             },
+            "/v1/namespaces/{ns}/functions/{name}/history": {
+                "get": {"summary": "A function's calls through this gateway over the last hour (the console's charts)",
+                        "description": "10-second buckets that had calls, oldest first: `start` (unix s), `codes` (calls by HTTP status, `other` for the rest), `count`, `p50Ms`, `p99Ms` (from a histogram whose bins double: within a factor of 2). `since` is when this gateway started keeping history; each gateway keeps what it served.",
+                        "parameters": [ns, name],
+                        "responses": {"200": {"description": "`{namespace, name, bucketSeconds, windowSeconds, now, since, buckets}`"},
+                                      "404": err_response("Unknown function, or beyond the functions this gateway keeps history for (NoHistory)")}}
+            },
+            "/v1/namespaces/{ns}/nodepools/{name}/history": {
+                "get": {"summary": "A node pool's node counts and the autoscaler's decisions over the last hour",
+                        "description": "`samples`: the counts at every change (`time`, `specReplicas`, `replicas`, `readyReplicas`, `desiredReplicas`), the first giving the counts at the window's start; `marks`: `{time, source: Autoscaler|Spec, decision, reason}`.",
+                        "parameters": [{"name": "ns", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Namespace"},
+                                       {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}, "description": "NodePool name"}],
+                        "responses": {"200": {"description": "`{namespace, name, windowSeconds, now, since, samples, marks}`"},
+                                      "404": err_response("Unknown node pool")}}
+            },
+            "/v1/watch": watch(json!([])),
+            "/v1/namespaces/{ns}/watch": watch(json!([ns])),
             "/v1/events": events(json!([])),
             "/v1/namespaces/{ns}/events": events(json!([ns])),
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
             "/readyz": {"get": {"summary": "Readiness: etcd and (when configured) the broker", "security": [], "responses": {"200": {"description": "`{\"etcd\": \"ok\", \"broker\": \"ok\"}`"}, "503": {"description": "the same object, naming the error of what is not ready"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "text exposition"}}}},
+            "/console/": {"get": {"summary": "The web console (HTML; sign in with an API key)", "security": [], "responses": {"200": {"description": "text/html"}}}},
+            "/console/{path}": {"get": {"summary": "A file of the web console", "security": [],
+                "parameters": [{"name": "path", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "HTML, CSS, JavaScript or SVG"}, "404": {"description": "No such file"}}}},
             "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3"}}}},
         }
     })
