@@ -38,12 +38,25 @@ apt_ensure() {
 # Recommends, so every package used is named here, Recommends included: protobuf-compiler only
 # recommends libprotobuf-dev, which holds google/protobuf/*.proto that etcd-client's build needs.
 BUILD_PACKAGES=(protobuf-compiler libprotobuf-dev pkg-config ca-certificates)
+# The console's browser test (scripts/console-test.sh): Debian's chromium, driven headless by
+# playwright-core from npm (tests/console/package-lock.json). chromium's Recommends are for a
+# desktop (chromium-sandbox: it runs with --no-sandbox as root here; upower, udev,
+# notification-daemon, system-config-printer, libgl1-mesa-dri: no GPU, no printing) except
+# fonts-liberation, which the screenshots' text is drawn with. nodejs (>= 18) runs the test;
+# npm comes with it from NodeSource and is apt_ensured on its own where it does not
+# (npm_ensure), because NodeSource's nodejs conflicts with Debian's npm package.
+BROWSER_PACKAGES=(chromium fonts-liberation nodejs)
 PLATFORM_PACKAGES=(etcd-server etcd-client openssl docker.io iptables iproute2 busybox-static debootstrap curl xz-utils rabbitmq-server python3-pika lxcfs)
 # What the `lambda bench …` commands run beside the platform (nginx: the reverse proxy
 # `bench invoke` measures the gateway against). scripts/up.sh installs them.
 BENCH_PACKAGES=(nginx)
 # What `scripts/venv.sh` builds the test tools' virtualenv with (schemathesis, openapi-spec-validator).
 TEST_PACKAGES=(python3 python3-venv)
+
+# npm_ensure — npm on the PATH: Debian's package unless a nodejs that ships it is installed.
+npm_ensure() {
+  command -v npm >/dev/null 2>&1 || apt_ensure npm
+}
 
 # pid_alive FILE — true when FILE holds the PID of a running process (a zombie, which still
 # answers `kill -0` until PID 1 reaps it, does not count).

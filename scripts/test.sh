@@ -9,7 +9,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$PROJECT_ROOT"
 
 log "checking system packages"
-apt_ensure "${BUILD_PACKAGES[@]}" "${PLATFORM_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+apt_ensure "${BUILD_PACKAGES[@]}" "${PLATFORM_PACKAGES[@]}" "${TEST_PACKAGES[@]}" "${BROWSER_PACKAGES[@]}"
+npm_ensure
 # schemathesis and openapi-spec-validator for tests/api_fuzz.rs (in $LAMBDA_HOME/venv).
 "$PROJECT_ROOT/scripts/venv.sh" >/dev/null
 

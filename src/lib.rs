@@ -8,6 +8,7 @@ pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod cloud;
+pub mod console;
 pub mod events;
 pub mod gateway;
 pub mod openstack;

@@ -176,9 +176,28 @@ fn requests_in(ns: &str, exec: &str) -> Vec<Row> {
             Some("{}".into()),
             "events:publish",
         ),
-        // Watch API (console branch): add its namespaced form here at merge, e.g.
-        // (Method::GET, format!("/v1/namespaces/{ns}/watch?kind=functions"), vec![], None, "functions:read"),
-        // (Method::GET, format!("/v1/namespaces/{ns}/watch?kind=executions"), vec![], None, "executions:read"),
+        // The watch API and the console's history of a function.
+        (
+            Method::GET,
+            format!("/v1/namespaces/{ns}/watch?kind=functions"),
+            vec![],
+            None,
+            "functions:read",
+        ),
+        (
+            Method::GET,
+            format!("/v1/namespaces/{ns}/watch?kind=events"),
+            vec![],
+            None,
+            "events:read",
+        ),
+        (
+            Method::GET,
+            format!("/v1/namespaces/{ns}/functions/f/history"),
+            vec![],
+            None,
+            "functions:read",
+        ),
     ];
     if default {
         v.push((
@@ -197,6 +216,40 @@ fn requests_in(ns: &str, exec: &str) -> Vec<Row> {
         ));
     }
     v
+}
+
+/// The namespaces of the objects a watch lists before its `SYNCED` event, sorted.
+async fn watched_namespaces(gw: &Gw, key: &str, path: &str) -> Vec<String> {
+    let mut resp = gw
+        .http
+        .get(format!("{}{path}", gw.base))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("watch");
+    assert_eq!(resp.status(), 200);
+    let mut text = String::new();
+    while !text.contains("event: SYNCED") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+            .await
+            .expect("the list arrives")
+            .expect("a chunk")
+            .expect("the stream goes on");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let mut names: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter(|v| v["type"] == "ADDED")
+        .filter_map(|v| {
+            v["object"]["metadata"]["namespace"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    names.sort();
+    names
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,6 +407,17 @@ async fn a_key_of_one_namespace_reaches_nothing_of_another() {
             }
         }
     }
+    // Watching every namespace, a key of `a` sees `a`'s functions and nothing of `b`'s or
+    // `default`'s; an invoker may not watch functions at all.
+    let names = watched_namespaces(&gw, &a_dev, "/v1/watch?kind=functions").await;
+    assert_eq!(names, ["a"], "{names:?}");
+    let (code, v) = gw
+        .call(&a_inv, Method::GET, "/v1/watch?kind=functions", &[], None)
+        .await;
+    assert_eq!(code, 403, "{v}");
+    let all = watched_namespaces(&gw, &root, "/v1/watch?kind=functions").await;
+    assert_eq!(all, ["a", "b", "default"], "{all:?}");
+
     // The all-namespaces admin reaches `b`; a bad key and no key are 401, not 403.
     let (code, _) = gw
         .call(

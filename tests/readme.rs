@@ -2,6 +2,9 @@
 //! `lambda` on the PATH, no flags, no `LAMBDA_*`/`DOCKER_HOST` variables — only the context
 //! `lambda up` wrote. Then `lambda down`, which removes that context.
 //!
+//! Before `lambda down` it runs the web console's browser test against the same platform
+//! (`scripts/console-test.sh`: Debian's chromium driven by playwright-core).
+//!
 //! `lambda up` owns the machine's platform ports (etcd 2379, gateway 8080, `lambda cloud` 8780)
 //! and `lambda down` stops the Swarm the other tests share, so this binary is not part of
 //! `cargo test --all-targets` (`test = false` in Cargo.toml): `scripts/test.sh` runs it on its
@@ -261,6 +264,18 @@ fn the_usage_block_runs_verbatim_after_lambda_up() {
             && err.contains("lambda up"),
         "{err}"
     );
+
+    // The web console in a real browser (Debian's chromium through playwright-core) against
+    // this platform: scripts/console-test.sh, screenshots under .lambda/console-screenshots/.
+    let t = Instant::now();
+    let (ok, out, err) = sh.run("scripts/console-test.sh");
+    eprintln!("{out}");
+    assert!(
+        ok,
+        "the console's browser test failed (screenshots in .lambda/console-screenshots/):\n{out}\n{err}{}",
+        logs_hint(&root())
+    );
+    eprintln!("console browser test: {:.1} s", t.elapsed().as_secs_f64());
 
     guard.1 = true;
     lambda_down(&sh);

@@ -1,7 +1,7 @@
 //! Gateway metrics (Prometheus text format): invocations by function and status code, and
 //! their duration.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -9,6 +9,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use super::history::{History, Series};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InvocationLabels {
@@ -41,6 +43,8 @@ struct WarmLabels {
 /// The gateway's metrics registry.
 pub struct GatewayMetrics {
     registry: Mutex<Registry>,
+    /// The short history the console's charts draw (not exported to Prometheus).
+    pub history: Arc<History>,
     invocations: Family<InvocationLabels, Counter>,
     duration: Family<FunctionLabels, Histogram>,
     submissions: Family<InvocationLabels, Counter>,
@@ -106,6 +110,7 @@ impl Default for GatewayMetrics {
             registry: Mutex::new(registry),
             warm,
             specialise,
+            history: Arc::default(),
             invocations,
             duration,
             submissions,
@@ -127,6 +132,8 @@ pub struct RouteMetrics {
     pub cold_start_swarm: Histogram,
     /// Held requests that got a warm pool container specialised for them.
     pub cold_start_pool: Histogram,
+    /// The function's recent calls for the console's charts (`None` beyond the bound).
+    history: Option<Arc<Series>>,
 }
 
 impl RouteMetrics {
@@ -136,6 +143,9 @@ impl RouteMetrics {
             c.inc();
         }
         self.duration.observe(elapsed.as_secs_f64());
+        if let Some(h) = &self.history {
+            h.record(super::history::unix_now(), code, elapsed);
+        }
     }
 }
 
@@ -163,6 +173,7 @@ impl GatewayMetrics {
                 .clone(),
             cold_start_swarm: self.cold_start(ns, name, "swarm"),
             cold_start_pool: self.cold_start(ns, name, "pool"),
+            history: self.history.series(ns, name),
         }
     }
 

@@ -13,6 +13,7 @@ mod body;
 mod crud;
 mod error;
 mod executions;
+pub mod history;
 mod invoke;
 pub mod load;
 mod metrics;
@@ -20,6 +21,7 @@ mod openapi;
 mod server;
 mod table;
 pub mod warm;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -91,6 +93,8 @@ pub struct Gateway {
     pub load_wake: tokio::sync::Notify,
     /// Warm pools and the containers this gateway specialised from them.
     pub warm: warm::Warm,
+    /// Places of the watch API's streams ([`watch::MAX_WATCHES`]).
+    watches: Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
@@ -124,6 +128,7 @@ impl Gateway {
             unwritten: Default::default(),
             load_wake: tokio::sync::Notify::new(),
             warm: warm::Warm::default(),
+            watches: Arc::new(tokio::sync::Semaphore::new(watch::MAX_WATCHES)),
         })
     }
 
@@ -135,7 +140,10 @@ impl Gateway {
         cache
             .run(stream, |change| match change {
                 CacheChange::Applied(f) => self.table.upsert(f, &self.metrics),
-                CacheChange::Deleted(f) => self.table.remove(f.as_ref()),
+                CacheChange::Deleted(f) => {
+                    self.table.remove(f.as_ref());
+                    self.metrics.history.forget_function(&f.key());
+                }
                 CacheChange::Invalid(k, e) => tracing::warn!(function = %k, error = %e.message, "unreadable function; keeping its last good route"),
             })
             .await;
@@ -253,11 +261,22 @@ pub fn router(gw: Arc<Gateway>, body_read_timeout: std::time::Duration) -> Route
         )
         .route("/v1/namespaces/{ns}/executions/{id}", get(executions::get))
         .route("/v1/executions/{id}", get(executions::get_default))
+        .route(
+            "/v1/namespaces/{ns}/functions/{name}/history",
+            get(history::function_history),
+        )
+        .route(
+            "/v1/namespaces/{ns}/nodepools/{name}/history",
+            get(history::pool_history),
+        )
+        .route("/v1/watch", get(watch::watch_all))
+        .route("/v1/namespaces/{ns}/watch", get(watch::watch_ns))
         .route("/v1/events", post(asynchronous::events_default))
         .route("/v1/namespaces/{ns}/events", post(asynchronous::events_ns))
         .route_layer(middleware::from_fn_with_state(gw.clone(), auth));
     Router::new()
         .merge(api)
+        .merge(crate::console::routes())
         .route("/openapi.json", get(openapi_json))
         .route("/docs", get(docs))
         .route("/metrics", get(metrics_text))
@@ -283,6 +302,7 @@ pub async fn run(
     let gw = Gateway::with_broker(store, !cfg.insecure_no_auth, cfg.amqp_url.clone());
     tokio::spawn(gw.clone().follow_functions());
     tokio::spawn(warm::follow_pools(gw.clone()));
+    tokio::spawn(gw.metrics.history.clone().follow_pools(gw.store.clone()));
     let reporting = tokio_util::sync::CancellationToken::new();
     let reporter = tokio::spawn(load::report(gw.clone(), "gateway", reporting.clone()));
     let releaser = tokio::spawn(warm::release_loop(gw.clone(), reporting.clone()));

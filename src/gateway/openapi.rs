@@ -212,6 +212,24 @@ pub fn document() -> Value {
             "503": err_response("The broker did not take it, or none is configured"),
         }}})
     };
+    let watch = |op_id: &str, params: Value| {
+        let mut p = params.as_array().cloned().unwrap_or_default();
+        p.push(json!({"name": "kind", "in": "query", "required": true, "schema": {"type": "string", "enum": Kind::ALL.map(Kind::name)}, "description": "The kind (plural and short forms are accepted too)"}));
+        p.push(json!({"name": "resourceVersion", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1}, "description": "Resume after this revision (the id of the last event received) without a list"}));
+        p.push(json!({"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "string"}, "description": "As resourceVersion (what EventSource sends on reconnect)"}));
+        json!({"get": {
+        "operationId": op_id,
+        "summary": "Watch a kind's objects: Server-Sent Events of whole objects (spec and status)",
+        "description": "Events: `RESET` (forget what you hold; a full list follows), `ADDED`/`MODIFIED`/`DELETED` `{type, object}`, `SYNCED` `{type, resourceVersion}` (the list is complete), `BOOKMARK` `{type, resourceVersion}` (nothing changed up to it), `ERROR` `{type, key, message}` (an unreadable stored value). An event's `id` is a revision up to which everything was sent: resume with `resourceVersion=ID`. A compacted resourceVersion starts over with `RESET`. Without the namespace segment: every namespace.",
+        "parameters": p,
+        "responses": {
+            "200": {"description": "`text/event-stream`", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            "400": err_response("Missing or unknown kind, a bad or future resourceVersion, an unknown parameter (named)"),
+            "401": err_response("Missing or invalid bearer token"),
+            "403": err_response("The key may not watch this kind here"),
+            "503": err_response("etcd unreachable, or too many watches (Retry-After)"),
+        }}})
+    };
     let execution_get = |op_id: &str, params: Value| {
         json!({"get": {"operationId": op_id, "summary": "One execution record: status, attempts, result and logs (needs `executions:read`)", "parameters": params,
             "responses": {"200": ok_json("The Execution", "Execution"), "400": err_response("Malformed id"), "404": err_response("Not found"),
@@ -252,6 +270,25 @@ pub fn document() -> Value {
         },
         "/v1/namespaces/{ns}/executions/{id}": execution_get("getExecution", json!([ns, id])),
         "/v1/executions/{id}": execution_get("getDefaultExecution", json!([id])),
+        "/v1/namespaces/{ns}/functions/{name}/history": {"get": {"operationId": "getFunctionHistory",
+            "summary": "A function's calls through this gateway over the last hour, for the console's charts (needs `functions:read`)",
+            "description": "10-second buckets that had calls, oldest first: `start` (unix s), `codes` (calls by HTTP status, `other` for the rest), `count`, `p50Ms`, `p99Ms` (from a histogram whose bins double: within a factor of 2). `since` is when this gateway started keeping history; each gateway keeps what it served.",
+            "parameters": [ns, name],
+            "responses": {"200": {"description": "`{namespace, name, bucketSeconds, windowSeconds, now, since, buckets}`", "content": {"application/json": {"schema": {"type": "object"}}}},
+                          "404": err_response("Unknown function, or beyond the functions this gateway keeps history for (NoHistory)")}}},
+        "/v1/namespaces/{ns}/nodepools/{name}/history": {"get": {"operationId": "getNodePoolHistory",
+            "summary": "A node pool's node counts and the autoscaler's decisions over the last hour (needs `nodepools:read`)",
+            "description": "`samples`: the counts at every change (`time`, `specReplicas`, `replicas`, `readyReplicas`, `desiredReplicas`), the first giving the counts at the window's start; `marks`: `{time, source: Autoscaler|Spec, decision, reason}`.",
+            "parameters": [ns, {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}, "description": "NodePool name"}],
+            "responses": {"200": {"description": "`{namespace, name, windowSeconds, now, since, samples, marks}`", "content": {"application/json": {"schema": {"type": "object"}}}},
+                          "404": err_response("Unknown node pool")}}},
+        "/v1/watch": watch("watchAll", json!([])),
+        "/v1/namespaces/{ns}/watch": watch("watchNamespace", json!([ns])),
+        "/console/": {"get": {"operationId": "console", "summary": "The web console (HTML; sign in with an API key)", "security": [], "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/console/{path}": {"get": {"operationId": "consoleFile", "summary": "A file of the web console", "security": [],
+            "parameters": [{"name": "path", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "HTML, CSS, JavaScript or SVG", "content": {"text/html": {"schema": {"type": "string"}}, "text/css": {"schema": {"type": "string"}}, "text/javascript": {"schema": {"type": "string"}}, "image/svg+xml": {"schema": {"type": "string"}}}},
+                          "404": err_response("No such file")}}},
         "/v1/events": events("publishEvent", json!([])),
         "/v1/namespaces/{ns}/events": events("publishNamespaceEvent", json!([ns])),
         "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness", "security": [], "responses": {"200": {"description": "ok", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},

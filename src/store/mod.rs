@@ -70,6 +70,8 @@ pub enum StoreError {
         requested: i64,
         compact_revision: i64,
     },
+    #[error("revision {requested} is beyond etcd's current revision")]
+    FutureRevision { requested: i64 },
     #[error("watch of {prefix} ended: {message}")]
     WatchEnded { prefix: String, message: String },
     #[error("etcd write of {key} (committed with others) failed: {message}")]
@@ -93,6 +95,27 @@ impl StoreError {
     /// True when the object does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
+    }
+}
+
+/// Maps etcd's answers to a read at a revision it no longer (or does not yet) hold to the
+/// errors a caller acts on: re-list from now, or reject the revision.
+fn historical_read_error(e: StoreError, requested: i64) -> StoreError {
+    match &e {
+        StoreError::Etcd { source, .. } => {
+            let text = source.to_string();
+            if text.contains("required revision has been compacted") {
+                StoreError::Compacted {
+                    requested,
+                    compact_revision: 0,
+                }
+            } else if text.contains("required revision is a future revision") {
+                StoreError::FutureRevision { requested }
+            } else {
+                e
+            }
+        }
+        _ => e,
     }
 }
 
@@ -346,11 +369,27 @@ impl Store {
         &self,
         namespace: Option<&str>,
     ) -> Result<ObjectList<K>, StoreError> {
+        self.list_at(namespace, 0).await
+    }
+
+    /// [`Store::list`] as it was at etcd revision `revision` (0: the current one), so that a
+    /// watch resumed from `revision + 1` continues it exactly. A revision below etcd's
+    /// compaction is [`StoreError::Compacted`]; one beyond the current revision is
+    /// [`StoreError::FutureRevision`].
+    pub async fn list_at<K: Resource>(
+        &self,
+        namespace: Option<&str>,
+        revision: i64,
+    ) -> Result<ObjectList<K>, StoreError> {
         let (specs, rev) = self
-            .range_all(&self.keys.spec_prefix(K::PLURAL, namespace), 0)
-            .await?;
+            .range_all(&self.keys.spec_prefix(K::PLURAL, namespace), revision)
+            .await
+            .map_err(|e| historical_read_error(e, revision))?;
         let status_prefix = self.keys.status_prefix(K::PLURAL, namespace);
-        let (statuses, _) = self.range_all(&status_prefix, rev).await?;
+        let (statuses, _) = self
+            .range_all(&status_prefix, rev)
+            .await
+            .map_err(|e| historical_read_error(e, rev))?;
         let spec_prefix = self.keys.spec_prefix(K::PLURAL, None);
         let status_root = self.keys.status_prefix(K::PLURAL, None);
         let mut status_by_key: std::collections::HashMap<ObjectKey, KeyValue> = statuses

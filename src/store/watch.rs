@@ -219,6 +219,12 @@ impl<K: Resource> WatchStream<K> {
         Ok(())
     }
 
+    /// Events received from etcd and not yet returned by [`WatchStream::next`]. While it is 0,
+    /// `resume_revision() - 1` is a revision up to which every change was returned.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
     /// The status prefix watched (for messages).
     pub fn status_prefix(&self) -> &str {
         &self.status_prefix
