@@ -73,7 +73,7 @@ pub fn config(dir: &std::path::Path, port: u16, workers: usize, upstreams: &[Str
          \x20   listen 127.0.0.1:{port} reuseport;\n\
          \x20   keepalive_requests 1000000;\n\
          \x20   location / {{\n\
-         \x20     proxy_pass http://replicas/invoke;\n\
+         \x20     proxy_pass http://replicas;\n\
          \x20     proxy_http_version 1.1;\n\
          \x20     proxy_set_header Connection \"\";\n\
          \x20   }}\n\
@@ -150,7 +150,7 @@ mod tests {
             "keepalive 512;",
             "least_conn;",
             "listen 127.0.0.1:8081",
-            "proxy_pass http://replicas/invoke;",
+            "proxy_pass http://replicas;",
             "proxy_set_header Connection \"\";",
             "access_log off;",
         ] {
