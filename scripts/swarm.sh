@@ -116,10 +116,12 @@ start_manager() {
 # $LXCFS (the system's) is used as is and left alone by `down`.
 LXCFS=/var/lib/lxcfs
 lxcfs_serving() { head -c0 "$LXCFS/proc/meminfo" 2>/dev/null; }
+# /proc/mounts, not mountpoint(1): stat on a dead FUSE mount fails ("Transport endpoint is not connected").
+lxcfs_mounted() { awk -v m="$LXCFS" '$2 == m { found = 1 } END { exit !found }' /proc/mounts; }
 lxcfs_up() {
   apt_ensure lxcfs
   lxcfs_serving && return 0
-  mountpoint -q "$LXCFS" && umount -l "$LXCFS"   # a dead lxcfs leaves its mount ("not connected")
+  lxcfs_mounted && umount -l "$LXCFS"   # a dead lxcfs leaves its mount ("not connected")
   [ -e /dev/fuse ] || die "lxcfs needs /dev/fuse, which this machine lacks"
   mkdir -p "$LXCFS"
   setsid lxcfs -p "$DIR/lxcfs.pid" "$LXCFS" >"$DIR/lxcfs.log" 2>&1 </dev/null &
@@ -130,7 +132,7 @@ lxcfs_up() {
 lxcfs_down() {
   [ -f "$DIR/lxcfs.pid" ] || return 0   # not ours
   stop_proc "$DIR/lxcfs.pid" lxcfs 10
-  mountpoint -q "$LXCFS" && umount -l "$LXCFS"
+  lxcfs_mounted && umount -l "$LXCFS"
   return 0
 }
 
