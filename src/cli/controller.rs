@@ -297,7 +297,15 @@ pub async fn run(g: &GlobalArgs, args: ControllerArgs) -> Result<()> {
         leader,
         Some(metrics.clone()),
         stop.clone(),
-        |term| reconcilers::run_all(store.clone(), metrics.clone(), cfg.clone(), term),
+        // Every write the controllers make is fenced on the term (see `store::Fence`).
+        |term| {
+            reconcilers::run_all(
+                store.fenced(term.fence),
+                metrics.clone(),
+                cfg.clone(),
+                term.stop,
+            )
+        },
     )
     .await;
     stop.cancel();
