@@ -334,8 +334,9 @@ async fn a_leader_key_deleted_by_hand_ends_the_term_and_its_writes() {
         ttl: Duration::from_secs(30),
         request_timeout: Duration::from_secs(2),
     };
-    // Each term: its fenced store handed out, then wait for the term's end.
-    let terms: Arc<Mutex<Vec<(Store, Instant, Option<Instant>)>>> = Arc::default();
+    // Each term: its fenced store, when it began and when it ended.
+    type Terms = Arc<Mutex<Vec<(Store, Instant, Option<Instant>)>>>;
+    let terms: Terms = Arc::default();
     let stop = CancellationToken::new();
     let (t, s) = (terms.clone(), store.clone());
     let task = tokio::spawn(run_elected(
