@@ -86,7 +86,8 @@ pub struct ControllerArgs {
     #[arg(long = "function-constraint", value_name = "CONSTRAINT")]
     pub function_constraints: Vec<String>,
     /// A function service with fewer tasks running than wanted and none starting for this long
-    /// gets a forced update (and a `Rekicked` event naming the task that ended).
+    /// (or a task Swarm left pending this long after a node became available) gets a forced
+    /// update (and a `Rekicked` event naming the task).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     pub function_stuck_after: Duration,
     /// How often Swarm services and configs, Nova servers and Swarm nodes whose object is gone

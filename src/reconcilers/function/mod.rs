@@ -42,6 +42,7 @@ use crate::swarm::labels::{self, Owner};
 use crate::swarm::{Swarm, SwarmError, TaskFilter};
 
 use super::ControllersConfig;
+use super::autoscaler::observe::is_unplaceable;
 use spec::{
     ResolvedConfig, ResolvedSecret, RuntimeImages, ServiceInputs, ServiceTuning, label_of,
     service_name, service_spec,
@@ -473,10 +474,22 @@ async fn apply(f: &Function, ctx: &Context) -> Result<Action, FunctionError> {
         .await
         .map_err(&err)?;
     let was_rolled_back = ctx.attempted.rolled_back(&f.key(), &service, &desired_hash);
+    // Only a task Swarm has not placed makes the nodes (and what they hold) worth a look.
+    let capacity = if tasks.iter().any(is_unplaceable) {
+        let nodes = swarm.list_nodes().await.map_err(&err)?;
+        let all = swarm
+            .list_tasks(&TaskFilter::default())
+            .await
+            .map_err(&err)?;
+        watchdog::capacity(&nodes, &all)
+    } else {
+        Vec::new()
+    };
     if let Some(stuck) = watchdog::stuck(
         &service,
         &tasks,
         replicas,
+        &capacity,
         chrono::Utc::now(),
         ctx.cfg.stuck_after,
     ) {
