@@ -311,6 +311,26 @@ impl Bed {
                 let _ = std::fs::copy(&f, to.join(name));
             }
         }
+        // And what the Swarm says about this run's services and nodes.
+        let docker = |args: &[&str]| {
+            std::process::Command::new("docker")
+                .env("DOCKER_HOST", &self.host)
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        let label = format!(
+            "label={}={}",
+            lambda::swarm::labels::INSTANCE,
+            self.instance
+        );
+        let mut swarm = docker(&["node", "ls"]);
+        for svc in docker(&["service", "ls", "-q", "--filter", &label]).split_whitespace() {
+            swarm += &docker(&["service", "ps", "--no-trunc", svc]);
+            swarm += &docker(&["service", "inspect", svc]);
+        }
+        let _ = std::fs::write(to.join("swarm.txt"), swarm);
         to
     }
 
