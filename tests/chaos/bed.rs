@@ -19,6 +19,8 @@ use super::model::{Op, World};
 
 /// First address of this test's servers on the project bridge.
 pub const FIRST_HOST: u8 = 210;
+/// The metric of writes the fence refused.
+const FENCED: &str = "lambda_leader_fenced_writes_total";
 /// How long the platform may take to converge after the chaos.
 pub const CONVERGE: Duration = Duration::from_secs(300);
 
@@ -28,6 +30,10 @@ pub const CONVERGE: Duration = Duration::from_secs(300);
 pub struct Bed {
     pub controllers: [Option<Controller>; 2],
     started: [u32; 2],
+    /// Until when a controller is held by SIGSTOP.
+    stopped_until: [Option<Instant>; 2],
+    /// Writes refused by the fence, counted by controllers since killed.
+    fenced_before: f64,
     builder_ports: [u16; 2],
     builder_url: String,
     join_addr: String,
@@ -75,6 +81,8 @@ impl Bed {
         let mut bed = Bed {
             controllers: [None, None],
             started: [0, 0],
+            stopped_until: [None, None],
+            fenced_before: 0.0,
             builder_ports,
             builder_url,
             join_addr,
@@ -148,6 +156,53 @@ impl Bed {
             &args,
             &[("LAMBDA_LOG", "info")],
         ));
+    }
+
+    /// Kills controller `slot` with SIGKILL and starts it again (its fence count kept).
+    pub fn kill_and_restart(&mut self, slot: usize) {
+        let held = self.stopped_until[slot].is_some_and(|t| t > Instant::now());
+        if let Some(c) = self.controllers[slot].as_mut() {
+            if !held {
+                self.fenced_before += c.metric(FENCED).unwrap_or(0.0);
+            }
+            c.kill9();
+        }
+        self.stopped_until[slot] = None;
+        self.start_controller(slot);
+    }
+
+    /// Holds controller `slot` with SIGSTOP for `ms`, then lets it go on (SIGCONT), while the
+    /// caller carries on.
+    pub fn stop_for(&mut self, slot: usize, ms: u64) {
+        let Some(c) = self.controllers[slot].as_ref() else {
+            return;
+        };
+        c.signal("STOP");
+        let pid = c.pid().to_string();
+        self.stopped_until[slot] = Some(Instant::now() + Duration::from_millis(ms));
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            // Killed meanwhile: nothing to wake (a pid is not reused within seconds).
+            let _ = tokio::process::Command::new("kill")
+                .args(["-CONT", &pid])
+                .status()
+                .await;
+        });
+    }
+
+    /// Writes refused by the fence so far, over every controller of the run (once none is
+    /// held by SIGSTOP any more).
+    pub async fn fenced_writes(&self) -> f64 {
+        if let Some(until) = self.stopped_until.iter().flatten().max() {
+            tokio::time::sleep_until((*until + Duration::from_millis(500)).into()).await;
+        }
+        let live: f64 = self
+            .controllers
+            .iter()
+            .flatten()
+            .filter_map(|c| c.metric(FENCED))
+            .sum();
+        self.fenced_before + live
     }
 
     /// The slot of the leading controller, by the leader key's value.

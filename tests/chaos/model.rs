@@ -50,6 +50,9 @@ pub struct Step {
     pub kill_after_ms: Option<u64>,
     /// Restart etcd (kill -9, start again) before the operation.
     pub restart_etcd: bool,
+    /// After the operation, pause the leading controller (SIGSTOP) for this many ms, past its
+    /// 3 s lease, while the run goes on (then SIGCONT): it wakes up as an ex-leader.
+    pub stop_leader_ms: Option<u64>,
 }
 
 /// The desired state the operations leave.
@@ -94,9 +97,10 @@ impl World {
     }
 }
 
-/// The plan of `ops` operations for `seed`: pauses of 200–900 ms, about `kills` leader kills
-/// at random points, one etcd restart somewhere in the middle third, one snapshot change in
-/// the first half and maybe a second one later.
+/// The plan of `ops` operations for `seed`: pauses of 200–900 ms, `kills` leader kills and a
+/// third as many leader pauses (SIGSTOP for 4–7 s) after random operations, one etcd restart
+/// somewhere in the middle third, one snapshot change in the first half and maybe a second one
+/// later.
 pub fn plan(seed: u64, ops: usize, kills: usize) -> Vec<Step> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut world = World::initial();
@@ -107,7 +111,10 @@ pub fn plan(seed: u64, ops: usize, kills: usize) -> Vec<Step> {
     if MAX_SNAPSHOT_CHANGES > 1 && rng.random_bool(0.5) {
         snapshot_at.push(between(&mut rng, ops / 2, 4 * ops / 5));
     }
-    let kill_p = kills as f64 / ops.max(1) as f64;
+    // Where the leader is killed and where it is paused: distinct operations.
+    let stops = (kills / 3).max(1);
+    let chosen = rand::seq::index::sample(&mut rng, ops, (kills + stops).min(ops)).into_vec();
+    let (kill_at, stop_at) = chosen.split_at(kills.min(chosen.len()));
     let mut steps = Vec::with_capacity(ops);
     for i in 0..ops {
         let version = i as u32 + 1;
@@ -126,10 +133,9 @@ pub fn plan(seed: u64, ops: usize, kills: usize) -> Vec<Step> {
         steps.push(Step {
             pause_ms: rng.random_range(200..900),
             op,
-            kill_after_ms: rng
-                .random_bool(kill_p.min(1.0))
-                .then(|| rng.random_range(0..1500)),
+            kill_after_ms: kill_at.contains(&i).then(|| rng.random_range(0..1500)),
             restart_etcd: i == restart_at,
+            stop_leader_ms: stop_at.contains(&i).then(|| rng.random_range(4000..7000)),
         });
     }
     steps
@@ -183,7 +189,12 @@ mod tests {
         assert_eq!(a.len(), 200);
         assert_eq!(a.iter().filter(|s| s.restart_etcd).count(), 1);
         let kills = a.iter().filter(|s| s.kill_after_ms.is_some()).count();
-        assert!((3..=25).contains(&kills), "{kills} kills");
+        let stops = a.iter().filter(|s| s.stop_leader_ms.is_some()).count();
+        assert_eq!((kills, stops), (10, 3));
+        assert!(
+            a.iter()
+                .all(|s| s.kill_after_ms.is_none() || s.stop_leader_ms.is_none())
+        );
         let kinds: std::collections::BTreeSet<&str> = a
             .iter()
             .map(|s| match s.op {
