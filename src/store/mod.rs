@@ -205,11 +205,6 @@ impl Store {
         }
     }
 
-    /// The fence of this handle, if it is a leader's.
-    pub fn fence(&self) -> Option<&Arc<Fence>> {
-        self.fence.as_ref()
-    }
-
     /// Sends a write transaction (fenced on this handle's term, if any) and reads its outcome;
     /// `op` and `key` name it in errors. Every write of the platform's own records kept beside
     /// the objects goes through here, so that a leader's are fenced too.
