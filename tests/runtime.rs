@@ -5,11 +5,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::controller::{Controller, http_get, metric};
 use common::{Etcd, eventually, function, lambda};
 use lambda::api::{FunctionSpec, NodePoolSpec, NodeSpec, Object};
 use lambda::reconcilers::{self, ControllersConfig};
@@ -328,58 +328,25 @@ async fn events_aggregate_and_show_in_describe() {
     );
 }
 
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+fn controller(etcd: &Etcd, id: &str, logs: &std::path::Path) -> Controller {
+    Controller::spawn(
+        &etcd.endpoint(),
+        id,
+        &logs.join(format!("{id}.log")),
+        &[],
+        &[],
     )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
-fn metric(port: u16, line_prefix: &str) -> Option<f64> {
-    let body = http_get(port, "/metrics")?;
-    body.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
-struct Proc {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn controller(etcd: &Etcd, id: &str) -> Proc {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_lambda"))
-        .env("LAMBDA_ETCD_ENDPOINTS", etcd.endpoint())
-        .env("LAMBDA_LOG", "info")
-        .args(["controller", "--lease-ttl", "3s", "--identity", id])
-        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn lambda controller");
-    Proc { child, port }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_controllers_one_leader_and_failover_within_ttl() {
     let etcd = Etcd::start();
     let store = etcd.store().await;
-    let mut procs = [controller(&etcd, "a"), controller(&etcd, "b")];
+    let logs = tempfile::tempdir().unwrap();
+    let mut procs = [
+        controller(&etcd, "a", logs.path()),
+        controller(&etcd, "b", logs.path()),
+    ];
     let leader_key = "/lambda/leader/controller";
     let leader = eventually("a leader is elected", Duration::from_secs(10), async || {
         let v = etcd
@@ -390,7 +357,7 @@ async fn two_controllers_one_leader_and_failover_within_ttl() {
     })
     .await;
     let (li, si) = if leader == "a" { (0, 1) } else { (1, 0) };
-    let (lport, sport) = (procs[li].port, procs[si].port);
+    let (lport, sport) = (procs[li].metrics_port, procs[si].metrics_port);
     eventually(
         "metrics agree on the leader",
         Duration::from_secs(10),
@@ -427,8 +394,7 @@ async fn two_controllers_one_leader_and_failover_within_ttl() {
     );
 
     // kill -9 the leader: the standby leads within TTL + 2 s.
-    procs[li].child.kill().unwrap();
-    procs[li].child.wait().unwrap();
+    procs[li].kill9();
     let killed = Instant::now();
     eventually(
         "the standby takes over",
@@ -458,9 +424,8 @@ async fn two_controllers_one_leader_and_failover_within_ttl() {
     .await;
 
     // SIGTERM: finishes and releases the lease at once.
-    let pid = procs[si].child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = procs[si].child.wait().unwrap();
+    procs[si].signal("TERM");
+    let status = procs[si].wait();
     assert!(status.success(), "{status:?}");
     let v = etcd
         .etcdctl(&["get", leader_key, "--print-value-only"])
@@ -494,7 +459,7 @@ async fn leader_steps_down_before_its_lease_expires_when_etcd_is_gone() {
             let l = l.clone();
             async move {
                 l.store(true, Ordering::SeqCst);
-                term.cancelled().await;
+                term.stop.cancelled().await;
                 l.store(false, Ordering::SeqCst);
             }
         },

@@ -533,3 +533,119 @@ async fn conditional_writes_are_group_committed_and_each_keeps_its_precondition(
         .expect("count");
     assert_eq!(all.count(), 300);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_store_writes_only_within_its_term() {
+    use lambda::store::{CondWrite, Fence, Precondition};
+    use std::sync::Arc;
+    let etcd = Etcd::start();
+    let store = etcd.store().await;
+    let root = store.keys().root().to_string();
+    let leader_key = format!("{root}/leader/controller");
+    let kv = store.client().kv_client();
+    let take = |who: &'static str| {
+        let (mut kv, key) = (kv.clone(), leader_key.clone());
+        async move {
+            let r = kv.put(key, who, None).await.expect("put leader key");
+            r.header().expect("header").revision()
+        }
+    };
+    let term = take("a").await;
+    let fence = Arc::new(Fence::new(&leader_key, term));
+    let leader = store.fenced(fence.clone());
+    let create = |key: String| CondWrite {
+        puts: vec![(key.clone(), b"v".to_vec())],
+        key,
+        when: Precondition::Absent,
+    };
+
+    // Within the term every kind of write applies, and a write's own precondition still
+    // decides it (a stale one is a conflict, not a fence).
+    let f = leader.create(&function("in-term")).await.expect("create");
+    let mut edited = f.clone();
+    edited.spec.timeout_seconds = 9;
+    let f = leader.update(&edited).await.unwrap().into_object().unwrap();
+    leader
+        .modify_status(&f, |s| s.replicas = 2)
+        .await
+        .expect("status");
+    let stale = leader.update(&edited).await.unwrap_err();
+    assert!(stale.is_conflict() && !stale.is_fenced(), "{stale}");
+    let batched = futures::future::join_all(
+        (0..20).map(|i| leader.write_if(create(format!("{root}/fenced/in{i}")))),
+    )
+    .await;
+    assert!(
+        batched.iter().all(|r| matches!(r, Ok(Some(_)))),
+        "{batched:?}"
+    );
+    assert!(!fence.lost().is_cancelled());
+    assert_eq!(fence.rejected(), 0);
+
+    // The lease ran out (the key goes) and another process leads: the same writes are refused
+    // by etcd as fenced, and nothing lands.
+    kv.clone().delete(leader_key.clone(), None).await.unwrap();
+    let next = take("b").await;
+    assert!(next > term);
+    let late = leader.create(&function("late")).await.unwrap_err();
+    assert!(late.is_fenced() && !late.is_conflict(), "{late}");
+    assert!(
+        fence.lost().is_cancelled(),
+        "the term ends at the first refusal"
+    );
+    let late_status = leader.modify_status(&f, |s| s.replicas = 5).await;
+    assert!(
+        matches!(&late_status, Err(e) if e.is_fenced()),
+        "{late_status:?}"
+    );
+    let mut late_edit = f.clone();
+    late_edit.spec.timeout_seconds = 99;
+    assert!(leader.update(&late_edit).await.unwrap_err().is_fenced());
+    let late_batch = futures::future::join_all(
+        (0..20).map(|i| leader.write_if(create(format!("{root}/fenced/late{i}")))),
+    )
+    .await;
+    assert!(
+        late_batch
+            .iter()
+            .all(|r| matches!(r, Err(e) if e.is_fenced())),
+        "{late_batch:?}"
+    );
+    assert!(fence.rejected() >= 4, "{}", fence.rejected());
+    let now = store
+        .get::<FunctionSpec>("default", "in-term")
+        .await
+        .unwrap();
+    assert_eq!(now.spec.timeout_seconds, 9);
+    assert_eq!(now.status.unwrap().replicas, 2);
+    let count = |prefix: String| {
+        let mut kv = kv.clone();
+        async move {
+            kv.get(
+                prefix,
+                Some(
+                    etcd_client::GetOptions::new()
+                        .with_prefix()
+                        .with_count_only(),
+                ),
+            )
+            .await
+            .unwrap()
+            .count()
+        }
+    };
+    assert_eq!(count(format!("{root}/fenced/late")).await, 0);
+    assert!(
+        store
+            .get::<FunctionSpec>("default", "late")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    // The control: the very same write without the fence applies.
+    store
+        .create(&function("late"))
+        .await
+        .expect("unfenced create");
+    assert_eq!(count(format!("{root}/fenced/in")).await, 20);
+}

@@ -86,9 +86,14 @@ pub struct ControllerArgs {
     #[arg(long = "function-constraint", value_name = "CONSTRAINT")]
     pub function_constraints: Vec<String>,
     /// A function service with fewer tasks running than wanted and none starting for this long
-    /// gets a forced update (and a `Rekicked` event naming the task that ended).
+    /// (or a task Swarm left pending this long after a node became available) gets a forced
+    /// update (and a `Rekicked` event naming the task).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     pub function_stuck_after: Duration,
+    /// How often Swarm services and configs, Nova servers and Swarm nodes whose object is gone
+    /// (deleted behind the controller's back) are swept.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub sweep_every: Duration,
 }
 
 /// The cloud of `--openrc`, or of the environment when it names one (`None` when neither).
@@ -199,6 +204,7 @@ pub async fn run(g: &GlobalArgs, args: ControllerArgs) -> Result<()> {
         let mut f = FunctionsConfig::new(swarm, images.clone(), &instance);
         f.constraints = args.function_constraints.clone();
         f.stuck_after = args.function_stuck_after;
+        f.sweep_every = args.sweep_every;
         f
     });
     let cluster = match (cloud_config(&args.openrc)?, &swarm) {
@@ -243,6 +249,7 @@ pub async fn run(g: &GlobalArgs, args: ControllerArgs) -> Result<()> {
                     down_grace: args.node_down_grace,
                     drain_timeout: args.node_drain_timeout,
                     join_timeout: args.node_join_timeout,
+                    sweep_every: args.sweep_every,
                     ..ClusterTimings::default()
                 },
             })
@@ -297,7 +304,15 @@ pub async fn run(g: &GlobalArgs, args: ControllerArgs) -> Result<()> {
         leader,
         Some(metrics.clone()),
         stop.clone(),
-        |term| reconcilers::run_all(store.clone(), metrics.clone(), cfg.clone(), term),
+        // Every write the controllers make is fenced on the term (see `store::Fence`).
+        |term| {
+            reconcilers::run_all(
+                store.fenced(term.fence),
+                metrics.clone(),
+                cfg.clone(),
+                term.stop,
+            )
+        },
     )
     .await;
     stop.cancel();

@@ -96,6 +96,10 @@ pub struct Cloud {
     first_host: u8,
     notifier: Option<notify::Notifier>,
     boot_delay: Duration,
+    /// Per server: held while its engine is brought up or torn down, so that a server deleted
+    /// while it boots is torn down only after its engine and namespace exist (never before,
+    /// which would leave them behind), and a boot never starts on a deleted server.
+    host_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// The caller, from a valid `X-Auth-Token`.
@@ -161,6 +165,20 @@ impl Cloud {
         self.save();
     }
 
+    /// The lock of server `id`'s host resources (see `host_locks`).
+    fn host_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.host_locks.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(id.to_string()).or_default().clone()
+    }
+
+    /// True when server `id` is deleted (or forgotten): nothing may be started for it.
+    fn deleted(&self, id: &str) -> bool {
+        self.lock()
+            .servers
+            .get(id)
+            .is_none_or(|s| s.status == "DELETED")
+    }
+
     fn fail(&self, id: &str, message: String) {
         tracing::warn!(server = id, %message, "server failed");
         self.update_server(id, |s| {
@@ -187,6 +205,12 @@ impl Cloud {
         };
         if !self.boot_delay.is_zero() {
             tokio::time::sleep(self.boot_delay).await;
+        }
+        let lock = self.host_lock(&id);
+        let host = lock.lock().await;
+        // Deleted while it waited: the teardown has nothing to undo, so nothing is started.
+        if self.deleted(&id) {
+            return;
         }
         let cap = {
             let st = self.lock();
@@ -220,19 +244,15 @@ impl Cloud {
                 );
             }
         }
-        // Deleted while building: the teardown task owns it now.
-        if self
-            .lock()
-            .servers
-            .get(&id)
-            .is_none_or(|s| s.status == "DELETED")
-        {
+        // Deleted while building: the teardown (waiting for the host lock) undoes it.
+        if self.deleted(&id) {
             return;
         }
         self.update_server(&id, |s| {
             s.status = "ACTIVE".into();
             s.task_state = None;
         });
+        drop(host);
         self.notify("instance.create.end", &id).await;
         self.run_user_data_once(&server).await;
     }
@@ -275,6 +295,8 @@ impl Cloud {
 
     /// Tears a deleted server down and forgets it.
     async fn teardown(self: Arc<Self>, id: String) {
+        let lock = self.host_lock(&id);
+        let _host = lock.lock().await;
         let Some(server) = self.lock().servers.get(&id).cloned() else {
             return;
         };
@@ -284,6 +306,10 @@ impl Cloud {
         }
         self.notify("instance.delete.end", &id).await;
         self.lock().servers.remove(&id);
+        self.host_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         self.save();
     }
 
@@ -566,6 +592,7 @@ pub async fn run(
         first_host: cfg.first_host,
         notifier: cfg.notification_url.clone().map(notify::Notifier::new),
         boot_delay: cfg.boot_delay,
+        host_locks: Mutex::default(),
     });
     cloud.adopt().await;
     tracing::info!(%base_url, data_dir = %cfg.data_dir.display(), "lambda cloud serving");

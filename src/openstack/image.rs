@@ -118,6 +118,16 @@ impl ImageService {
 
     /// Images with exactly this name (all pages).
     pub async fn list_images_by_name(&self, name: &str) -> Result<Vec<Image>> {
+        self.list(&[("name", name)]).await
+    }
+
+    /// Every image the project sees (all pages).
+    pub async fn list_images(&self) -> Result<Vec<Image>> {
+        self.list(&[]).await
+    }
+
+    /// Images matching Glance's `filters` (query parameters), all pages.
+    async fn list(&self, filters: &[(&str, &str)]) -> Result<Vec<Image>> {
         #[derive(Deserialize)]
         struct Page {
             images: Vec<Image>,
@@ -125,7 +135,9 @@ impl ImageService {
             next: Option<String>,
         }
         let mut url = join(&self.base, &["images"])?;
-        url.query_pairs_mut().append_pair("name", name);
+        if !filters.is_empty() {
+            url.query_pairs_mut().extend_pairs(filters);
+        }
         let mut out = Vec::new();
         for _ in 0..10_000 {
             let page: Page = self

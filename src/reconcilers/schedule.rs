@@ -363,7 +363,7 @@ async fn sweep(
             continue;
         }
         let txn = Txn::new().and_then([TxnOp::delete(key.clone(), None)]);
-        store.call("delete", &key, kv.txn(txn)).await?;
+        store.txn("delete", &key, txn).await?;
         held.remove(&key);
     }
     Ok(())

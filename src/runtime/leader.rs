@@ -9,6 +9,13 @@
 //! Safety: the leader records the time of its last successful keep-alive; when `2/3 × ttl` has
 //! passed without one, it stops its controllers (and abandons runs still in flight by the
 //! deadline) before etcd can expire the lease and let another process lead.
+//!
+//! Fencing: a process can be paused (SIGSTOP, a stalled VM) or cut off between deciding a write
+//! and sending it, and wake up after its lease is gone. Each term therefore comes with a
+//! [`Fence`] on the leader key's create revision, which the controllers write through
+//! ([`Store::fenced`](crate::store::Store::fenced)): etcd itself refuses every write of a past
+//! term, and the first refusal ends the term here at once. A leader key deleted by hand ends
+//! the term the same way (its watch sees the delete).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
+use crate::store::Fence;
 
 /// Errors of one election step (logged; the elector retries with backoff).
 #[derive(Debug, thiserror::Error)]
@@ -83,9 +91,16 @@ async fn timed<T>(
     }
 }
 
-/// Tries once to become leader. `Ok(Some(lease))` when this process now leads; `Ok(None)` with
+/// A won election: the lease kept alive and the revision the leader key was created at.
+#[derive(Debug, Clone, Copy)]
+struct Won {
+    lease: i64,
+    revision: i64,
+}
+
+/// Tries once to become leader. `Ok(Ok(won))` when this process now leads; `Ok(Err(rev))` with
 /// the revision to watch from when another process leads.
-async fn campaign(client: &Client, cfg: &LeaderConfig) -> Result<Result<i64, i64>, LeaderError> {
+async fn campaign(client: &Client, cfg: &LeaderConfig) -> Result<Result<Won, i64>, LeaderError> {
     let mut kv = client.kv_client();
     let current = timed(cfg, "get", kv.get(cfg.key.clone(), None)).await?;
     let rev = current.header().map(|h| h.revision()).unwrap_or(0);
@@ -108,7 +123,12 @@ async fn campaign(client: &Client, cfg: &LeaderConfig) -> Result<Result<i64, i64
         )]);
     let resp = timed(cfg, "campaign", kv.txn(txn)).await?;
     if resp.succeeded() {
-        Ok(Ok(id))
+        // The put is the transaction's only write: its revision is the key's create revision.
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        Ok(Ok(Won {
+            lease: id,
+            revision,
+        }))
     } else {
         // Lost the race: give the unused lease back now rather than at its expiry.
         let _ = timed(cfg, "lease revoke", lease.revoke(id)).await;
@@ -202,10 +222,60 @@ async fn keep_leading(client: &Client, cfg: &LeaderConfig, id: i64) -> Instant {
     }
 }
 
-/// Campaigns until `stop`; while leading, runs `lead(term)`. `term` is cancelled when
+/// One term of leadership, as the elector hands it to the work it runs.
+pub struct Term {
+    /// Cancelled when the term ends (leadership lost, or the process stopping).
+    pub stop: CancellationToken,
+    /// This term's fence: whatever writes as leader writes through
+    /// [`Store::fenced`](crate::store::Store::fenced) with it.
+    pub fence: Arc<Fence>,
+}
+
+/// Watches the leader key while this process leads with the key created at `revision`; cancels
+/// `lost` once the key is gone or another's. Re-reads the key and watches again after errors
+/// (etcd restarting, history compacted) until `end`.
+async fn watch_own_key(
+    client: &Client,
+    cfg: &LeaderConfig,
+    revision: i64,
+    lost: &CancellationToken,
+    end: &CancellationToken,
+) {
+    let mut delay = Duration::from_millis(200);
+    let mut kv = client.kv_client();
+    while !end.is_cancelled() {
+        let watched = async {
+            let now = timed(cfg, "get", kv.get(cfg.key.clone(), None)).await?;
+            if now.kvs().first().map(|k| k.create_revision()) != Some(revision) {
+                return Ok(());
+            }
+            let from = now.header().map(|h| h.revision()).unwrap_or(revision);
+            await_vacancy(client, cfg, from, end).await
+        };
+        match watched.await {
+            Ok(()) if end.is_cancelled() => return,
+            Ok(()) => {
+                tracing::warn!(key = %cfg.key, "the leader key is gone; stepping down");
+                lost.cancel();
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "watching the leader key; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = end.cancelled() => return,
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Campaigns until `stop`; while leading, runs `lead(term)`. `term.stop` is cancelled when
 /// leadership is lost or `stop` is cancelled; `lead` must then return promptly (in-flight work
-/// finishes). On loss, `lead` is dropped at the lease deadline if still running. On `stop`,
-/// the lease is revoked after `lead` returns so a standby takes over at once.
+/// finishes). On loss, `lead` is dropped at the lease deadline if still running — at once when
+/// the fence refused a write or the leader key was deleted (another process may lead already).
+/// On `stop`, the lease is revoked after `lead` returns so a standby takes over at once.
 pub async fn run_elected<F, Fut>(
     client: Client,
     cfg: LeaderConfig,
@@ -213,7 +283,7 @@ pub async fn run_elected<F, Fut>(
     stop: CancellationToken,
     mut lead: F,
 ) where
-    F: FnMut(CancellationToken) -> Fut,
+    F: FnMut(Term) -> Fut,
     Fut: Future<Output = ()>,
 {
     let set_leader = |v: i64| {
@@ -238,8 +308,8 @@ pub async fn run_elected<F, Fut>(
                 }
             }
         };
-        let lease = match step.await {
-            Ok(Some(id)) => id,
+        let won = match step.await {
+            Ok(Some(won)) => won,
             Ok(None) => {
                 backoff = builder.build();
                 continue;
@@ -255,14 +325,31 @@ pub async fn run_elected<F, Fut>(
             }
         };
         backoff = builder.build();
-        tracing::info!(key = %cfg.key, identity = %cfg.identity, lease, "became leader");
+        let lease = won.lease;
+        tracing::info!(
+            key = %cfg.key, identity = %cfg.identity, lease, term = won.revision,
+            "became leader"
+        );
         set_leader(1);
+        let mut fence = Fence::new(cfg.key.clone(), won.revision);
+        if let Some(m) = &metrics {
+            fence = fence.counting(m.fenced_writes.clone());
+        }
+        let fence = Arc::new(fence);
+        // Cancelled by a fenced write or the leader key's deletion: the term is over for sure.
+        let fenced = fence.lost().clone();
         let term = CancellationToken::new();
-        let work = lead(term.clone());
+        let work = lead(Term {
+            stop: term.clone(),
+            fence,
+        });
         futures::pin_mut!(work);
         // The lease is kept alive for as long as `work` runs, including while it drains.
         let keep = keep_leading(&client, &cfg, lease);
         futures::pin_mut!(keep);
+        let watched = CancellationToken::new();
+        let watch = watch_own_key(&client, &cfg, won.revision, &fenced, &watched);
+        futures::pin_mut!(watch);
         // Stop acting before the lease can pass to another process.
         let margin = Duration::from_millis(200);
         let finish_by = |deadline: Instant| deadline.checked_sub(margin).unwrap_or(deadline);
@@ -275,6 +362,9 @@ pub async fn run_elected<F, Fut>(
             _ = &mut work => End::Returned,
             _ = stop.cancelled() => End::Stop,
             deadline = &mut keep => End::Lost(deadline),
+            _ = fenced.cancelled() => End::Lost(Instant::now()),
+            // Ends only when it cancelled `fenced` (or was told to): the arm above decides.
+            _ = &mut watch => End::Lost(Instant::now()),
         };
         let lost = match end {
             End::Returned => false,
@@ -286,6 +376,10 @@ pub async fn run_elected<F, Fut>(
                         if tokio::time::timeout_at(finish_by(deadline), &mut work).await.is_err() {
                             tracing::warn!("abandoning reconciles still running at the lease deadline");
                         }
+                        true
+                    }
+                    _ = fenced.cancelled() => {
+                        tracing::warn!("abandoning reconciles still running: fenced");
                         true
                     }
                 }
@@ -301,9 +395,15 @@ pub async fn run_elected<F, Fut>(
                 true
             }
         };
+        watched.cancel();
         set_leader(0);
         if lost {
             tracing::warn!(key = %cfg.key, "lost leadership");
+            if fenced.is_cancelled() {
+                // The lease may still be alive (its key deleted by hand): it guards nothing now.
+                let mut l = client.lease_client();
+                let _ = timed(&cfg, "lease revoke", l.revoke(lease)).await;
+            }
         } else {
             // Give the lease back so a standby takes over at once.
             let mut l = client.lease_client();

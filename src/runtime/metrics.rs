@@ -122,6 +122,8 @@ pub struct Metrics {
     relists: Family<KindLabel, Counter>,
     /// 1 while this process holds the leader lease.
     pub leader: Gauge,
+    /// Writes etcd refused because this process no longer led (see `store::Fence`).
+    pub fenced_writes: Counter,
     /// The node autoscaler's.
     pub autoscaler: AutoscalerMetrics,
     pub scaler: FunctionScalerMetrics,
@@ -190,6 +192,12 @@ impl Metrics {
             "1 while this process is the leader",
             leader.clone(),
         );
+        let fenced_writes = Counter::default();
+        registry.register(
+            "lambda_leader_fenced_writes",
+            "Writes etcd refused because this process no longer held the leadership it won",
+            fenced_writes.clone(),
+        );
         let autoscaler = AutoscalerMetrics::default();
         registry.register(
             "lambda_autoscaler_decisions",
@@ -253,6 +261,7 @@ impl Metrics {
             watch_restarts,
             relists,
             leader,
+            fenced_writes,
             ready: AtomicBool::new(false),
         })
     }

@@ -174,11 +174,11 @@ async fn commit(store: &Store, batch: Vec<Pending>) {
             .map(|p| TxnOp::txn(p.write.txn()))
             .collect::<Vec<_>>(),
     );
-    let mut kv = store.client().kv_client();
-    match store.call("batch", &batch[0].write.key, kv.txn(txn)).await {
+    // Sent as one write of the store: a leader's batch is fenced as a whole.
+    match store.send("batch", &batch[0].write.key, txn).await {
         Ok(resp) => {
-            let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
-            let nested = resp.op_responses();
+            let revision = resp.revision;
+            let nested = resp.responses;
             for (i, p) in batch.into_iter().enumerate() {
                 let outcome = match nested.get(i) {
                     Some(TxnOpResponse::Txn(t)) => Ok(t.succeeded().then_some(revision)),
@@ -189,6 +189,22 @@ async fn commit(store: &Store, batch: Vec<Pending>) {
                     }),
                 };
                 let _ = p.reply.send(outcome);
+            }
+        }
+        // Fenced: every write of the batch was refused as such (counted once, as one write).
+        Err(StoreError::Fenced {
+            op,
+            leader_key,
+            revision,
+            ..
+        }) => {
+            for p in batch {
+                let _ = p.reply.send(Err(StoreError::Fenced {
+                    op,
+                    key: p.write.key.clone(),
+                    leader_key: leader_key.clone(),
+                    revision,
+                }));
             }
         }
         // Not retried: the transaction may have been applied (a timeout), and each writer
@@ -207,9 +223,6 @@ async fn commit(store: &Store, batch: Vec<Pending>) {
 
 /// One conditional write in its own transaction.
 pub(super) async fn alone(store: &Store, w: &CondWrite) -> WriteResult {
-    let mut kv = store.client().kv_client();
-    let resp = store.call("write", &w.key, kv.txn(w.txn())).await?;
-    Ok(resp
-        .succeeded()
-        .then(|| resp.header().map(|h| h.revision()).unwrap_or(0)))
+    let resp = store.send("write", &w.key, w.txn()).await?;
+    Ok(resp.succeeded.then_some(resp.revision))
 }

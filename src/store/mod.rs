@@ -4,6 +4,7 @@
 mod batch;
 mod codec;
 mod config;
+mod fence;
 mod keys;
 pub mod secrets;
 mod status;
@@ -22,6 +23,7 @@ use crate::api::{FieldErrors, Object, ObjectKey, Resource};
 pub use batch::{CondWrite, Precondition, WriteResult};
 pub use codec::{create_revision_of_uid, derive_uid, encode_spec};
 pub use config::StoreConfig;
+pub use fence::{Fence, TxnOutcome};
 pub use keys::{DEFAULT_PREFIX, KeySpace, prefix_end};
 pub use watch::{CacheChange, ObjectCache, WatchEvent, WatchStream};
 
@@ -78,6 +80,21 @@ pub enum StoreError {
     Batch { key: String, message: String },
     #[error("cannot encode {key}: {message}")]
     Encode { key: String, message: String },
+    #[error(
+        "etcd {op} of {key} fenced: leader key {leader_key} is no longer the one this process created at revision {revision} (it stopped leading)"
+    )]
+    Fenced {
+        op: &'static str,
+        key: String,
+        leader_key: String,
+        revision: i64,
+    },
+    #[error("etcd {op} of {key}: the task sending it ended: {message}")]
+    WriteTask {
+        op: &'static str,
+        key: String,
+        message: String,
+    },
     #[error("cannot read {path}: {source}")]
     Tls {
         path: String,
@@ -95,6 +112,11 @@ impl StoreError {
     /// True when the object does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
+    }
+
+    /// True when a leader's write was refused because it no longer leads: stop, never retry.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StoreError::Fenced { .. })
     }
 }
 
@@ -165,6 +187,9 @@ impl<K: Resource> UpdateOutcome<K> {
 }
 
 /// Typed object store over etcd. Cheap to clone: clones share one connection.
+///
+/// Invariant: every write goes through [`Store::txn`] (or the group commit, which sends the
+/// same way), so a handle made with [`Store::fenced`] fences each one on the leader's term.
 #[derive(Clone)]
 pub struct Store {
     client: Client,
@@ -173,6 +198,8 @@ pub struct Store {
     endpoints: Arc<String>,
     /// Group commit of [`Store::write_if`], started on first use and shared by the clones.
     batcher: Arc<std::sync::OnceLock<batch::Batcher>>,
+    /// The leader's term every write is fenced on; `None` writes unfenced (CLI, gateway).
+    fence: Option<Arc<Fence>>,
 }
 
 const PAGE: i64 = 500;
@@ -188,7 +215,58 @@ impl Store {
             timeout,
             endpoints: Arc::new(cfg.endpoints.join(",")),
             batcher: Arc::default(),
+            fence: None,
         })
+    }
+
+    /// This store with every write fenced on `fence` (see [`fence`]): what a leader gives the
+    /// components that write as leader. Its clones share the fence; its group commit is its own.
+    pub fn fenced(&self, fence: Arc<Fence>) -> Store {
+        Store {
+            fence: Some(fence),
+            batcher: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// Sends a write transaction (fenced on this handle's term, if any) and reads its outcome;
+    /// `op` and `key` name it in errors. Every write of the platform's own records kept beside
+    /// the objects goes through here, so that a leader's are fenced too.
+    ///
+    /// A fenced handle sends from a task of its own: a write once sent is seen through to
+    /// etcd's verdict even when the caller is dropped (a step-down abandons reconciles), so
+    /// every late write the fence refused is counted and logged.
+    pub async fn txn(
+        &self,
+        op: &'static str,
+        key: &str,
+        txn: Txn,
+    ) -> Result<TxnOutcome, StoreError> {
+        if self.fence.is_none() {
+            return self.send(op, key, txn).await;
+        }
+        let store = self.clone();
+        let owned = key.to_string();
+        let task = tokio::spawn(async move { store.send(op, &owned, txn).await });
+        task.await.unwrap_or_else(|e| {
+            Err(StoreError::WriteTask {
+                op,
+                key: key.to_string(),
+                message: e.to_string(),
+            })
+        })
+    }
+
+    /// Sends `txn`, nested under the fence when there is one.
+    async fn send(&self, op: &'static str, key: &str, txn: Txn) -> Result<TxnOutcome, StoreError> {
+        let mut kv = self.client.kv_client();
+        match &self.fence {
+            None => Ok(TxnOutcome::of(self.call(op, key, kv.txn(txn)).await?)),
+            Some(f) => {
+                let resp = self.call(op, key, kv.txn(f.wrap(txn))).await?;
+                f.open(op, key, resp)
+            }
+        }
     }
 
     /// The underlying etcd client (for leases, elections, raw access in benchmarks).
@@ -470,23 +548,22 @@ impl Store {
             lease.map(|l| PutOptions::new().with_lease(l)),
         );
         let absent = |k: &str| Compare::create_revision(k.to_string(), CompareOp::Equal, 0);
-        let mut kv = self.client.kv_client();
         // Common case: neither key exists — a single put. A status left behind by an `etcdctl
         // del` of the spec makes the first compare fail; then a second transaction clears it.
         let txn = Txn::new()
             .when([absent(&spec_key), absent(&status_key)])
             .and_then([put.clone()]);
-        let mut resp = self.call("create", &spec_key, kv.txn(txn)).await?;
-        if !resp.succeeded() {
+        let mut resp = self.txn("create", &spec_key, txn).await?;
+        if !resp.succeeded {
             let txn = Txn::new()
                 .when([absent(&spec_key)])
                 .and_then([put, TxnOp::delete(status_key, None)]);
-            resp = self.call("create", &spec_key, kv.txn(txn)).await?;
-            if !resp.succeeded() {
+            resp = self.txn("create", &spec_key, txn).await?;
+            if !resp.succeeded {
                 return Err(StoreError::AlreadyExists { kind: K::KIND, key });
             }
         }
-        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let rev = resp.revision;
         obj.metadata.uid = Some(derive_uid(&spec_key, rev));
         obj.metadata.generation = Some(rev);
         obj.metadata.resource_version = Some(rev.to_string());
@@ -531,14 +608,13 @@ impl Store {
             expected: expected.clone(),
         })?;
         let compare = Compare::mod_revision(spec_key.clone(), CompareOp::Equal, rev);
-        let mut kv = self.client.kv_client();
         if obj.is_deleting() && obj.metadata.finalizers.is_empty() {
             let txn = Txn::new().when([compare]).and_then([
                 TxnOp::delete(spec_key.clone(), None),
                 TxnOp::delete(self.keys.status_key::<K>(&key), None),
             ]);
-            let resp = self.call("delete", &spec_key, kv.txn(txn)).await?;
-            return if resp.succeeded() {
+            let resp = self.txn("delete", &spec_key, txn).await?;
+            return if resp.succeeded {
                 Ok(UpdateOutcome::Deleted)
             } else {
                 Err(StoreError::Conflict {
@@ -558,15 +634,15 @@ impl Store {
             Txn::new()
                 .when([compare])
                 .and_then([TxnOp::put(spec_key.clone(), value, Some(put))]);
-        let resp = self.call("update", &spec_key, kv.txn(txn)).await?;
-        if !resp.succeeded() {
+        let resp = self.txn("update", &spec_key, txn).await?;
+        if !resp.succeeded {
             return Err(StoreError::Conflict {
                 kind: K::KIND,
                 key,
                 expected,
             });
         }
-        let new_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let new_rev = resp.revision;
         let mut out = obj.clone();
         out.metadata.generation = Some(new_rev);
         out.metadata.resource_version = Some(new_rev.to_string());
@@ -600,12 +676,11 @@ impl Store {
                 create_rev,
             )])
             .and_then([TxnOp::put(self.keys.status_key::<K>(&key), value, None)]);
-        let mut kv = self.client.kv_client();
-        let resp = self.call("update status", &spec_key, kv.txn(txn)).await?;
-        if !resp.succeeded() {
+        let resp = self.txn("update status", &spec_key, txn).await?;
+        if !resp.succeeded {
             return Err(StoreError::NotFound { kind: K::KIND, key });
         }
-        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+        Ok(resp.revision)
     }
 
     /// Deletes an object: removes its keys when it has no finalizers, else sets
@@ -646,14 +721,13 @@ impl Store {
 
     /// Removes the keys of every object of a kind (tests and `lambda down`).
     pub async fn purge_kind<K: Resource>(&self) -> Result<(), StoreError> {
-        let mut kv = self.client.kv_client();
         for p in [
             self.keys.spec_prefix(K::PLURAL, None),
             self.keys.status_prefix(K::PLURAL, None),
         ] {
             let opts = etcd_client::DeleteOptions::new().with_prefix();
-            self.call("purge", &p, kv.delete(p.clone(), Some(opts)))
-                .await?;
+            let txn = Txn::new().and_then([TxnOp::delete(p.clone(), Some(opts))]);
+            self.txn("purge", &p, txn).await?;
         }
         Ok(())
     }

@@ -75,10 +75,11 @@ impl Store {
                     Compare::mod_revision(status_key.clone(), CompareOp::Equal, mod_rev),
                 ])
                 .and_then([TxnOp::put(status_key.clone(), value, None)]);
-            let resp = self
-                .call("write status", &status_key, kv.txn(write))
-                .await?;
-            if resp.succeeded() {
+            if self
+                .txn("write status", &status_key, write)
+                .await?
+                .succeeded
+            {
                 return Ok(Some(next));
             }
         }

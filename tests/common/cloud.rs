@@ -2,10 +2,12 @@
 //! stopped when dropped — together with every engine and namespace it made (they outlive the
 //! emulator by design), so a failed assertion leaks nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use lambda::openstack::{CloudConfig, OpenStack};
 
 /// A running `lambda cloud`.
 pub struct CloudProc {
@@ -84,6 +86,41 @@ impl CloudProc {
             let _ = Command::new("kill").arg(c.id().to_string()).status();
             let _ = c.wait();
         }
+    }
+
+    /// The ids (first 8 characters) of this cloud's servers that have a network namespace
+    /// (`lc-<id>`) on the host now.
+    pub fn namespaces(&self) -> BTreeSet<String> {
+        let listed = Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let names: BTreeSet<&str> = listed
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        std::fs::read_dir(self.dir.join("servers"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|id| names.contains(format!("lc-{id}").as_str()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `lambda cloud` on the project bridge (`lambda0`, 10.251.0.0/24: the Swarm manager's),
+    /// handing out addresses from `first_host`, with more `flags`; and a client of it.
+    pub async fn on_bridge(dir: &Path, first_host: u8, flags: &[&str]) -> (CloudProc, OpenStack) {
+        let cloud = CloudProc::start_with(dir, "lambda0", "10.251.0.1/24", first_host, flags);
+        let os = OpenStack::connect(
+            CloudConfig::from_openrc_file(&cloud.dir.join("openrc"))
+                .expect("lambda cloud's openrc"),
+        )
+        .await
+        .expect("connect to lambda cloud");
+        (cloud, os)
     }
 
     pub fn openrc(&self, file: &str) -> HashMap<String, String> {

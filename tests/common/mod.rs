@@ -7,6 +7,7 @@ pub mod controller;
 pub mod platform;
 pub mod rabbitmq;
 pub mod replica;
+pub mod swarm;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -2,16 +2,15 @@
 //! manager, an in-process controller (restartable, killable) with its builder endpoint, and the
 //! gateway; dropping it removes this run's Swarm objects, engines and namespaces.
 
-use std::collections::{BTreeSet, HashMap};
-use std::process::Command;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::cloud::CloudProc;
-use crate::common::{Etcd, lambda, runtime_images, start_gateway, swarm_env};
+use crate::common::{Etcd, lambda, runtime_images, start_gateway};
 use lambda::api::{Conditions, NodePoolSpec, NodeSpec, Object};
-use lambda::openstack::{CloudConfig, OpenStack, ServerFilter};
+use lambda::openstack::{OpenStack, ServerFilter};
 use lambda::reconcilers::cluster::{ClusterConfig, ClusterTimings, instance_tag};
 use lambda::reconcilers::function::FunctionsConfig;
 use lambda::reconcilers::{self, ControllersConfig};
@@ -44,24 +43,11 @@ impl Bed {
 
     /// [`Bed::start`] with more `lambda cloud` flags.
     pub async fn start_with(first_host: u8, cloud_flags: &[&str]) -> Bed {
-        let host = swarm_env("DOCKER_HOST");
-        let join_addr = swarm_env("LAMBDA_SWARM_JOIN_ADDR");
+        let (swarm, host, join_addr) = crate::common::swarm::shared().await;
         let images = runtime_images();
-        let swarm = Swarm::connect(Some(&host))
-            .await
-            .expect("the Swarm manager is not running: run scripts/swarm.sh up");
         let tmp = tempfile::tempdir().unwrap();
-        let cloud = CloudProc::start_with(
-            &tmp.path().join("cloud"),
-            "lambda0",
-            "10.251.0.1/24",
-            first_host,
-            cloud_flags,
-        );
-        let os =
-            OpenStack::connect(CloudConfig::from_openrc_file(&cloud.dir.join("openrc")).unwrap())
-                .await
-                .expect("connect to lambda cloud");
+        let (cloud, os) =
+            CloudProc::on_bridge(&tmp.path().join("cloud"), first_host, cloud_flags).await;
         let etcd = Etcd::start();
         let store = etcd.store().await;
         let instance = format!("n-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
@@ -282,26 +268,7 @@ impl Bed {
 impl Drop for Bed {
     fn drop(&mut self) {
         self.stop.cancel();
-        let f = format!("label={}={}", labels::INSTANCE, self.instance);
-        for kind in ["service", "config", "node"] {
-            let out = Command::new("docker")
-                .env("DOCKER_HOST", &self.host)
-                .args([kind, "ls", "-q", "--filter", &f])
-                .output();
-            if let Ok(o) = out {
-                for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                    let mut args = vec![kind, "rm"];
-                    if kind == "node" {
-                        args.push("--force");
-                    }
-                    args.push(id);
-                    let _ = Command::new("docker")
-                        .env("DOCKER_HOST", &self.host)
-                        .args(&args)
-                        .output();
-                }
-            }
-        }
+        crate::common::swarm::remove_instance_objects(&self.host, &self.instance);
         // CloudProc's own drop then stops the emulator and every engine and namespace it made.
     }
 }
@@ -374,16 +341,5 @@ pub fn pool_yaml(name: &str, replicas: u32) -> String {
 }
 
 pub fn netns_count(cloud: &CloudProc) -> usize {
-    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    let list = String::from_utf8_lossy(&out.stdout).to_string();
-    let dirs: BTreeSet<String> = std::fs::read_dir(cloud.dir.join("servers"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    dirs.iter()
-        .filter(|d| list.contains(&format!("lc-{d}")))
-        .count()
+    cloud.namespaces().len()
 }

@@ -476,7 +476,7 @@ pub async fn prune_all(
                     TxnOp::delete(e.key.clone(), None),
                     TxnOp::delete(record_key(store, &ns, &e.id), None),
                 ]);
-            if call(store, "prune", &e.key, kv.txn(txn)).await?.succeeded() {
+            if store.txn("prune", &e.key, txn).await?.succeeded {
                 removed += 1;
             }
         }

@@ -70,7 +70,9 @@ pub fn reservation(t: &Task) -> Resources {
     )
 }
 
-fn work_item(t: &Task, owners: &HashMap<String, String>) -> Result<WorkItem, ObserveError> {
+/// The task as a piece of work: its reservation and placement constraints, named by its owner
+/// (`owners`: service id → name; others are `service <id>`).
+pub fn work_item(t: &Task, owners: &HashMap<String, String>) -> Result<WorkItem, ObserveError> {
     let id = t.id.clone().unwrap_or_default();
     let service = t.service_id.clone().unwrap_or_default();
     let owner = owners

@@ -142,8 +142,6 @@ pub(super) async fn cleanup(f: &Function, ctx: &Context) -> Result<Action, Funct
             swarm.remove_secret(&id).await.map_err(&err)?;
         }
     }
-    if let Ok(mut m) = ctx.attempted.lock() {
-        m.remove(&f.key());
-    }
+    ctx.attempted.forget(&f.key());
     Ok(Action::await_change())
 }

@@ -5,7 +5,8 @@
 //! - Replicas come from [`FunctionsConfig::desired_replicas`] (`spec.minReplicas` for now; the
 //!   autoscaler will provide its own function).
 //! - Code changes make a new config (configs are immutable) and a start-first rolling update;
-//!   configs no service uses any more are removed once the rollout is done.
+//!   configs no service uses any more are removed once the rollout is done. An update Swarm
+//!   rolled back is written again after a backoff (see [`rollout`]).
 //! - Updates write at the service's current version index and retry on "update out of
 //!   sequence"; a service already carrying the desired spec (by its `lambda.spec-hash` label) is
 //!   left alone, so reconciles are cheap and restarts of the controller change nothing.
@@ -16,16 +17,16 @@
 //! - Docker's event stream triggers the affected functions, so status follows Swarm quickly.
 
 mod cleanup;
+pub mod rollout;
 pub mod spec;
 pub mod status;
 pub mod sweep;
 pub mod watchdog;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::models::{Service, ServiceUpdateStatusStateEnum};
+use bollard::models::Service;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ConditionStatus, Function, FunctionSpec, ObjectKey, function::FunctionStatus};
@@ -41,6 +42,7 @@ use crate::swarm::labels::{self, Owner};
 use crate::swarm::{Swarm, SwarmError, TaskFilter};
 
 use super::ControllersConfig;
+use super::autoscaler::observe::is_unplaceable;
 use spec::{
     ResolvedConfig, ResolvedSecret, RuntimeImages, ServiceInputs, ServiceTuning, label_of,
     service_name, service_spec,
@@ -162,8 +164,8 @@ pub struct Context {
     pub functions: Cache<FunctionSpec>,
     /// Namespace the controller watches; the sweep stays inside it.
     pub namespace: Option<String>,
-    /// The spec hash last written per function (see [`rolled_back`]).
-    pub attempted: std::sync::Mutex<HashMap<ObjectKey, String>>,
+    /// The updates written per function (see [`rollout`]).
+    pub attempted: rollout::Attempts,
 }
 
 impl Context {
@@ -305,29 +307,6 @@ fn owned_by_us(svc: &Service, f: &Function, instance: &str) -> bool {
     })
 }
 
-/// True when Swarm rolled back an update to `desired_hash` that this controller wrote (the
-/// service reports a rollback and runs another spec): writing it again would fail again. The
-/// API does not return `PreviousSpec` here, so what was written is remembered in memory (after
-/// a restart one more attempt is made).
-fn rolled_back(ctx: &Context, key: &ObjectKey, svc: &Service, desired_hash: &str) -> bool {
-    let state = svc.update_status.as_ref().and_then(|u| u.state);
-    let rollback = matches!(
-        state,
-        Some(
-            ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED
-                | ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED
-                | ServiceUpdateStatusStateEnum::ROLLBACK_STARTED
-        )
-    );
-    let running = label_of(svc.spec.as_ref(), labels::SPEC_HASH);
-    rollback
-        && running.as_deref() != Some(desired_hash)
-        && ctx
-            .attempted
-            .lock()
-            .is_ok_and(|m| m.get(key).map(String::as_str) == Some(desired_hash))
-}
-
 async fn apply(f: &Function, ctx: &Context) -> Result<Action, FunctionError> {
     let swarm = &ctx.cfg.swarm;
     let err = ctx.swarm_err(f);
@@ -433,7 +412,17 @@ async fn apply(f: &Function, ctx: &Context) -> Result<Action, FunctionError> {
             )
             .await;
         }
-        Some(svc) if stale(&svc) && !rolled_back(ctx, &f.key(), &svc, &desired_hash) => {
+        Some(svc) if stale(&svc) && !ctx.attempted.holding(&f.key(), &svc, &desired_hash) => {
+            if ctx.attempted.rolled_back(&f.key(), &svc, &desired_hash) {
+                ctx.recorder
+                    .emit(
+                        f,
+                        EventType::Normal,
+                        "RetryingUpdate",
+                        &format!("writing again the update of {sname} Swarm rolled back"),
+                    )
+                    .await;
+            }
             let wrote = swarm
                 .update_service(&sname, |cur| {
                     if !stale(cur) {
@@ -452,10 +441,8 @@ async fn apply(f: &Function, ctx: &Context) -> Result<Action, FunctionError> {
                 })
                 .await
                 .map_err(&err)?;
-            if let Ok(mut m) = ctx.attempted.lock() {
-                m.insert(f.key(), desired_hash.clone());
-            }
             if wrote {
+                ctx.attempted.wrote(&f.key(), &desired_hash);
                 tracing::info!(function = %f.key(), service = %sname, generation = generation, "updated service");
                 ctx.recorder
                     .emit(
@@ -482,11 +469,23 @@ async fn apply(f: &Function, ctx: &Context) -> Result<Action, FunctionError> {
         })
         .await
         .map_err(&err)?;
-    let was_rolled_back = rolled_back(ctx, &f.key(), &service, &desired_hash);
+    let was_rolled_back = ctx.attempted.rolled_back(&f.key(), &service, &desired_hash);
+    // Only a task Swarm has not placed makes the nodes (and what they hold) worth a look.
+    let capacity = if tasks.iter().any(is_unplaceable) {
+        let nodes = swarm.list_nodes().await.map_err(&err)?;
+        let all = swarm
+            .list_tasks(&TaskFilter::default())
+            .await
+            .map_err(&err)?;
+        watchdog::capacity(&nodes, &all)
+    } else {
+        Vec::new()
+    };
     if let Some(stuck) = watchdog::stuck(
         &service,
         &tasks,
         replicas,
+        &capacity,
         chrono::Utc::now(),
         ctx.cfg.stuck_after,
     ) {

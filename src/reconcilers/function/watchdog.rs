@@ -9,12 +9,24 @@
 //! timestamps (not from memory), so a restarted controller reaches the same verdict, and a
 //! re-kick (which moves the service's `UpdatedAt`) is not repeated before the bound passes
 //! again.
+//!
+//! A second way to be stuck: a task Swarm left `Pending` with no node ("no suitable node")
+//! for the bound although a node can take it now (ready, active, its constraints met, room for
+//! its reservation next to what the node's tasks hold): Swarm dropped it from its retry queue
+//! (seen after a service update that replaced no task while the eligible nodes were away, and
+//! after the node's resources were freed; moby/moby#53722, #32999). A forced update replaces it
+//! with a task Swarm places at once. Only then: re-kicking while no node can take the task
+//! would only pile up more pending tasks (a start-first update keeps the old one).
 
 use std::time::Duration;
 
-use bollard::models::{Service, Task, TaskState};
+use std::collections::HashMap;
+
+use bollard::models::{Node as SwarmNode, Service, Task, TaskState};
 use chrono::{DateTime, Utc};
 
+use crate::reconcilers::autoscaler::model::SimNode;
+use crate::reconcilers::autoscaler::observe::{self, is_unplaceable};
 use crate::swarm::{task_state, task_time};
 
 /// A service short of running tasks with nothing on its way.
@@ -29,11 +41,24 @@ pub struct Stuck {
     pub last_task: Option<(String, String, String)>,
     /// Time since the service or any of its tasks last changed.
     pub quiet_for: Duration,
+    /// The last task is one Swarm left pending although a node can take it.
+    pub forgotten: bool,
 }
 
 impl Stuck {
     /// The event message: what was seen and what is done about it.
     pub fn message(&self, service: &str) -> String {
+        if self.forgotten {
+            let (id, msg) = self
+                .last_task
+                .as_ref()
+                .map(|(id, _, msg)| (id.as_str(), msg.as_str()))
+                .unwrap_or_default();
+            return format!(
+                "service {service}: task {id} pending for {}s ({msg}) although a node can take it now: Swarm stopped retrying it; forcing an update",
+                self.quiet_for.as_secs()
+            );
+        }
         let last = match &self.last_task {
             Some((id, state, msg)) if msg.is_empty() => format!("; last task {id} ended {state}"),
             Some((id, state, msg)) => format!("; last task {id} ended {state} ({msg})"),
@@ -69,20 +94,49 @@ fn parse(t: Option<&String>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// The nodes Swarm may place tasks on now (ready, active), each with what its tasks hold
+/// (`tasks`: every task of the Swarm).
+pub fn capacity(nodes: &[SwarmNode], tasks: &[Task]) -> Vec<SimNode> {
+    let (load, _) = observe::load_by_node(tasks, &HashMap::new());
+    nodes
+        .iter()
+        .filter(|n| observe::schedulable(n))
+        .filter_map(|n| {
+            let id = n.id.clone().unwrap_or_default();
+            let reserved = load.get(&id).map(|l| l.reserved).unwrap_or_default();
+            observe::sim_node(n, id, None, reserved)
+        })
+        .collect()
+}
+
+/// The task of `tasks` Swarm has left unplaced for at least `bound` at `now` although one of
+/// `nodes` (see [`capacity`]) can take it.
+fn forgotten<'a>(
+    tasks: &'a [Task],
+    nodes: &[SimNode],
+    now: DateTime<Utc>,
+    bound: Duration,
+) -> Option<(&'a Task, Duration)> {
+    tasks.iter().filter(|t| is_unplaceable(t)).find_map(|t| {
+        let waited = (now - task_time(t)?).to_std().ok()?;
+        let item = observe::work_item(t, &HashMap::new()).ok()?;
+        (waited >= bound && nodes.iter().any(|n| n.can_take(&item))).then_some((t, waited))
+    })
+}
+
 /// Decides whether `service` (wanting `desired` replicas, its tasks `tasks`) is stuck at `now`:
-/// fewer tasks running than desired, none starting or pending, no rollout under way, and
-/// nothing about the service or its tasks changed for `bound`.
+/// fewer tasks running than desired, and either none starting or pending, no rollout under way
+/// and nothing about the service or its tasks changed for `bound`; or a task left unplaced for
+/// `bound` although one of `nodes` (see [`capacity`]; empty when no task waits) can take it.
 pub fn stuck(
     service: &Service,
     tasks: &[Task],
     desired: u32,
+    nodes: &[SimNode],
     now: DateTime<Utc>,
     bound: Duration,
 ) -> Option<Stuck> {
     if desired == 0 {
-        return None;
-    }
-    if super::status::update_in_progress(service) {
         return None;
     }
     let wanted = |t: &&Task| matches!(t.desired_state, Some(TaskState::RUNNING | TaskState::READY));
@@ -92,6 +146,18 @@ pub fn stuck(
         .filter(|t| task_state(t) == Some(TaskState::RUNNING))
         .count() as u32;
     if running >= desired {
+        return None;
+    }
+    if let Some((t, waited)) = forgotten(tasks, nodes, now, bound) {
+        return Some(Stuck {
+            running,
+            desired,
+            last_task: Some(describe(t)),
+            quiet_for: waited,
+            forgotten: true,
+        });
+    }
+    if super::status::update_in_progress(service) {
         return None;
     }
     if tasks
@@ -114,21 +180,25 @@ pub fn stuck(
         .iter()
         .filter(|t| task_state(t).is_some_and(|s| s != TaskState::RUNNING))
         .max_by_key(|t| task_time(t))
-        .map(|t| {
-            let st = t.status.as_ref();
-            let msg = st
-                .and_then(|s| s.err.clone())
-                .or_else(|| st.and_then(|s| s.message.clone()))
-                .unwrap_or_default();
-            let state = task_state(t).map(|s| s.to_string()).unwrap_or_default();
-            (t.id.clone().unwrap_or_default(), state, msg)
-        });
+        .map(describe);
     Some(Stuck {
         running,
         desired,
         last_task,
         quiet_for: quiet,
+        forgotten: false,
     })
+}
+
+/// A task's id, state and message (Swarm's `Status.Err`, else `Status.Message`).
+fn describe(t: &Task) -> (String, String, String) {
+    let st = t.status.as_ref();
+    let msg = st
+        .and_then(|s| s.err.clone())
+        .or_else(|| st.and_then(|s| s.message.clone()))
+        .unwrap_or_default();
+    let state = task_state(t).map(|s| s.to_string()).unwrap_or_default();
+    (t.id.clone().unwrap_or_default(), state, msg)
 }
 
 #[cfg(test)]
@@ -169,11 +239,11 @@ mod tests {
     fn a_completed_task_with_no_replacement_is_stuck_after_the_bound() {
         let tasks = [task("t1", TaskState::SHUTDOWN, TaskState::COMPLETE, 5)];
         assert_eq!(
-            stuck(&service(), &tasks, 1, at(24), BOUND),
+            stuck(&service(), &tasks, 1, &[], at(24), BOUND),
             None,
             "too early"
         );
-        let s = stuck(&service(), &tasks, 1, at(26), BOUND).expect("stuck");
+        let s = stuck(&service(), &tasks, 1, &[], at(26), BOUND).expect("stuck");
         assert_eq!((s.running, s.desired), (0, 1));
         assert_eq!(
             s.last_task,
@@ -197,15 +267,19 @@ mod tests {
             TaskState::ASSIGNED,
         ] {
             let tasks = [done.clone(), task("t2", TaskState::RUNNING, s, 0)];
-            assert_eq!(stuck(&service(), &tasks, 1, late, BOUND), None, "{s:?}");
+            assert_eq!(
+                stuck(&service(), &tasks, 1, &[], late, BOUND),
+                None,
+                "{s:?}"
+            );
         }
         let tasks = [
             done.clone(),
             task("t2", TaskState::RUNNING, TaskState::RUNNING, 0),
         ];
-        assert_eq!(stuck(&service(), &tasks, 1, late, BOUND), None);
+        assert_eq!(stuck(&service(), &tasks, 1, &[], late, BOUND), None);
         assert_eq!(
-            stuck(&service(), std::slice::from_ref(&done), 0, late, BOUND),
+            stuck(&service(), std::slice::from_ref(&done), 0, &[], late, BOUND),
             None
         );
         let mut svc = service();
@@ -213,7 +287,7 @@ mod tests {
             state: Some(ServiceUpdateStatusStateEnum::UPDATING),
             ..Default::default()
         });
-        assert_eq!(stuck(&svc, &[done], 1, late, BOUND), None);
+        assert_eq!(stuck(&svc, &[done], 1, &[], late, BOUND), None);
     }
 
     #[test]
@@ -222,20 +296,92 @@ mod tests {
             task("a", TaskState::RUNNING, TaskState::RUNNING, 0),
             task("b", TaskState::SHUTDOWN, TaskState::FAILED, 1),
         ];
-        let s = stuck(&service(), &tasks, 2, at(30), BOUND).expect("stuck");
+        let s = stuck(&service(), &tasks, 2, &[], at(30), BOUND).expect("stuck");
         assert_eq!(s.running, 1);
         assert_eq!(s.last_task.unwrap().0, "b");
         // The forced update moved UpdatedAt: quiet again only after the bound.
         let mut svc = service();
         svc.updated_at = Some(at(30).to_rfc3339());
-        assert_eq!(stuck(&svc, &tasks, 2, at(40), BOUND), None);
-        assert!(stuck(&svc, &tasks, 2, at(51), BOUND).is_some());
+        assert_eq!(stuck(&svc, &tasks, 2, &[], at(40), BOUND), None);
+        assert!(stuck(&svc, &tasks, 2, &[], at(51), BOUND).is_some());
     }
 
     #[test]
     fn a_service_without_tasks_counts_from_its_update_time() {
-        assert_eq!(stuck(&service(), &[], 1, at(10), BOUND), None);
-        let s = stuck(&service(), &[], 1, at(21), BOUND).expect("stuck");
+        assert_eq!(stuck(&service(), &[], 1, &[], at(10), BOUND), None);
+        let s = stuck(&service(), &[], 1, &[], at(21), BOUND).expect("stuck");
         assert_eq!(s.last_task, None);
+    }
+
+    #[test]
+    fn a_pending_task_swarm_left_although_a_node_can_take_it_is_stuck() {
+        use crate::reconcilers::autoscaler::model::testing::node;
+        use bollard::models::{ResourceObject, TaskSpec, TaskSpecPlacement, TaskSpecResources};
+        let pending = Task {
+            id: Some("p".into()),
+            desired_state: Some(TaskState::RUNNING),
+            spec: Some(TaskSpec {
+                resources: Some(TaskSpecResources {
+                    reservations: Some(ResourceObject {
+                        memory_bytes: Some(128 << 20),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                placement: Some(TaskSpecPlacement {
+                    constraints: Some(vec!["node.labels.pool==a".into()]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: Some(TaskStatus {
+                state: Some(TaskState::PENDING),
+                timestamp: Some(at(0).to_rfc3339()),
+                err: Some("no suitable node (1 node not available for new tasks)".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut svc = service();
+        svc.update_status = Some(ServiceUpdateStatus {
+            state: Some(ServiceUpdateStatusStateEnum::UPDATING),
+            ..Default::default()
+        });
+        let tasks = std::slice::from_ref(&pending);
+        let labelled = |mut n: SimNode, pool: &str| {
+            n.attributes.labels.insert("pool".into(), pool.into());
+            n
+        };
+        let roomy = labelled(node("n1", "p", (2048, 1000), (256, 0)), "a");
+        let full = labelled(node("n2", "p", (2048, 1000), (2000, 0)), "a");
+        let elsewhere = labelled(node("n3", "p", (2048, 1000), (0, 0)), "b");
+        // No node can take it (none, full, constraints): waiting for capacity, not stuck.
+        for nodes in [vec![], vec![full.clone()], vec![elsewhere.clone()]] {
+            assert_eq!(stuck(&svc, tasks, 1, &nodes, at(600), BOUND), None);
+        }
+        // One can: stuck once pending for the bound (even mid-update).
+        let nodes = [full, elsewhere, roomy];
+        assert_eq!(stuck(&svc, tasks, 1, &nodes, at(19), BOUND), None);
+        let s = stuck(&svc, tasks, 1, &nodes, at(21), BOUND).expect("stuck");
+        assert!(s.forgotten);
+        let m = s.message("lambda-x");
+        assert!(
+            m.contains("task p pending for 21s") && m.contains("no suitable node"),
+            "{m}"
+        );
+        // A placed task is Swarm's business again.
+        let mut placed = pending.clone();
+        placed.node_id = Some("n1".into());
+        assert_eq!(
+            stuck(
+                &svc,
+                std::slice::from_ref(&placed),
+                1,
+                &nodes,
+                at(600),
+                BOUND
+            ),
+            None
+        );
     }
 }

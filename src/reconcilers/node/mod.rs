@@ -14,10 +14,12 @@
 //!   message in status; quota errors are a condition (`QuotaExceeded`) retried slowly, not a
 //!   crash loop; an unknown flavor/image/network is `InvalidCloudRef`.
 //! - Finalizer [`FINALIZER`]: on deletion it waits for the membership finalizer to let go
-//!   (drained, removed from the Swarm), then deletes the server and waits until Nova says it
-//!   is gone.
-//! - A periodic [`sweep`] deletes servers tagged with this platform instance whose Node is gone.
+//!   (drained, removed from the Swarm), then deletes the server, waits until Nova says it is
+//!   gone and removes the Swarm node its engine may have left after all ([`leftovers`]).
+//! - A periodic [`sweep`] deletes servers tagged with this platform instance whose Node is
+//!   gone, and then their engines' Swarm nodes.
 
+pub mod leftovers;
 mod server;
 pub mod sweep;
 pub mod userdata;
@@ -42,6 +44,9 @@ use crate::swarm::SwarmError;
 
 use super::ControllersConfig;
 use super::cluster::{ClusterConfig, owner_tag};
+
+/// How long past the drain timeout a deleting Node waits for Nova to forget its server.
+const GONE_PATIENCE: Duration = Duration::from_secs(120);
 
 /// The finalizer this controller puts on nodes.
 pub const FINALIZER: &str = "lambda/node-server";
@@ -83,6 +88,12 @@ pub enum NodeError {
         node: ObjectKey,
         #[source]
         source: StoreError,
+    },
+    #[error("Node {node}: removing the Swarm node its deleted server left: {source}")]
+    Leftover {
+        node: ObjectKey,
+        #[source]
+        source: SwarmError,
     },
 }
 
@@ -243,19 +254,23 @@ async fn find_server(n: &Object<NodeSpec>, ctx: &Context) -> Result<Option<Serve
 }
 
 async fn tagged_servers(n: &Object<NodeSpec>, ctx: &Context) -> Result<Vec<Server>, NodeError> {
+    let mut found = listed_servers(n, ctx).await?;
+    found.retain(|s| !gone(s));
+    Ok(found)
+}
+
+/// The servers Nova lists with the node's owner tag, deleted ones it still shows included.
+async fn listed_servers(n: &Object<NodeSpec>, ctx: &Context) -> Result<Vec<Server>, NodeError> {
     let filter = ServerFilter {
         tags: vec![owner_tag(&uid_of(n))],
         ..Default::default()
     };
-    let mut found = ctx
-        .cluster
+    ctx.cluster
         .cloud
         .compute()
         .list_servers(&filter)
         .await
-        .map_err(Context::cloud_err(n, "listing the node's servers"))?;
-    found.retain(|s| !gone(s));
-    Ok(found)
+        .map_err(Context::cloud_err(n, "listing the node's servers"))
 }
 
 async fn delete_server(n: &Object<NodeSpec>, ctx: &Context, id: &str) -> Result<(), NodeError> {
@@ -295,7 +310,8 @@ async fn cleanup(n: &Object<NodeSpec>, ctx: &Context) -> Result<Action, NodeErro
     {
         return Ok(Action::requeue(ctx.cluster.timings.poll));
     }
-    let mut servers = tagged_servers(n, ctx).await?;
+    let listed = listed_servers(n, ctx).await?;
+    let mut servers: Vec<Server> = listed.iter().filter(|s| !gone(s)).cloned().collect();
     if let Some(id) = n.status.as_ref().and_then(|s| s.server_id.clone())
         && !servers.iter().any(|s| s.id == id)
     {
@@ -307,6 +323,35 @@ async fn cleanup(n: &Object<NodeSpec>, ctx: &Context) -> Result<Action, NodeErro
         }
     }
     if servers.is_empty() {
+        // Deleted, but Nova still shows it so: its engine may still run (and join). Waited
+        // for a bounded time (a teardown that never ends must not keep the Node forever).
+        let since = n
+            .metadata
+            .deletion_timestamp
+            .unwrap_or_else(chrono::Utc::now);
+        let waited = (chrono::Utc::now() - since).to_std().unwrap_or_default();
+        if listed.iter().any(|s| s.status == ServerStatus::Deleted)
+            && waited < ctx.cluster.timings.drain_timeout + GONE_PATIENCE
+        {
+            return Ok(Action::requeue(ctx.cluster.timings.poll));
+        }
+        // The engine may have joined after membership let go: gone with its server now.
+        let name = super::cluster::server_name("lambda", n.metadata.namespace(), &n.metadata.name);
+        let removed = leftovers::remove(&ctx.cluster.swarm, &name, &uid_of(n))
+            .await
+            .map_err(|source| NodeError::Leftover {
+                node: n.key(),
+                source,
+            })?;
+        if !removed.is_empty() {
+            let msg = format!(
+                "removed Swarm node(s) {} of the deleted server",
+                removed.join(", ")
+            );
+            ctx.recorder
+                .emit(n, EventType::Normal, "LeftSwarm", &msg)
+                .await;
+        }
         if let Ok(mut m) = ctx.retry_at.lock() {
             m.remove(&uid_of(n));
         }

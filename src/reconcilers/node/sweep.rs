@@ -1,5 +1,6 @@
 //! The orphan sweep of node servers: a server tagged with this platform instance whose owning
-//! `Node` no longer exists (removed behind the controller's back, e.g. `etcdctl del`) is deleted.
+//! `Node` no longer exists (removed behind the controller's back, e.g. `etcdctl del`) is deleted,
+//! and once it is gone, the Swarm node its engine left ([`leftovers`]).
 //! Snapshot builders (`lambda:kind` SnapshotImage) belong to the snapshot controller's sweep.
 
 use std::sync::Arc;
@@ -12,7 +13,10 @@ use crate::openstack::ServerFilter;
 use crate::runtime::periodic;
 
 use super::super::cluster::{ServerOwner, TAG_MANAGED, instance_tag};
-use super::{Context, KIND};
+use super::{Context, KIND, leftovers};
+
+/// How long a sweep waits for the servers it deleted to be gone (then their Swarm nodes go).
+const SERVER_GONE_WAIT: Duration = Duration::from_secs(60);
 
 /// Sweeps every `every` until `stop`, once the node cache is filled.
 pub async fn run(ctx: Arc<Context>, every: Duration, stop: CancellationToken) {
@@ -36,7 +40,7 @@ pub async fn sweep_once(ctx: &Context) -> Result<usize, crate::openstack::Error>
             ..Default::default()
         })
         .await?;
-    let mut deleted = 0;
+    let mut deleted = Vec::new();
     for s in servers {
         let Some(owner) = ServerOwner::of(&s) else {
             continue;
@@ -57,10 +61,40 @@ pub async fn sweep_once(ctx: &Context) -> Result<usize, crate::openstack::Error>
         tracing::info!(server = %s.id, name = %s.name, node = %key, uid = %owner.uid,
             "deleting a server whose Node is gone");
         match compute.delete_server(&s.id).await {
-            Ok(()) => deleted += 1,
+            Ok(()) => deleted.push((s, owner)),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(deleted)
+    // Once a server is gone its engine cannot join any more: its Swarm node (unlabelled when
+    // the Node went before membership saw it) goes too. The next pass no longer sees the
+    // server, so this waits here (bounded).
+    let gone = deleted
+        .iter()
+        .map(|(s, _)| compute.wait_for_server_gone(&s.id, SERVER_GONE_WAIT));
+    let waited = futures::future::join_all(gone).await;
+    for ((s, owner), w) in deleted.iter().zip(waited) {
+        if let Err(e) = w {
+            tracing::warn!(server = %s.id, error = %e, "deleted orphaned server not gone yet");
+            continue;
+        }
+        // A Node of the same name made since (by hand) may have a server of that name too.
+        if ctx
+            .nodes
+            .get(&ObjectKey::new(&owner.namespace, &owner.name))
+            .is_some()
+        {
+            continue;
+        }
+        match leftovers::remove(&ctx.cluster.swarm, &s.name, &owner.uid).await {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::info!(server = %s.id, swarm_nodes = ?ids, "removed the Swarm node(s) of an orphaned server")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(server = %s.id, error = %e, "removing the Swarm node of an orphaned server")
+            }
+        }
+    }
+    Ok(deleted.len())
 }

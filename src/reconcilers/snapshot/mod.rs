@@ -98,6 +98,11 @@ pub enum SnapshotError {
     },
     #[error("build record {key}: {message}")]
     Record { key: String, message: String },
+    #[error("writing a build record: {source}")]
+    RecordWrite {
+        #[source]
+        source: Box<StoreError>,
+    },
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: SocketAddr,

@@ -114,6 +114,12 @@ async fn call<T>(
     }
 }
 
+fn write_error(e: crate::store::StoreError) -> SnapshotError {
+    SnapshotError::RecordWrite {
+        source: Box::new(e),
+    }
+}
+
 fn decode(key: &str, value: &[u8]) -> Result<BuildRecord, SnapshotError> {
     std::str::from_utf8(value)
         .map_err(|e| e.to_string())
@@ -150,13 +156,8 @@ pub async fn create(
     )
     .await?;
     let put = PutOptions::new().with_lease(lease.id());
-    call(
-        store,
-        "put",
-        &key,
-        client.put(key.clone(), value, Some(put)),
-    )
-    .await?;
+    let txn = Txn::new().and_then([TxnOp::put(key.clone(), value, Some(put))]);
+    store.txn("put", &key, txn).await.map_err(write_error)?;
     Ok(token)
 }
 
@@ -216,8 +217,8 @@ pub fn find(records: &[Stored], uid: &str, generation: i64) -> Option<Stored> {
 
 /// Deletes one record (gone already is fine).
 pub async fn delete(store: &Store, key: &str) -> Result<(), SnapshotError> {
-    let mut client = store.client();
-    call(store, "delete", key, client.delete(key.to_string(), None)).await?;
+    let txn = Txn::new().and_then([TxnOp::delete(key.to_string(), None)]);
+    store.txn("delete", key, txn).await.map_err(write_error)?;
     Ok(())
 }
 
@@ -260,9 +261,8 @@ pub async fn accept_phone_home(
                 value,
                 Some(PutOptions::new().with_ignore_lease()),
             )]);
-        let mut client = store.client();
-        let resp = call(store, "phone-home txn", &stored.key, client.txn(txn)).await?;
-        if resp.succeeded() {
+        let written = store.txn("phone-home txn", &stored.key, txn).await;
+        if written.map_err(write_error)?.succeeded {
             return Ok(Accepted::Yes(Box::new(record)));
         }
     }

@@ -1,0 +1,134 @@
+//! Swarm nodes a deleted server leaves behind. A server's engine joins the Swarm from its
+//! user-data, which can happen after membership last looked (its Node was already being
+//! deleted) or before membership labelled it (its Node was removed with `etcdctl del`); once
+//! the server is gone that Swarm node is `down` for good and nothing else would remove it.
+//! So whoever deletes a node's server removes, once the server is gone, the Swarm workers that
+//! were its engine: found by the engine's host name (the server's name: it carries the Node's
+//! name, random suffix included), unless labelled for another Node. Whatever state the Swarm
+//! still shows: it marks a dead engine `down` only after missed heartbeats, seconds later.
+
+use bollard::models::{Node as SwarmNode, NodeSpecRoleEnum};
+
+use crate::openstack::hostname_of;
+use crate::swarm::labels::UID;
+use crate::swarm::{Swarm, SwarmError};
+
+use super::super::membership::matching::hostname;
+
+/// The Swarm nodes among `all` that were the engine of the server named `server_name`, owned
+/// by the Node `uid`: workers with the server's host name, unlabelled or labelled with `uid`.
+/// Call it only once that server is gone (and no other server of that name can exist).
+pub fn of_server<'a>(all: &'a [SwarmNode], server_name: &str, uid: &str) -> Vec<&'a SwarmNode> {
+    let host = hostname_of(server_name);
+    all.iter()
+        .filter(|sn| sn.spec.as_ref().and_then(|s| s.role) != Some(NodeSpecRoleEnum::MANAGER))
+        .filter(|sn| hostname(sn).as_deref() == Some(host.as_str()))
+        .filter(|sn| {
+            let label = sn
+                .spec
+                .as_ref()
+                .and_then(|s| s.labels.as_ref())
+                .and_then(|l| l.get(UID));
+            label.is_none_or(|l| l == uid)
+        })
+        .collect()
+}
+
+/// Removes the Swarm nodes [`of_server`] finds; returns their ids.
+pub async fn remove(
+    swarm: &Swarm,
+    server_name: &str,
+    uid: &str,
+) -> Result<Vec<String>, SwarmError> {
+    let all = swarm.list_nodes().await?;
+    let mut removed = Vec::new();
+    for sn in of_server(&all, server_name, uid) {
+        let id = sn.id.clone().unwrap_or_default();
+        match swarm.remove_node(&id, true).await {
+            Ok(()) => removed.push(id),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{
+        NodeDescription, NodeSpec as SwarmSpec, NodeState, NodeStatus as SwarmStatus,
+    };
+    use std::collections::HashMap;
+
+    fn sn(
+        id: &str,
+        host: &str,
+        state: NodeState,
+        role: NodeSpecRoleEnum,
+        uid: Option<&str>,
+    ) -> SwarmNode {
+        SwarmNode {
+            id: Some(id.into()),
+            spec: Some(SwarmSpec {
+                role: Some(role),
+                labels: uid.map(|u| HashMap::from([(UID.to_string(), u.to_string())])),
+                ..Default::default()
+            }),
+            description: Some(NodeDescription {
+                hostname: Some(host.into()),
+                ..Default::default()
+            }),
+            status: Some(SwarmStatus {
+                state: Some(state),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_servers_own_engine_and_never_anothers() {
+        use NodeSpecRoleEnum::{MANAGER, WORKER};
+        use NodeState::{DOWN, READY};
+        let all = vec![
+            sn(
+                "unlabelled-down",
+                "lambda-ns-pool-a-1f2e3",
+                DOWN,
+                WORKER,
+                None,
+            ),
+            sn(
+                "labelled-down",
+                "lambda-ns-pool-a-1f2e3",
+                DOWN,
+                WORKER,
+                Some("u1"),
+            ),
+            // The Swarm has not noticed yet that the engine died with its server.
+            sn("still-ready", "lambda-ns-pool-a-1f2e3", READY, WORKER, None),
+            sn(
+                "anothers",
+                "lambda-ns-pool-a-1f2e3",
+                DOWN,
+                WORKER,
+                Some("u2"),
+            ),
+            sn("other-host", "lambda-ns-pool-a-9d8c7", DOWN, WORKER, None),
+            sn("manager", "lambda-ns-pool-a-1f2e3", DOWN, MANAGER, None),
+        ];
+        let ids = |name: &str| -> Vec<String> {
+            of_server(&all, name, "u1")
+                .into_iter()
+                .filter_map(|n| n.id.clone())
+                .collect()
+        };
+        assert_eq!(
+            ids("lambda-ns-pool-a-1f2e3"),
+            ["unlabelled-down", "labelled-down", "still-ready"]
+        );
+        // The host name is the server name as a VM gets it (lowercase, `-` for the rest).
+        assert_eq!(ids("lambda-ns-Pool_a-1f2e3").len(), 3);
+    }
+}
