@@ -9,7 +9,7 @@
 //! or gains power with the upgrade. `lambda apikey list` shows such keys as `admin (legacy)`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -223,7 +223,35 @@ pub async fn delete(store: &Store, id: &str) -> Result<(), ApiKeyError> {
 /// Verifies bearer tokens against etcd with a short-lived cache.
 pub struct Verifier {
     store: Store,
-    cache: Mutex<HashMap<String, (ApiKey, Instant)>>,
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+/// A stored key as last read: its secret's digest and what it grants, resolved once (not per
+/// request).
+struct Cached {
+    sha256: Option<[u8; 32]>,
+    /// `Err`: its stored scope is invalid (logged once per read).
+    principal: Result<Arc<Principal>, ()>,
+    at: Instant,
+}
+
+impl Cached {
+    fn of(key: &ApiKey) -> Cached {
+        // Stored as lower-case hex, the only form `hash` writes and the only one that matches.
+        let mut digest = [0u8; 32];
+        let sha256 = (!key.sha256.bytes().any(|b| b.is_ascii_uppercase()))
+            .then(|| hex::decode_to_slice(&key.sha256, &mut digest).ok())
+            .flatten()
+            .map(|()| digest);
+        let principal = key.principal().map(Arc::new).map_err(|why| {
+            tracing::warn!(key = %key.id, error = %why, "API key refused: its stored scope is invalid");
+        });
+        Cached {
+            sha256,
+            principal,
+            at: Instant::now(),
+        }
+    }
 }
 
 impl Verifier {
@@ -237,38 +265,32 @@ impl Verifier {
 
     /// The principal of `token` when it is a valid key; `None` for an unknown, wrong or
     /// unreadable key. etcd errors count as invalid (and are logged).
-    pub async fn verify(&self, token: &str) -> Option<Principal> {
+    pub async fn verify(&self, token: &str) -> Option<Arc<Principal>> {
         let (id, secret) = parse(token)?;
-        let h = hash(secret);
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
-            .map(|(k, _)| Some(k.clone()));
-        let stored = match cached {
-            Some(k) => k,
-            None => {
-                let k = self.read(id).await?;
-                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                // Only stored keys are cached: random ids must not grow the cache.
-                match &k {
-                    Some(key) => {
-                        cache.insert(id.to_string(), (key.clone(), Instant::now()));
-                    }
-                    None => {
-                        cache.remove(id);
-                    }
-                }
-                k
-            }
+        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let check = |c: &Cached| {
+            (c.sha256 == Some(digest))
+                .then(|| c.principal.clone().ok())
+                .flatten()
         };
-        let key = stored.filter(|k| k.sha256 == h)?;
-        match key.principal() {
-            Ok(p) => Some(p),
-            Err(why) => {
-                tracing::warn!(key = %key.id, error = %why, "API key refused: its stored scope is invalid");
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = cache.get(id).filter(|c| c.at.elapsed() < CACHE_TTL) {
+                return check(c);
+            }
+        }
+        let stored = self.read(id).await?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        // Only stored keys are cached: random ids must not grow the cache.
+        match &stored {
+            Some(key) => {
+                let c = Cached::of(key);
+                let p = check(&c);
+                cache.insert(id.to_string(), c);
+                p
+            }
+            None => {
+                cache.remove(id);
                 None
             }
         }

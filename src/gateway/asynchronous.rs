@@ -224,7 +224,7 @@ async fn try_submit(
         // lands this gateway answers `GET` for it from memory.
         gw.unwritten.insert(record.clone());
         let gw2 = gw.clone();
-        tokio::spawn(async move {
+        gw.spawn(async move {
             if let Err(e) = store::create(&gw2.store, &record).await {
                 tracing::warn!(execution = %record.id, error = %e,
                     "Queued record not written; the listener writes it when it takes the job");

@@ -26,16 +26,20 @@ pub struct BodyTimeout(pub Duration);
 
 pin_project_lite::pin_project! {
     /// A body that fails with [`BodyTimeout`] when it has not ended by its deadline.
-    struct Deadline {
+    struct Deadline<B> {
         #[pin]
-        inner: Body,
+        inner: B,
         #[pin]
         sleep: tokio::time::Sleep,
         limit: Duration,
     }
 }
 
-impl http_body::Body for Deadline {
+impl<B> http_body::Body for Deadline<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<axum::BoxError>,
+{
     type Data = Bytes;
     type Error = axum::BoxError;
 
@@ -62,16 +66,22 @@ impl http_body::Body for Deadline {
     }
 }
 
+/// `body`, failing with [`BodyTimeout`] unless it ends within `limit` from now.
+pub fn within<B>(body: B, limit: Duration) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    Body::new(Deadline {
+        inner: body,
+        sleep: tokio::time::sleep(limit),
+        limit,
+    })
+}
+
 /// Middleware: the request's body must arrive within `limit` of the request's start.
 pub async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    let req = req.map(|inner| {
-        Body::new(Deadline {
-            inner,
-            sleep: tokio::time::sleep(limit),
-            limit,
-        })
-    });
-    next.run(req).await
+    next.run(req.map(|inner| within(inner, limit))).await
 }
 
 /// Reads a whole body of at most `limit` bytes; `too_large` is the 413 to answer past it.
@@ -159,12 +169,7 @@ mod tests {
         let endless = Body::new(http_body_util::StreamBody::new(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         ));
-        let limit = Duration::from_secs(3);
-        let body = Body::new(Deadline {
-            inner: endless,
-            sleep: tokio::time::sleep(limit),
-            limit,
-        });
+        let body = within(endless, Duration::from_secs(3));
         let e = read_body(request(body, None), 100, too_large(100))
             .await
             .expect_err("timed out");

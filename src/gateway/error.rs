@@ -96,7 +96,11 @@ pub async fn documented_shape(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let resp = next.run(req).await;
+    shape(next.run(req).await).await
+}
+
+/// [`documented_shape`] of one response.
+pub async fn shape(resp: Response) -> Response {
     let status = resp.status();
     let json = resp
         .headers()

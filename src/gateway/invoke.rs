@@ -7,66 +7,92 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
+use axum::http::{HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body_util::Full;
 
 use super::Gateway;
 use super::authz::{Permission, Principal};
 use super::error::HttpError;
 use super::table::{Held, Lease, Route};
+use super::upstream;
 
 /// Extra time the gateway waits beyond the function's timeout for the agent's own 504.
 const GRACE: Duration = Duration::from_millis(500);
-/// `POST /v1/functions/{name}/invoke`
+/// `POST /v1/functions/{name}/invoke` (reached through the router only when the server's own
+/// matching of invocations ([`super::service`]) leaves a path to it, e.g. percent-encoded).
 pub async fn invoke_default(
-    state: State<Arc<Gateway>>,
+    State(gw): State<Arc<Gateway>>,
     principal: Principal,
     Path(name): Path<String>,
     req: Request<Body>,
 ) -> Response {
-    invoke(state, principal, "default".into(), name, req).await
+    invoke(&gw, &principal, "default", &name, req).await
 }
 
-/// `POST /v1/namespaces/{ns}/functions/{name}/invoke`
+/// `POST /v1/namespaces/{ns}/functions/{name}/invoke` (see [`invoke_default`]).
 pub async fn invoke_ns(
-    state: State<Arc<Gateway>>,
+    State(gw): State<Arc<Gateway>>,
     principal: Principal,
     Path((ns, name)): Path<(String, String)>,
     req: Request<Body>,
 ) -> Response {
-    invoke(state, principal, ns, name, req).await
+    invoke(&gw, &principal, &ns, &name, req).await
 }
 
-async fn invoke(
-    State(gw): State<Arc<Gateway>>,
-    principal: Principal,
-    ns: String,
-    name: String,
+/// A fresh invocation id: a random (version 4) UUID, written into `buf`. The random bytes
+/// come from the thread's seeded generator rather than a getrandom call per request.
+fn fresh_id(buf: &mut [u8; uuid::fmt::Hyphenated::LENGTH]) -> &str {
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .hyphenated()
+        .encode_lower(buf)
+}
+
+/// Milliseconds with three decimals (`x-lambda-duration-ms`).
+fn millis(d: Duration) -> Option<HeaderValue> {
+    use std::io::Write as _;
+    let mut buf = [0u8; 32];
+    let mut w = std::io::Cursor::new(&mut buf[..]);
+    write!(w, "{:.3}", d.as_secs_f64() * 1000.0).ok()?;
+    let n = w.position() as usize;
+    HeaderValue::from_bytes(&buf[..n]).ok()
+}
+
+/// An invocation of `ns/name` by `principal`: synchronous, or queued when the request asks
+/// for it (`Prefer: respond-async`, `X-Lambda-Invocation-Type: Event`).
+pub(super) async fn invoke(
+    gw: &Arc<Gateway>,
+    principal: &Principal,
+    ns: &str,
+    name: &str,
     req: Request<Body>,
 ) -> Response {
-    if let Err(e) = principal.check(&ns, Permission::FunctionsInvoke) {
+    if let Err(e) = principal.check(ns, Permission::FunctionsInvoke) {
         return e.into_response();
     }
     let started = Instant::now();
-    let id = req
+    let given = req
         .headers()
         .get("x-lambda-invocation-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(String::from)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .map(String::from);
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id: &str = match &given {
+        Some(id) => id,
+        None => fresh_id(&mut buf),
+    };
     if super::asynchronous::wants_async(req.headers()) {
-        let resp = super::asynchronous::submit(&gw, &ns, &name, &id, req).await;
+        let resp = super::asynchronous::submit(gw, ns, name, id, req).await;
         gw.metrics
-            .observe_submit(&ns, &name, resp.status().as_u16(), started.elapsed());
+            .observe_submit(ns, name, resp.status().as_u16(), started.elapsed());
         return resp;
     }
     // One table lookup per request: the route serves both forwarding and its metric handles.
-    let route = route_with_endpoints(&gw, &ns, &name).await;
+    let route = route_with_endpoints(gw, ns, name).await;
     let result = match &route {
-        Ok((r, _)) => forward(&gw, r, &id, req).await,
+        Ok((r, _)) => forward(r, id, req).await,
         Err(e) => Err(e.clone()),
     };
     let (status, mut resp) = match result {
@@ -75,10 +101,10 @@ async fn invoke(
     };
     let elapsed = started.elapsed();
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    if let Ok(v) = HeaderValue::from_str(id) {
         h.insert("x-lambda-invocation-id", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", elapsed.as_secs_f64() * 1000.0)) {
+    if let Some(v) = millis(elapsed) {
         h.insert("x-lambda-duration-ms", v);
     }
     if let Ok((_, Some(path))) = &route {
@@ -86,7 +112,7 @@ async fn invoke(
     }
     match &route {
         Ok((r, _)) => r.metrics.observe(status.as_u16(), elapsed),
-        Err(_) => gw.metrics.observe(&ns, &name, status.as_u16(), elapsed),
+        Err(_) => gw.metrics.observe(ns, name, status.as_u16(), elapsed),
     }
     resp
 }
@@ -225,12 +251,7 @@ fn no_ready_replica(r: &Route) -> HttpError {
     }
 }
 
-async fn forward(
-    gw: &Gateway,
-    route: &Route,
-    id: &str,
-    req: Request<Body>,
-) -> Result<Response, HttpError> {
+async fn forward(route: &Route, id: &str, req: Request<Body>) -> Result<Response, HttpError> {
     // A caller may ask for the invocation's own output, as from the agent (`X-Lambda-Log-Result`).
     let logs = req
         .headers()
@@ -238,7 +259,7 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("tail"));
     let body = read_event(route, req).await?;
-    to_replica(gw, route, id, body, None, logs).await
+    to_replica(route, id, body, None, logs).await
 }
 
 /// The request body within the function's payload limit: 413 past it (from Content-Length
@@ -256,6 +277,18 @@ pub(super) async fn read_event(route: &Route, req: Request<Body>) -> Result<Byte
     .await
 }
 
+/// The agent's headers an answer passes back to the caller: its content type and its
+/// `X-Lambda-*` headers but the two the gateway sets itself.
+fn passed_back(name: &str) -> bool {
+    let lambda = name
+        .get(..9)
+        .is_some_and(|p| p.eq_ignore_ascii_case("x-lambda-"));
+    name.eq_ignore_ascii_case("content-type")
+        || lambda
+            && !name.eq_ignore_ascii_case("x-lambda-duration-ms")
+            && !name.eq_ignore_ascii_case("x-lambda-invocation-id")
+}
+
 /// Sends an event to the least-loaded replica of `route` that is under the function's
 /// concurrency and maps the agent's answer to the gateway's status codes (200, 400, 413, 502,
 /// 504; 429 when every replica is full, 502 when none can be reached). `first` is a slot the
@@ -263,7 +296,6 @@ pub(super) async fn read_event(route: &Route, req: Request<Body>) -> Result<Byte
 /// agent for the invocation's output (`X-Lambda-Log-Result`). Shared by synchronous
 /// invocations and the events listener, so both follow the same balancing and limits.
 pub(crate) async fn to_replica(
-    gw: &Gateway,
     route: &Route,
     id: &str,
     body: Bytes,
@@ -306,7 +338,7 @@ pub(crate) async fn to_replica(
             e.retry_after = Some(1);
             return Err(e);
         };
-        let Some(uri) = lease.endpoint.invoke_uri.clone() else {
+        if lease.endpoint.invoke_uri.is_none() {
             return Err(HttpError::new(
                 StatusCode::BAD_GATEWAY,
                 "ReplicaUnreachable",
@@ -315,25 +347,29 @@ pub(crate) async fn to_replica(
                     lease.endpoint.address
                 ),
             ));
-        };
-        let mut out = Request::post(uri)
-            .header("content-type", "application/json")
-            .header("x-lambda-invocation-id", id)
-            .header(
-                "x-lambda-deadline-ms",
-                route.timeout.as_millis().to_string(),
-            )
-            .header("x-lambda-log-type", if logs { "Tail" } else { "None" })
+        }
+        let deadline = route.timeout.as_millis().to_string();
+        let headers: [(&str, &[u8]); 6] = [
+            ("content-type", b"application/json"),
+            ("x-lambda-invocation-id", id.as_bytes()),
+            ("x-lambda-deadline-ms", deadline.as_bytes()),
+            ("x-lambda-log-type", if logs { b"Tail" } else { b"None" }),
             // The agent refuses a call meant for another function (a pool container serves
             // the one it was specialised for only).
-            .header("x-lambda-function", route.agent_name.as_ref())
-            .body(Full::new(body.clone()))
-            .map_err(|e| {
-                HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string())
-            })?;
-        out.headers_mut()
-            .insert("connection", HeaderValue::from_static("keep-alive"));
-        let sent = tokio::time::timeout(route.timeout + GRACE, gw.client.request(out)).await;
+            ("x-lambda-function", route.agent_name.as_bytes()),
+            ("connection", b"keep-alive"),
+        ];
+        let post = upstream::Post {
+            path: "/invoke",
+            headers: &headers,
+            body: &body,
+        };
+        let endpoint = &lease.endpoint;
+        let sent = tokio::time::timeout(
+            route.timeout + GRACE,
+            upstream::post(&endpoint.conns, &endpoint.address, &post, passed_back),
+        )
+        .await;
         match sent {
             Err(_) => {
                 return Err(HttpError::new(
@@ -363,27 +399,63 @@ pub(crate) async fn to_replica(
     };
     // The agent answers only once the function finished: the slot is free now.
     drop(lease);
-    let (parts, body) = resp.into_parts();
-    let status = match parts.status.as_u16() {
+    let status = match resp.status {
         200 => StatusCode::OK,
         400 => StatusCode::BAD_REQUEST,
         413 => StatusCode::PAYLOAD_TOO_LARGE,
         504 => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::BAD_GATEWAY,
     };
-    let mut headers = HeaderMap::new();
-    for (k, v) in parts.headers.iter() {
-        let n = k.as_str();
-        if n == "content-type"
-            || n.starts_with("x-lambda-")
-                && n != "x-lambda-duration-ms"
-                && n != "x-lambda-invocation-id"
-        {
-            headers.insert(k.clone(), v.clone());
+    let mut r = Response::new(resp.body.into_body());
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    for (k, v) in resp.headers {
+        // One value per name, the last one sent, as before.
+        h.insert(k, v);
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_ids_are_distinct_version_4_uuids() {
+        let (mut a, mut b) = ([0u8; 36], [0u8; 36]);
+        let (x, y) = (fresh_id(&mut a).to_string(), fresh_id(&mut b).to_string());
+        assert_ne!(x, y);
+        let u = uuid::Uuid::parse_str(&x).expect("a UUID");
+        assert_eq!(u.get_version(), Some(uuid::Version::Random));
+        assert_eq!(u.hyphenated().to_string(), x, "lower-case, hyphenated");
+    }
+
+    #[test]
+    fn durations_in_milliseconds_with_three_decimals() {
+        assert_eq!(millis(Duration::from_micros(1500)).unwrap(), "1.500");
+        assert_eq!(millis(Duration::ZERO).unwrap(), "0.000");
+        assert_eq!(millis(Duration::from_secs(900)).unwrap(), "900000.000");
+    }
+
+    #[test]
+    fn the_agent_headers_passed_back() {
+        for kept in [
+            "content-type",
+            "Content-Type",
+            "x-lambda-status",
+            "X-Lambda-Log-Result",
+        ] {
+            assert!(passed_back(kept), "{kept}");
+        }
+        for dropped in [
+            "content-length",
+            "date",
+            "x-lambda-duration-ms",
+            "X-Lambda-Invocation-Id",
+            "x-lambd",
+            "connection",
+        ] {
+            assert!(!passed_back(dropped), "{dropped}");
         }
     }
-    let mut r = Response::new(Body::new(body));
-    *r.status_mut() = status;
-    *r.headers_mut() = headers;
-    Ok(r)
 }

@@ -19,7 +19,9 @@ pub mod load;
 mod metrics;
 mod openapi;
 mod server;
+mod service;
 mod table;
+mod upstream;
 pub mod warm;
 pub mod watch;
 
@@ -49,7 +51,7 @@ pub use server::HttpLimits;
 pub use table::{Lease, Route, Table};
 
 /// How long the gateway waits for a replica to accept a connection.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+const CONNECT_TIMEOUT: std::time::Duration = upstream::CONNECT_TIMEOUT;
 
 /// Errors starting the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -95,9 +97,25 @@ pub struct Gateway {
     pub warm: warm::Warm,
     /// Places of the watch API's streams ([`watch::MAX_WATCHES`]).
     watches: Arc<tokio::sync::Semaphore>,
+    /// The runtime [`run`] was called on: work a request starts that outlives it runs there,
+    /// not on the connection's worker thread (whose runtime ends with its connections).
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl Gateway {
+    /// Runs `work` in the background on the gateway's main runtime (the current one before
+    /// [`run`]): a request's follow-up (a warm pool activation, a record write) must not end
+    /// with the worker thread that served the request.
+    pub(crate) fn spawn<F>(&self, work: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match self.runtime.get() {
+            Some(rt) => drop(rt.spawn(work)),
+            None => drop(tokio::spawn(work)),
+        }
+    }
+
     /// A gateway over the store; `auth` false serves without authentication.
     pub fn new(store: Store, auth: bool) -> Arc<Gateway> {
         Self::with_broker(store, auth, None)
@@ -129,6 +147,7 @@ impl Gateway {
             load_wake: tokio::sync::Notify::new(),
             warm: warm::Warm::default(),
             watches: Arc::new(tokio::sync::Semaphore::new(watch::MAX_WATCHES)),
+            runtime: std::sync::OnceLock::new(),
         })
     }
 
@@ -150,41 +169,50 @@ impl Gateway {
     }
 }
 
-/// Authenticates the request and inserts its [`Principal`] as a request extension (the
-/// unrestricted one without authentication); 401 without a valid key.
-async fn auth(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> Response {
-    let principal = match &gw.verifier {
-        None => Principal::unrestricted(),
-        Some(v) => {
-            let token = req
-                .headers()
-                .get("authorization")
-                .and_then(|h| h.to_str().ok())
-                .and_then(|h| {
-                    h.strip_prefix("Bearer ")
-                        .or_else(|| h.strip_prefix("bearer "))
-                })
-                .map(str::trim);
-            let verified = match token {
-                Some(t) => v.verify(t).await,
-                None => None,
-            };
-            match verified {
-                Some(p) => p,
-                None => {
-                    let msg = if token.is_none() {
-                        "missing bearer token (Authorization: Bearer <API key>)"
-                    } else {
-                        "invalid API key"
-                    };
-                    return HttpError::new(StatusCode::UNAUTHORIZED, "Unauthorized", msg)
-                        .into_response();
-                }
-            }
-        }
+/// The principal of a request's bearer token (the unrestricted one without authentication);
+/// 401 without a valid key.
+pub(crate) async fn authenticate(
+    gw: &Gateway,
+    headers: &axum::http::HeaderMap,
+) -> Result<Arc<Principal>, HttpError> {
+    static UNRESTRICTED: std::sync::OnceLock<Arc<Principal>> = std::sync::OnceLock::new();
+    let Some(v) = &gw.verifier else {
+        return Ok(UNRESTRICTED
+            .get_or_init(|| Arc::new(Principal::unrestricted()))
+            .clone());
     };
-    req.extensions_mut().insert(principal);
-    next.run(req).await
+    let token = headers
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let verified = match token {
+        Some(t) => v.verify(t).await,
+        None => None,
+    };
+    verified.ok_or_else(|| {
+        let msg = if token.is_none() {
+            "missing bearer token (Authorization: Bearer <API key>)"
+        } else {
+            "invalid API key"
+        };
+        HttpError::new(StatusCode::UNAUTHORIZED, "Unauthorized", msg)
+    })
+}
+
+/// Authenticates the request and inserts its [`Principal`] as a request extension; 401
+/// without a valid key.
+async fn auth(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> Response {
+    match authenticate(&gw, req.headers()).await {
+        Ok(p) => {
+            req.extensions_mut().insert(Principal::clone(&p));
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn openapi_json(State(gw): State<Arc<Gateway>>) -> Response {
@@ -300,6 +328,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
     let gw = Gateway::with_broker(store, !cfg.insecure_no_auth, cfg.amqp_url.clone());
+    let _ = gw.runtime.set(tokio::runtime::Handle::current());
     tokio::spawn(gw.clone().follow_functions());
     tokio::spawn(warm::follow_pools(gw.clone()));
     tokio::spawn(gw.metrics.history.clone().follow_pools(gw.store.clone()));
@@ -326,13 +355,9 @@ pub async fn run(
             ""
         }
     );
-    server::serve(
-        listener,
-        router(gw, cfg.limits.body_read_timeout),
-        cfg.limits,
-        shutdown,
-    )
-    .await;
+    let limit = cfg.limits.body_read_timeout;
+    let service = service::Service::new(gw.clone(), router(gw, limit), limit);
+    server::serve(listener, service, cfg.limits, shutdown).await;
     reporting.cancel();
     let _ = reporter.await;
     // Warm containers this gateway holds go back (exit, refilled by Swarm) before it ends.

@@ -19,6 +19,8 @@ pub struct Endpoint {
     /// Swarm task id: the same address reused by a new task is a new endpoint.
     pub task_id: String,
     inflight: AtomicUsize,
+    /// Idle keep-alive connections to its agent (closed with the endpoint).
+    pub conns: Arc<super::upstream::Pool>,
 }
 
 impl Endpoint {
@@ -29,6 +31,7 @@ impl Endpoint {
             invoke_uri: format!("http://{address}/invoke").parse().ok(),
             task_id: task_id.into(),
             inflight: AtomicUsize::new(0),
+            conns: Default::default(),
         }
     }
 

@@ -205,7 +205,7 @@ async fn run(
     // the invocation itself. The final write below waits for this one (it needs its revision).
     let (running, answer) = tokio::join!(
         apply(ctx, record, |e| e.start_attempt(started).map(|_| ())),
-        attempt(ctx, &route, job, lease)
+        attempt(&route, job, lease)
     );
     let mut stored = running?;
     ctx.metrics.attempt(&format!("{:?}", answer.outcome));
@@ -306,7 +306,6 @@ fn close_attempt(
 
 /// Runs one attempt against the function's replicas.
 async fn attempt(
-    ctx: &Context,
     route: &crate::gateway::Route,
     job: &Job,
     lease: Option<crate::gateway::Lease>,
@@ -334,15 +333,9 @@ async fn attempt(
         return failed(Outcome::Unavailable, 503, "no ready replica".into());
     }
     let t = Instant::now();
-    let sent = crate::gateway::to_replica(
-        &ctx.gw,
-        route,
-        &job.execution_id,
-        Bytes::from(payload),
-        lease,
-        true,
-    )
-    .await;
+    let sent =
+        crate::gateway::to_replica(route, &job.execution_id, Bytes::from(payload), lease, true)
+            .await;
     route.metrics.observe(
         sent.as_ref()
             .map(|r| r.status().as_u16())

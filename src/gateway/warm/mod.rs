@@ -119,7 +119,7 @@ impl Warm {
         }
         let gw = gw.clone();
         let function = ObjectKey::new(ns, name);
-        tokio::spawn(async move {
+        gw.clone().spawn(async move {
             let outcome = activate_once(&gw, &function, since).await;
             gw.metrics.warm_outcome(outcome);
             lock(&gw.warm.activating).remove(&key);
