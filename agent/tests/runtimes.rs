@@ -264,7 +264,7 @@ fn keep_alive_connection_serves_many_requests() {
     let r = conn.send("GET", "/healthz", &[], b"").unwrap();
     assert_eq!(
         r.json(),
-        json!({"status": "ok", "runtime": "shell", "workers": 1, "busy": 0})
+        json!({"status": "ok", "runtime": "shell", "function": "tests/fn", "workers": 1, "busy": 0})
     );
     assert_eq!(conn.send("GET", "/nope", &[], b"").unwrap().status, 404);
     assert_eq!(conn.send("GET", "/invoke", &[], b"").unwrap().status, 405);

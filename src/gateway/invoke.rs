@@ -85,8 +85,9 @@ pub(super) async fn invoke(
     };
     if super::asynchronous::wants_async(req.headers()) {
         let resp = super::asynchronous::submit(gw, ns, name, id, req).await;
+        let (mns, mname) = metric_labels(resp.status(), ns, name);
         gw.metrics
-            .observe_submit(ns, name, resp.status().as_u16(), started.elapsed());
+            .observe_submit(mns, mname, resp.status().as_u16(), started.elapsed());
         return resp;
     }
     // One table lookup per request: the route serves both forwarding and its metric handles.
@@ -112,9 +113,23 @@ pub(super) async fn invoke(
     }
     match &route {
         Ok((r, _)) => r.metrics.observe(status.as_u16(), elapsed),
-        Err(_) => gw.metrics.observe(ns, name, status.as_u16(), elapsed),
+        Err(_) => {
+            let (mns, mname) = metric_labels(status, ns, name);
+            gw.metrics.observe(mns, mname, status.as_u16(), elapsed)
+        }
     }
     resp
+}
+
+/// The labels a call is counted under: a function that does not exist (or a name that cannot
+/// be one) is counted under empty labels, so that callers making names up cannot grow the
+/// metric families without bound.
+fn metric_labels<'a>(status: StatusCode, ns: &'a str, name: &'a str) -> (&'a str, &'a str) {
+    if status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST {
+        ("", "")
+    } else {
+        (ns, name)
+    }
 }
 
 /// The function's route once it has a ready replica, and how the request got one when it had
@@ -457,5 +472,22 @@ mod tests {
         ] {
             assert!(!passed_back(dropped), "{dropped}");
         }
+    }
+
+    #[test]
+    fn made_up_names_share_one_label_set() {
+        assert_eq!(metric_labels(StatusCode::NOT_FOUND, "x", "nope"), ("", ""));
+        assert_eq!(
+            metric_labels(StatusCode::BAD_REQUEST, "x", "Bad_Name"),
+            ("", "")
+        );
+        assert_eq!(
+            metric_labels(StatusCode::SERVICE_UNAVAILABLE, "prod", "resize"),
+            ("prod", "resize")
+        );
+        assert_eq!(
+            metric_labels(StatusCode::OK, "prod", "resize"),
+            ("prod", "resize")
+        );
     }
 }

@@ -16,7 +16,7 @@ use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
 use crate::api::ObjectKey;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// One container's claim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +43,9 @@ pub enum ClaimError {
         #[source]
         source: etcd_client::Error,
     },
+    /// A write through the store (under its timeout, fenced when a leader writes).
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 fn etcd(op: &'static str, key: &str) -> impl FnOnce(etcd_client::Error) -> ClaimError + use<> {
@@ -80,18 +83,14 @@ pub async fn claim(
     let txn = Txn::new()
         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
         .and_then([TxnOp::put(key.clone(), value, None)]);
-    let resp = store.client().txn(txn).await.map_err(etcd("claim", &key))?;
-    Ok(resp.succeeded())
+    Ok(store.txn("claim", &key, txn).await?.succeeded)
 }
 
 /// Deletes the claim of container `task` (absent is fine).
 pub async fn release(store: &Store, pool: &ObjectKey, task: &str) -> Result<(), ClaimError> {
     let key = format!("{}{task}", pool_prefix(store, pool));
-    store
-        .client()
-        .delete(key.clone(), None)
-        .await
-        .map_err(etcd("delete", &key))?;
+    let txn = Txn::new().and_then([TxnOp::delete(key.clone(), None)]);
+    store.txn("delete", &key, txn).await?;
     Ok(())
 }
 
@@ -126,14 +125,9 @@ pub async fn list(store: &Store, pool: &ObjectKey) -> Result<BTreeMap<String, Cl
 /// Deletes every claim of a pool (the pool is going away).
 pub async fn release_all(store: &Store, pool: &ObjectKey) -> Result<(), ClaimError> {
     let prefix = pool_prefix(store, pool);
-    store
-        .client()
-        .delete(
-            prefix.clone(),
-            Some(etcd_client::DeleteOptions::new().with_prefix()),
-        )
-        .await
-        .map_err(etcd("delete", &prefix))?;
+    let all = etcd_client::DeleteOptions::new().with_prefix();
+    let txn = Txn::new().and_then([TxnOp::delete(prefix.clone(), Some(all))]);
+    store.txn("delete", &prefix, txn).await?;
     Ok(())
 }
 
@@ -150,15 +144,11 @@ pub async fn ensure_token(store: &Store, pool: &ObjectKey) -> Result<String, Cla
         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
         .and_then([TxnOp::put(key.clone(), fresh.clone(), None)])
         .or_else([TxnOp::get(key.clone(), None)]);
-    let resp = store
-        .client()
-        .txn(txn)
-        .await
-        .map_err(etcd("create", &key))?;
-    if resp.succeeded() {
+    let resp = store.txn("create", &key, txn).await?;
+    if resp.succeeded {
         return Ok(fresh);
     }
-    let existing = resp.op_responses().into_iter().find_map(|op| match op {
+    let existing = resp.responses.into_iter().find_map(|op| match op {
         etcd_client::TxnOpResponse::Get(g) => g
             .kvs()
             .first()
@@ -186,10 +176,7 @@ pub async fn token(store: &Store, pool: &ObjectKey) -> Result<Option<String>, Cl
 /// Deletes the pool's token (with the pool).
 pub async fn delete_token(store: &Store, pool: &ObjectKey) -> Result<(), ClaimError> {
     let key = token_key(store, pool);
-    store
-        .client()
-        .delete(key.clone(), None)
-        .await
-        .map_err(etcd("delete", &key))?;
+    let txn = Txn::new().and_then([TxnOp::delete(key.clone(), None)]);
+    store.txn("delete", &key, txn).await?;
     Ok(())
 }
