@@ -99,6 +99,9 @@ pub struct FunctionsConfig {
     pub poll_every: Duration,
     /// Requeue delay while a function is not ready.
     pub not_ready_requeue: Duration,
+    /// Requeue delay while one of its tasks is starting: Docker sends no events for tasks on
+    /// other nodes, and a call held at zero waits for the status this reconcile writes.
+    pub starting_requeue: Duration,
     /// Swarm placement constraints of every function service (e.g. `node.role==worker`).
     pub constraints: Vec<String>,
     /// A service short of running tasks with none on the way for this long is re-kicked
@@ -132,6 +135,7 @@ impl FunctionsConfig {
             sweep_every: Duration::from_secs(30),
             poll_every: Duration::from_secs(10),
             not_ready_requeue: Duration::from_secs(1),
+            starting_requeue: Duration::from_millis(100),
             constraints: Vec::new(),
             stuck_after: Duration::from_secs(20),
         }
@@ -538,11 +542,16 @@ async fn apply(f: &Function, ctx: &Context) -> Result<Action, FunctionError> {
             .collect();
         cleanup::remove_old_objects(ctx, f, &keep).await;
     }
-    Ok(if obs.is_ready() {
-        Action::await_change()
-    } else {
-        Action::requeue(ctx.cfg.not_ready_requeue)
-    })
+    let fresh = ctx.cfg.stuck_after;
+    Ok(
+        if status::task_starting(&tasks, chrono::Utc::now(), fresh) {
+            Action::requeue(ctx.cfg.starting_requeue)
+        } else if obs.is_ready() {
+            Action::await_change()
+        } else {
+            Action::requeue(ctx.cfg.not_ready_requeue)
+        },
+    )
 }
 
 /// Why a function's secrets could not be resolved.

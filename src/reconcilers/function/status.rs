@@ -2,6 +2,7 @@
 //! `Ready` condition with a specific reason when not ready.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bollard::models::{
     Node, NodeSpecAvailabilityEnum, NodeState, Service, ServiceUpdateStatusStateEnum, Task,
@@ -62,6 +63,30 @@ fn parse_time(s: &Option<String>) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s.as_deref()?)
         .ok()
         .map(|t| t.with_timezone(&Utc))
+}
+
+/// True while a task Swarm means to run is on its way — placed on a node and preparing,
+/// starting or waiting for its first health check — and has been for less than `fresh`: the
+/// function is looked at again soon, for the gateway's held calls wait for exactly that task.
+/// A task Swarm cannot place (pending) or one stuck starting (a crash loop, a health check that
+/// never passes) is not, so that neither is polled at that pace.
+pub fn task_starting(tasks: &[Task], now: DateTime<Utc>, fresh: Duration) -> bool {
+    tasks.iter().any(|t| {
+        t.desired_state == Some(TaskState::RUNNING)
+            && matches!(
+                task_state(t),
+                Some(
+                    TaskState::ASSIGNED
+                        | TaskState::ACCEPTED
+                        | TaskState::PREPARING
+                        | TaskState::READY
+                        | TaskState::STARTING
+                )
+            )
+            && parse_time(&t.created_at)
+                .and_then(|c| (now - c).to_std().ok())
+                .is_some_and(|age| age < fresh)
+    })
 }
 
 /// True while Swarm rolls the service out (an update or a rollback under way).
@@ -403,5 +428,40 @@ mod tests {
         let o = observe(&service(), &[], &nodes(), 0, true, false);
         assert!(o.is_ready());
         assert_eq!(o.reason, reason::SCALED_TO_ZERO);
+    }
+
+    #[test]
+    fn a_task_on_its_way_is_starting_and_a_running_pending_stuck_or_dead_one_is_not() {
+        use TaskState as S;
+        let created = |mut t: Task| {
+            t.created_at = Some("2026-11-25T10:00:00Z".into());
+            t
+        };
+        let on_the_way = |state| created(task("t", "n", S::RUNNING, state, 0));
+        let now: DateTime<Utc> = "2026-11-25T10:00:02Z".parse().unwrap();
+        let fresh = Duration::from_secs(30);
+        let starting = |tasks: &[Task]| task_starting(tasks, now, fresh);
+        for state in [S::ASSIGNED, S::PREPARING, S::STARTING] {
+            assert!(starting(&[on_the_way(state)]), "{state:?}");
+        }
+        assert!(!starting(&[]));
+        assert!(!starting(&[on_the_way(S::RUNNING)]));
+        assert!(!starting(&[on_the_way(S::FAILED)]));
+        // Not placed: polled at the not-ready pace.
+        assert!(!starting(&[on_the_way(S::PENDING)]));
+        // One being shut down is not coming.
+        assert!(!starting(&[created(task(
+            "t",
+            "n",
+            S::SHUTDOWN,
+            S::STARTING,
+            0
+        ))]));
+        // Starting for longer than `fresh`: stuck, not on its way.
+        let later: DateTime<Utc> = "2026-11-25T10:01:00Z".parse().unwrap();
+        assert!(!task_starting(&[on_the_way(S::STARTING)], later, fresh));
+        // No creation time: not known to be fresh.
+        assert!(!starting(&[task("t", "n", S::RUNNING, S::STARTING, 0)]));
+        assert!(starting(&[on_the_way(S::RUNNING), on_the_way(S::STARTING)]));
     }
 }
