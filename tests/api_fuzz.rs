@@ -28,10 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The virtualenv `scripts/venv.sh` made (fails loudly when it has not run).
 fn venv() -> PathBuf {
-    let home = std::env::var("LAMBDA_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| common::root().join(".lambda"));
-    let venv = home.join("venv");
+    let venv = common::home().join("venv");
     for tool in ["schemathesis", "openapi-spec-validator"] {
         assert!(
             venv.join("bin").join(tool).is_file(),
@@ -232,11 +229,13 @@ parameters = {{ "path.id" = "{execution}" }}
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     println!("{text}");
     let cases = generated(&text);
-    println!(
+    let summary = format!(
         "fuzz: {} cases in {:.0} s against {base}",
         cases.map_or("?".into(), |c| c.to_string()),
         elapsed.as_secs_f64()
     );
+    println!("{summary}");
+    common::report("fuzz.txt", &format!("{text}\n{summary}\n"));
     assert!(out.status.success(), "schemathesis found failures (above)");
     let cases = cases.expect("schemathesis printed no case count");
     assert!(

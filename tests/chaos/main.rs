@@ -125,12 +125,14 @@ async fn the_platform_converges_and_leaks_nothing_under_chaos() {
     // Convergence, then the counts.
     let (a, took) = bed.converge(&world, CONVERGE).await;
     let fenced = bed.fenced_writes().await;
-    eprintln!(
-        "\nchaos seed {seed}: {ops} operations, {killed} leader kills (-9), {stopped} leader pauses (SIGSTOP past the lease), {restarts} etcd restart; converged: {} after {took:?}; whole test {:?}\n\n{}\nlate writes refused by the fence: {fenced}",
+    let summary = format!(
+        "chaos seed {seed}: {ops} operations, {killed} leader kills (-9), {stopped} leader pauses (SIGSTOP past the lease), {restarts} etcd restart; converged: {} after {took:?}; whole test {:?}\n\n{}\nlate writes refused by the fence: {fenced}\n",
         a.converged(),
         began.elapsed(),
         a.table()
     );
+    eprintln!("\n{summary}");
+    common::report("chaos.txt", &summary);
     for slot in 0..2 {
         assert!(
             bed.controllers[slot].as_mut().is_some_and(|c| c.running()),

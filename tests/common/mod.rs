@@ -219,11 +219,28 @@ pub fn swarm_env(key: &str) -> String {
         .unwrap_or_else(|| panic!("scripts/swarm.sh env prints no {key}: run scripts/swarm.sh up"))
 }
 
+/// The project's state directory: `$LAMBDA_HOME`, else the checkout's `.lambda`.
+pub fn home() -> PathBuf {
+    std::env::var("LAMBDA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join(".lambda"))
+}
+
+/// Keeps what a test measured as `$LAMBDA_HOME/reports/NAME` (a CI artefact: `cargo test`
+/// shows a passing test's output to no one). A report that cannot be written is only said.
+#[allow(dead_code)] // used by some test binaries only
+pub fn report(name: &str, text: &str) {
+    let dir = home().join("reports");
+    if let Err(e) =
+        std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join(name), text))
+    {
+        eprintln!("cannot keep the report {name} in {}: {e}", dir.display());
+    }
+}
+
 /// The runtime images `scripts/images.sh` built (fails loudly when it has not run).
 pub fn runtime_images() -> lambda::reconcilers::function::spec::RuntimeImages {
-    let home = std::env::var("LAMBDA_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join(".lambda"));
+    let home = home();
     let versions = home.join("images/versions.env");
     lambda::reconcilers::function::spec::RuntimeImages::from_env_file(&versions).unwrap_or_else(
         |e| panic!("runtime images missing ({e}): run scripts/images.sh (scripts/test.sh does)"),
