@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::store::{Store, StoreError};
+use crate::store::{RecordError, Store, StoreError};
 
 use super::authz::{Access, Principal, Role, Scope};
 
@@ -95,19 +95,21 @@ fn check_namespaces(ns: &[String]) -> Result<(), String> {
 pub enum ApiKeyError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("etcd {op} of {key}: {source}")]
-    Etcd {
-        op: &'static str,
-        key: String,
-        #[source]
-        source: etcd_client::Error,
-    },
     #[error("stored API key {key} is unreadable: {message}")]
     Invalid { key: String, message: String },
     #[error("API key {0} not found")]
     NotFound(String),
     #[error("{0}")]
     Scope(String),
+}
+
+impl From<RecordError> for ApiKeyError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::Store(e) => ApiKeyError::Store(e),
+            RecordError::Invalid { key, message } => ApiKeyError::Invalid { key, message },
+        }
+    }
 }
 
 fn prefix(store: &Store) -> String {
@@ -155,48 +157,20 @@ pub async fn create(
         namespaces,
         all_namespaces,
     };
-    let k = format!("{}{id}", prefix(store));
-    let yaml = serde_saphyr::to_string(&key).map_err(|e| ApiKeyError::Invalid {
-        key: k.clone(),
-        message: e.to_string(),
-    })?;
     store
-        .client()
-        .put(k.clone(), yaml, None)
-        .await
-        .map_err(|source| ApiKeyError::Etcd {
-            op: "put",
-            key: k,
-            source,
-        })?;
+        .put_record(&format!("{}{id}", prefix(store)), &key)
+        .await?;
     Ok((key, format!("lk_{id}_{secret}")))
 }
 
 /// Every stored key; unreadable ones are reported as errors in the second list.
 pub async fn list(store: &Store) -> Result<(Vec<ApiKey>, Vec<ApiKeyError>), ApiKeyError> {
-    let p = prefix(store);
-    let resp = store
-        .client()
-        .get(
-            p.clone(),
-            Some(etcd_client::GetOptions::new().with_prefix()),
-        )
-        .await
-        .map_err(|source| ApiKeyError::Etcd {
-            op: "list",
-            key: p,
-            source,
-        })?;
     let mut keys = Vec::new();
     let mut bad = Vec::new();
-    for kv in resp.kvs() {
-        let k = String::from_utf8_lossy(kv.key()).into_owned();
-        match std::str::from_utf8(kv.value())
-            .map_err(|e| e.to_string())
-            .and_then(|t| serde_saphyr::from_str::<ApiKey>(t).map_err(|e| e.to_string()))
-        {
+    for read in store.list_records(&prefix(store)).await? {
+        match read {
             Ok(key) => keys.push(key),
-            Err(message) => bad.push(ApiKeyError::Invalid { key: k, message }),
+            Err(e) => bad.push(e.into()),
         }
     }
     Ok((keys, bad))
@@ -204,17 +178,10 @@ pub async fn list(store: &Store) -> Result<(Vec<ApiKey>, Vec<ApiKeyError>), ApiK
 
 /// Deletes a key by id.
 pub async fn delete(store: &Store, id: &str) -> Result<(), ApiKeyError> {
-    let k = format!("{}{id}", prefix(store));
-    let resp = store
-        .client()
-        .delete(k.clone(), None)
-        .await
-        .map_err(|source| ApiKeyError::Etcd {
-            op: "delete",
-            key: k,
-            source,
-        })?;
-    if resp.deleted() == 0 {
+    if !store
+        .delete_records(&format!("{}{id}", prefix(store)), false)
+        .await?
+    {
         return Err(ApiKeyError::NotFound(id.into()));
     }
     Ok(())
@@ -299,19 +266,12 @@ impl Verifier {
     /// The stored key `id` (`Some(None)`: there is none); `None` when etcd did not answer.
     async fn read(&self, id: &str) -> Option<Option<ApiKey>> {
         let k = format!("{}{id}", prefix(&self.store));
-        match self.store.client().get(k.clone(), None).await {
-            Ok(r) => Some(r.kvs().first().and_then(|kv| {
-                match std::str::from_utf8(kv.value())
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| serde_saphyr::from_str::<ApiKey>(t).map_err(|e| e.to_string()))
-                {
-                    Ok(key) => Some(key),
-                    Err(e) => {
-                        tracing::warn!(key = %k, error = %e, "unreadable API key");
-                        None
-                    }
-                }
-            })),
+        match self.store.get_record::<ApiKey>(&k).await {
+            Ok(key) => Some(key),
+            Err(e @ RecordError::Invalid { .. }) => {
+                tracing::warn!(error = %e, "unreadable API key");
+                Some(None)
+            }
             Err(e) => {
                 tracing::warn!(key = %k, error = %e, "cannot read API key");
                 None

@@ -6,6 +6,7 @@ mod codec;
 mod config;
 mod fence;
 mod keys;
+mod records;
 pub mod secrets;
 mod status;
 mod watch;
@@ -25,6 +26,7 @@ pub use codec::{create_revision_of_uid, derive_uid, encode_spec};
 pub use config::StoreConfig;
 pub use fence::{Fence, TxnOutcome};
 pub use keys::{DEFAULT_PREFIX, KeySpace, prefix_end};
+pub use records::RecordError;
 pub use watch::{CacheChange, ObjectCache, WatchEvent, WatchStream};
 
 /// Errors of the store, each with the object or etcd key it is about.

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::Store;
+use super::{RecordError, Store, StoreError};
 
 /// Largest secret value (Swarm's own limit is 500 KiB).
 pub const MAX_SECRET_BYTES: usize = 500 * 1024;
@@ -45,13 +45,8 @@ impl StoredSecret {
 /// Errors of the secret store.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("etcd {op} of {key}: {source}")]
-    Etcd {
-        op: &'static str,
-        key: String,
-        #[source]
-        source: etcd_client::Error,
-    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("stored secret {key} is unreadable: {message}")]
     Invalid { key: String, message: String },
     #[error("secret {0} not found")]
@@ -60,6 +55,15 @@ pub enum SecretError {
     BadName { name: String, why: &'static str },
     #[error("secret {name} is {len} bytes; at most {MAX_SECRET_BYTES} are allowed")]
     TooLarge { name: String, len: usize },
+}
+
+impl From<RecordError> for SecretError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::Store(e) => SecretError::Store(e),
+            RecordError::Invalid { key, message } => SecretError::Invalid { key, message },
+        }
+    }
 }
 
 fn prefix(store: &Store, namespace: &str) -> String {
@@ -113,31 +117,10 @@ pub async fn put(
         sha256: hex::encode(Sha256::digest(value)),
         created_at: Utc::now(),
     };
-    let k = key(store, namespace, name);
-    let yaml = serde_saphyr::to_string(&secret).map_err(|e| SecretError::Invalid {
-        key: k.clone(),
-        message: e.to_string(),
-    })?;
     store
-        .client()
-        .put(k.clone(), yaml, None)
-        .await
-        .map_err(|source| SecretError::Etcd {
-            op: "put",
-            key: k,
-            source,
-        })?;
+        .put_record(&key(store, namespace, name), &secret)
+        .await?;
     Ok(secret)
-}
-
-fn decode(k: &str, value: &[u8]) -> Result<StoredSecret, SecretError> {
-    std::str::from_utf8(value)
-        .map_err(|e| e.to_string())
-        .and_then(|t| serde_saphyr::from_str::<StoredSecret>(t).map_err(|e| e.to_string()))
-        .map_err(|message| SecretError::Invalid {
-            key: k.to_string(),
-            message,
-        })
 }
 
 /// One secret, `None` when it does not exist.
@@ -146,56 +129,21 @@ pub async fn get(
     namespace: &str,
     name: &str,
 ) -> Result<Option<StoredSecret>, SecretError> {
-    let k = key(store, namespace, name);
-    let resp = store
-        .client()
-        .get(k.clone(), None)
-        .await
-        .map_err(|source| SecretError::Etcd {
-            op: "get",
-            key: k.clone(),
-            source,
-        })?;
-    resp.kvs()
-        .first()
-        .map(|kv| decode(&k, kv.value()))
-        .transpose()
+    Ok(store.get_record(&key(store, namespace, name)).await?)
 }
 
 /// The secrets of a namespace (values included: callers print names only).
 pub async fn list(store: &Store, namespace: &str) -> Result<Vec<StoredSecret>, SecretError> {
-    let p = prefix(store, namespace);
-    let resp = store
-        .client()
-        .get(
-            p.clone(),
-            Some(etcd_client::GetOptions::new().with_prefix()),
-        )
-        .await
-        .map_err(|source| SecretError::Etcd {
-            op: "list",
-            key: p,
-            source,
-        })?;
-    resp.kvs()
-        .iter()
-        .map(|kv| decode(&String::from_utf8_lossy(kv.key()), kv.value()))
-        .collect()
+    let all = store.list_records(&prefix(store, namespace)).await?;
+    Ok(all.into_iter().collect::<Result<_, _>>()?)
 }
 
 /// Deletes a secret.
 pub async fn delete(store: &Store, namespace: &str, name: &str) -> Result<(), SecretError> {
-    let k = key(store, namespace, name);
-    let resp = store
-        .client()
-        .delete(k.clone(), None)
-        .await
-        .map_err(|source| SecretError::Etcd {
-            op: "delete",
-            key: k,
-            source,
-        })?;
-    if resp.deleted() == 0 {
+    if !store
+        .delete_records(&key(store, namespace, name), false)
+        .await?
+    {
         return Err(SecretError::NotFound(format!("{namespace}/{name}")));
     }
     Ok(())

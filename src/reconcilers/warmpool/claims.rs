@@ -36,21 +36,9 @@ pub struct Claim {
 /// Errors reading or writing claims and tokens.
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
-    #[error("etcd {op} of {key}: {source}")]
-    Etcd {
-        op: &'static str,
-        key: String,
-        #[source]
-        source: etcd_client::Error,
-    },
-    /// A write through the store (under its timeout, fenced when a leader writes).
+    /// etcd did not answer in time or refused (a leader's write: fenced).
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-fn etcd(op: &'static str, key: &str) -> impl FnOnce(etcd_client::Error) -> ClaimError + use<> {
-    let key = key.to_string();
-    move |source| ClaimError::Etcd { op, key, source }
 }
 
 fn pool_prefix(store: &Store, pool: &ObjectKey) -> String {
@@ -98,11 +86,11 @@ pub async fn release(store: &Store, pool: &ObjectKey, task: &str) -> Result<(), 
 /// with an empty function.
 pub async fn list(store: &Store, pool: &ObjectKey) -> Result<BTreeMap<String, Claim>, ClaimError> {
     let prefix = pool_prefix(store, pool);
+    let mut kv = store.client().kv_client();
+    let all = GetOptions::new().with_prefix();
     let resp = store
-        .client()
-        .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
-        .await
-        .map_err(etcd("list", &prefix))?;
+        .call("list", &prefix, kv.get(prefix.as_str(), Some(all)))
+        .await?;
     Ok(resp
         .kvs()
         .iter()
@@ -161,11 +149,8 @@ pub async fn ensure_token(store: &Store, pool: &ObjectKey) -> Result<String, Cla
 /// The pool's token, `None` before the reconciler made it.
 pub async fn token(store: &Store, pool: &ObjectKey) -> Result<Option<String>, ClaimError> {
     let key = token_key(store, pool);
-    let resp = store
-        .client()
-        .get(key.clone(), None)
-        .await
-        .map_err(etcd("get", &key))?;
+    let mut kv = store.client().kv_client();
+    let resp = store.call("get", &key, kv.get(key.as_str(), None)).await?;
     Ok(resp
         .kvs()
         .first()
