@@ -649,3 +649,68 @@ async fn a_fenced_store_writes_only_within_its_term() {
         .expect("unfenced create");
     assert_eq!(count(format!("{root}/fenced/in")).await, 20);
 }
+
+/// Platform secrets and API keys are records beside the objects: written, read back, listed
+/// (one edited by hand into garbage is reported by its key, not hiding the others) and deleted.
+#[tokio::test]
+async fn secrets_and_api_keys_round_trip_and_a_mangled_record_is_named() {
+    use lambda::gateway::apikeys::{self, ApiKeyError, Verifier};
+    use lambda::gateway::authz::Access;
+    use lambda::store::secrets::{self, SecretError};
+
+    let etcd = Etcd::start();
+    let store = etcd.store().await;
+    let s = secrets::put(&store, "team-a", "db-password", b"hunter2")
+        .await
+        .unwrap();
+    let got = secrets::get(&store, "team-a", "db-password").await.unwrap();
+    assert_eq!(
+        got.as_ref().map(|g| g.value().unwrap()),
+        Some(b"hunter2".to_vec())
+    );
+    assert_eq!(got, Some(s));
+    assert!(
+        secrets::get(&store, "team-b", "db-password")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        secrets::put(&store, "team-a", "Bad_Name", b"x").await,
+        Err(SecretError::BadName { .. })
+    ));
+    let names: Vec<String> = secrets::list(&store, "team-a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["db-password"]);
+    secrets::delete(&store, "team-a", "db-password")
+        .await
+        .unwrap();
+    assert!(matches!(
+        secrets::delete(&store, "team-a", "db-password").await,
+        Err(SecretError::NotFound(_))
+    ));
+
+    let (key, token) = apikeys::create(&store, "ci", &Access::admin())
+        .await
+        .unwrap();
+    let verifier = Verifier::new(store.clone());
+    assert!(verifier.verify(&token).await.is_some());
+    assert!(verifier.verify(&format!("{token}x")).await.is_none());
+    etcd.etcdctl(&["put", "/lambda/apikeys/mangled", "{not: [yaml"])
+        .unwrap();
+    let (keys, bad) = apikeys::list(&store).await.unwrap();
+    assert_eq!(keys.iter().map(|k| &k.id).collect::<Vec<_>>(), [&key.id]);
+    match bad.as_slice() {
+        [ApiKeyError::Invalid { key, .. }] => assert_eq!(key, "/lambda/apikeys/mangled"),
+        other => panic!("{other:?}"),
+    }
+    apikeys::delete(&store, &key.id).await.unwrap();
+    assert!(matches!(
+        apikeys::delete(&store, &key.id).await,
+        Err(ApiKeyError::NotFound(_))
+    ));
+}
