@@ -223,7 +223,18 @@ pub fn document() -> Value {
         "description": "Events: `RESET` (forget what you hold; a full list follows), `ADDED`/`MODIFIED`/`DELETED` `{type, object}`, `SYNCED` `{type, resourceVersion}` (the list is complete), `BOOKMARK` `{type, resourceVersion}` (nothing changed up to it), `ERROR` `{type, key, message}` (an unreadable stored value). An event's `id` is a revision up to which everything was sent: resume with `resourceVersion=ID`. A compacted resourceVersion starts over with `RESET`. Without the namespace segment: every namespace.",
         "parameters": p,
         "responses": {
-            "200": {"description": "`text/event-stream`", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            // On OpenAPI 3.1 a text/event-stream schema describes one event, as parsed from
+            // the stream (what schemathesis checks each event against).
+            "200": {"description": "`text/event-stream`", "content": {"text/event-stream": {"schema": {
+                "type": "object",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"type": "string", "enum": ["RESET", "ADDED", "MODIFIED", "DELETED", "SYNCED", "BOOKMARK", "ERROR"]},
+                    "data": {"type": "string", "contentMediaType": "application/json", "description": "The event as JSON: `{type, object}`, `{type, resourceVersion}` or `{type, key, message}`"},
+                    "id": {"type": "string", "pattern": "^[0-9]+$", "description": "The revision up to which everything was sent"},
+                    "retry": {"type": "integer"}
+                }
+            }}}},
             "400": err_response("Missing or unknown kind, a bad or future resourceVersion, an unknown parameter (named)"),
             "401": err_response("Missing or invalid bearer token"),
             "403": err_response("The key may not watch this kind here"),
