@@ -10,7 +10,7 @@
 use bollard::models::{Node as SwarmNode, NodeSpecRoleEnum};
 
 use crate::openstack::hostname_of;
-use crate::swarm::labels::UID;
+use crate::swarm::labels::{Owner, UID};
 use crate::swarm::{Swarm, SwarmError};
 
 use super::super::membership::matching::hostname;
@@ -51,6 +51,47 @@ pub async fn remove(
         }
     }
     Ok(removed)
+}
+
+/// Labels the unlabelled Swarm nodes [`of_server`] finds as `owner`'s, before its server is
+/// deleted: the membership sweep removes a labelled Swarm node whose Node is gone on any
+/// leader's pass, so the engine is not forgotten should this controller die between deleting
+/// the server and [`remove`]. Returns their ids.
+pub async fn adopt(
+    swarm: &Swarm,
+    server_name: &str,
+    owner: &Owner,
+) -> Result<Vec<String>, SwarmError> {
+    let all = swarm.list_nodes().await?;
+    let labels = owner.labels();
+    let labels: Vec<(&str, Option<&str>)> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), Some(v.as_str())))
+        .collect();
+    let mut adopted = Vec::new();
+    for sn in unlabelled(of_server(&all, server_name, &owner.uid)) {
+        let id = sn.id.clone().unwrap_or_default();
+        match swarm.label_node(&id, &labels).await {
+            Ok(()) => adopted.push(id),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(adopted)
+}
+
+/// Those of `nodes` no Node claims yet (membership labels a worker once it matched it).
+fn unlabelled(nodes: Vec<&SwarmNode>) -> Vec<&SwarmNode> {
+    nodes
+        .into_iter()
+        .filter(|sn| {
+            sn.spec
+                .as_ref()
+                .and_then(|s| s.labels.as_ref())
+                .and_then(|l| l.get(UID))
+                .is_none()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -130,5 +171,20 @@ mod tests {
         );
         // The host name is the server name as a VM gets it (lowercase, `-` for the rest).
         assert_eq!(ids("lambda-ns-Pool_a-1f2e3").len(), 3);
+    }
+
+    #[test]
+    fn only_unclaimed_engines_are_adopted() {
+        use NodeSpecRoleEnum::WORKER;
+        use NodeState::DOWN;
+        let all = vec![
+            sn("bare", "lambda-ns-pool-a-1f2e3", DOWN, WORKER, None),
+            sn("ours", "lambda-ns-pool-a-1f2e3", DOWN, WORKER, Some("u1")),
+        ];
+        let ids: Vec<_> = unlabelled(of_server(&all, "lambda-ns-pool-a-1f2e3", "u1"))
+            .into_iter()
+            .filter_map(|n| n.id.as_deref())
+            .collect();
+        assert_eq!(ids, ["bare"]);
     }
 }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ObjectKey;
 use crate::openstack::ServerFilter;
 use crate::runtime::periodic;
+use crate::swarm::labels::Owner;
 
 use super::super::cluster::{ServerOwner, TAG_MANAGED, instance_tag};
 use super::{Context, KIND, leftovers};
@@ -60,6 +61,17 @@ pub async fn sweep_once(ctx: &Context) -> Result<usize, crate::openstack::Error>
         }
         tracing::info!(server = %s.id, name = %s.name, node = %key, uid = %owner.uid,
             "deleting a server whose Node is gone");
+        let swarm_owner = Owner {
+            instance: owner.instance.clone(),
+            kind: owner.kind.clone(),
+            namespace: owner.namespace.clone(),
+            name: owner.name.clone(),
+            uid: owner.uid.clone(),
+        };
+        if let Err(e) = leftovers::adopt(&ctx.cluster.swarm, &s.name, &swarm_owner).await {
+            // Its Swarm node is still removed below once the server is gone.
+            tracing::warn!(server = %s.id, error = %e, "labelling the Swarm node of an orphaned server");
+        }
         match compute.delete_server(&s.id).await {
             Ok(()) => deleted.push((s, owner)),
             Err(e) if e.is_not_found() => {}
