@@ -93,7 +93,7 @@ pub(super) async fn invoke(
     // One table lookup per request: the route serves both forwarding and its metric handles.
     let route = route_with_endpoints(gw, ns, name).await;
     let result = match &route {
-        Ok((r, _)) => forward(r, id, req).await,
+        Ok((r, _)) => forward(gw, r, id, req).await,
         Err(e) => Err(e.clone()),
     };
     let (status, mut resp) = match result {
@@ -266,7 +266,12 @@ fn no_ready_replica(r: &Route) -> HttpError {
     }
 }
 
-async fn forward(route: &Route, id: &str, req: Request<Body>) -> Result<Response, HttpError> {
+async fn forward(
+    gw: &Gateway,
+    route: &Arc<Route>,
+    id: &str,
+    req: Request<Body>,
+) -> Result<Response, HttpError> {
     // A caller may ask for the invocation's own output, as from the agent (`X-Lambda-Log-Result`).
     let logs = req
         .headers()
@@ -274,7 +279,18 @@ async fn forward(route: &Route, id: &str, req: Request<Body>) -> Result<Response
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("tail"));
     let body = read_event(route, req).await?;
-    to_replica(route, id, body, None, logs).await
+    match send(route, id, body.clone(), None, logs).await {
+        // The route went stale while the request waited for a slot (a warm-pool container
+        // released once the function's own replicas were ready): no replica saw it, so it goes
+        // once to the route the table holds now.
+        Err(f) if f.refused => match gw.table.get(&route.namespace, &route.name) {
+            Some(fresh) if !Arc::ptr_eq(&fresh, route) && !fresh.endpoints.is_empty() => {
+                to_replica(&fresh, id, body, None, logs).await
+            }
+            _ => Err(f.error),
+        },
+        r => r.map_err(|f| f.error),
+    }
 }
 
 /// The request body within the function's payload limit: 413 past it (from Content-Length
@@ -317,6 +333,35 @@ pub(crate) async fn to_replica(
     first: Option<Lease>,
     logs: bool,
 ) -> Result<Response, HttpError> {
+    send(route, id, body, first, logs)
+        .await
+        .map_err(|f| f.error)
+}
+
+/// Why [`send`] failed; `refused`: every replica it tried refused the connection, so none saw
+/// the request and it may go to a fresher route.
+struct Failure {
+    error: HttpError,
+    refused: bool,
+}
+
+impl From<HttpError> for Failure {
+    fn from(error: HttpError) -> Self {
+        Failure {
+            error,
+            refused: false,
+        }
+    }
+}
+
+/// [`to_replica`], telling a request no replica saw from any other failure.
+async fn send(
+    route: &Route,
+    id: &str,
+    body: Bytes,
+    first: Option<Lease>,
+    logs: bool,
+) -> Result<Response, Failure> {
     let (ns, name) = (route.namespace.as_str(), route.name.as_str());
     // A replica that refuses the connection never saw the request (its task is stopping, or
     // its node is draining): the request goes to another replica, at most twice.
@@ -332,13 +377,16 @@ pub(crate) async fn to_replica(
         }
         let Some(lease) = lease else {
             if let Some(last) = refused.last() {
-                return Err(HttpError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "ReplicaUnreachable",
-                    format!(
-                        "replica {last} of {ns}/{name} refused the connection and no other is free"
+                return Err(Failure {
+                    error: HttpError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "ReplicaUnreachable",
+                        format!(
+                            "replica {last} of {ns}/{name} refused the connection and no other is free"
+                        ),
                     ),
-                ));
+                    refused: true,
+                });
             }
             let mut e = HttpError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -351,7 +399,7 @@ pub(crate) async fn to_replica(
                 ),
             );
             e.retry_after = Some(1);
-            return Err(e);
+            return Err(e.into());
         };
         if lease.endpoint.invoke_uri.is_none() {
             return Err(HttpError::new(
@@ -361,7 +409,8 @@ pub(crate) async fn to_replica(
                     "replica address {:?} of {ns}/{name} is not host:port",
                     lease.endpoint.address
                 ),
-            ));
+            )
+            .into());
         }
         let deadline = route.timeout.as_millis().to_string();
         let headers: [(&str, &[u8]); 6] = [
@@ -394,20 +443,25 @@ pub(crate) async fn to_replica(
                         "function {ns}/{name} did not answer within its timeout of {:?}",
                         route.timeout
                     ),
-                ));
+                )
+                .into());
             }
             Ok(Err(e)) if e.is_connect() && refused.len() < 2 => {
                 refused.push(Arc::from(lease.endpoint.address.as_str()));
             }
             Ok(Err(e)) => {
-                return Err(HttpError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "ReplicaUnreachable",
-                    format!(
-                        "replica {} of {ns}/{name} is unreachable: {e}",
-                        lease.endpoint.address
+                return Err(Failure {
+                    // A connection never made carried no request.
+                    refused: e.is_connect(),
+                    error: HttpError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "ReplicaUnreachable",
+                        format!(
+                            "replica {} of {ns}/{name} is unreachable: {e}",
+                            lease.endpoint.address
+                        ),
                     ),
-                ));
+                });
             }
             Ok(Ok(r)) => break (lease, r),
         }
