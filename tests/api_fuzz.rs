@@ -205,28 +205,38 @@ parameters = {{ "path.id" = "{execution}" }}
     let config_path = dir.path().join("schemathesis.toml");
     std::fs::write(&config_path, config).expect("write config");
     let started = Instant::now();
-    let out = tokio::process::Command::new(venv.join("bin/schemathesis"))
-        .current_dir(dir.path())
-        .env("SCHEMATHESIS_HOOKS", fuzz.join("hooks.py"))
-        .env("NO_COLOR", "1")
-        .arg("--config-file")
-        .arg(&config_path)
-        .args(["run", &format!("{base}/openapi.json")])
-        .args(["--header", &format!("Authorization: Bearer {token}")])
-        .args(["--max-time", &seconds.to_string()])
-        .args(["--workers", "2", "--request-timeout", "20"])
-        .args([
-            "--checks",
-            "not_a_server_error,status_code_conformance,content_type_conformance,\
-             response_schema_conformance,unsupported_method,ignored_auth,\
-             error_body_shape,no_internal_error",
-        ])
-        .output()
-        .await
-        .expect("run schemathesis");
+    let run = || async {
+        let out = tokio::process::Command::new(venv.join("bin/schemathesis"))
+            .current_dir(dir.path())
+            .env("SCHEMATHESIS_HOOKS", fuzz.join("hooks.py"))
+            .env("NO_COLOR", "1")
+            .arg("--config-file")
+            .arg(&config_path)
+            .args(["run", &format!("{base}/openapi.json")])
+            .args(["--header", &format!("Authorization: Bearer {token}")])
+            .args(["--max-time", &seconds.to_string()])
+            .args(["--workers", "2", "--request-timeout", "20"])
+            .args([
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,\
+                 response_schema_conformance,unsupported_method,ignored_auth,\
+                 error_body_shape,no_internal_error",
+            ])
+            .output()
+            .await
+            .expect("run schemathesis");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out, text)
+    };
+    let (mut out, mut text) = run().await;
+    if !out.status.success() && tool_crashed_only(&text) {
+        // Not a finding about the API: run again once, keeping the first run's report.
+        println!("{text}\nschemathesis crashed internally (no failure found): running it again");
+        common::report("fuzz-tool-crash.txt", &text);
+        (out, text) = run().await;
+    }
     let elapsed = started.elapsed();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     println!("{text}");
     let cases = generated(&text);
     let summary = format!(
@@ -258,4 +268,26 @@ parameters = {{ "path.id" = "{execution}" }}
     assert_eq!(r.status(), 200);
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), gateway).await;
+}
+
+/// True when schemathesis failed only because it crashed itself — Hypothesis describing a
+/// lambda on CPython 3.11 ("AST constructor recursion depth mismatch", seen once in three CI
+/// runs) — and found no failure.
+fn tool_crashed_only(text: &str) -> bool {
+    !text.contains("= FAILURES =")
+        && text.contains("= ERRORS =")
+        && text.contains("Runtime Error")
+        && text.contains("AST constructor recursion depth mismatch")
+}
+
+#[test]
+fn a_tool_crash_is_told_from_a_finding() {
+    let crash = "== ERRORS ==\n__ GET /v1/watch __\nRuntime Error\n\nAST constructor recursion depth mismatch (before=66, after=158)";
+    assert!(tool_crashed_only(crash));
+    assert!(!tool_crashed_only(&format!(
+        "== FAILURES ==\n- ST108\n{crash}"
+    )));
+    assert!(!tool_crashed_only(
+        "== ERRORS ==\nRuntime Error\nConnection refused"
+    ));
 }
