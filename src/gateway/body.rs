@@ -84,6 +84,22 @@ pub async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -
     next.run(req.map(|inner| within(inner, limit))).await
 }
 
+/// A body declared past the limit but not past this is still read (and dropped) after the
+/// 413 is sent, as nginx's lingering close does: a client busy writing it then reads the answer
+/// instead of a broken pipe. A larger one is not waited for.
+const DRAIN_UP_TO: usize = 16 * 1024 * 1024;
+
+/// How long such a body is read at most.
+const DRAIN_FOR: Duration = Duration::from_secs(5);
+
+/// Reads and drops `body`, for at most [`DRAIN_FOR`].
+async fn drain(mut body: Body) {
+    let _ = tokio::time::timeout(DRAIN_FOR, async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
+}
+
 /// Reads a whole body of at most `limit` bytes; `too_large` is the 413 to answer past it.
 pub async fn read_body(
     req: Request,
@@ -97,6 +113,9 @@ pub async fn read_body(
         .and_then(|v| v.parse::<usize>().ok())
         && len > limit
     {
+        if len <= DRAIN_UP_TO {
+            tokio::spawn(drain(req.into_body()));
+        }
         return Err(too_large());
     }
     match Limited::new(req.into_body(), limit).collect().await {
