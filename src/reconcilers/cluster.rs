@@ -49,6 +49,19 @@ pub struct ServerOwner {
     pub uid: String,
 }
 
+/// The same owner, as the labels of the Swarm objects it has (its engine's Swarm node).
+impl From<&ServerOwner> for crate::swarm::labels::Owner {
+    fn from(o: &ServerOwner) -> Self {
+        crate::swarm::labels::Owner {
+            instance: o.instance.clone(),
+            kind: o.kind.clone(),
+            namespace: o.namespace.clone(),
+            name: o.name.clone(),
+            uid: o.uid.clone(),
+        }
+    }
+}
+
 impl ServerOwner {
     /// The tags to create the server with.
     pub fn tags(&self) -> Vec<String> {

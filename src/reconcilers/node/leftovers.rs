@@ -23,15 +23,19 @@ pub fn of_server<'a>(all: &'a [SwarmNode], server_name: &str, uid: &str) -> Vec<
     all.iter()
         .filter(|sn| sn.spec.as_ref().and_then(|s| s.role) != Some(NodeSpecRoleEnum::MANAGER))
         .filter(|sn| hostname(sn).as_deref() == Some(host.as_str()))
-        .filter(|sn| {
-            let label = sn
-                .spec
-                .as_ref()
-                .and_then(|s| s.labels.as_ref())
-                .and_then(|l| l.get(UID));
-            label.is_none_or(|l| l == uid)
-        })
+        .filter(|sn| uid_label(sn).is_none_or(|l| l == uid))
         .collect()
+}
+
+/// The Node uid a Swarm node is labelled with, if any (membership labels a worker once it
+/// matched it to a Node).
+fn uid_label(sn: &SwarmNode) -> Option<&str> {
+    sn.spec
+        .as_ref()?
+        .labels
+        .as_ref()?
+        .get(UID)
+        .map(String::as_str)
 }
 
 /// Removes the Swarm nodes [`of_server`] finds; returns their ids.
@@ -80,17 +84,11 @@ pub async fn adopt(
     Ok(adopted)
 }
 
-/// Those of `nodes` no Node claims yet (membership labels a worker once it matched it).
+/// Those of `nodes` no Node claims yet.
 fn unlabelled(nodes: Vec<&SwarmNode>) -> Vec<&SwarmNode> {
     nodes
         .into_iter()
-        .filter(|sn| {
-            sn.spec
-                .as_ref()
-                .and_then(|s| s.labels.as_ref())
-                .and_then(|l| l.get(UID))
-                .is_none()
-        })
+        .filter(|sn| uid_label(sn).is_none())
         .collect()
 }
 

@@ -61,14 +61,7 @@ pub async fn sweep_once(ctx: &Context) -> Result<usize, crate::openstack::Error>
         }
         tracing::info!(server = %s.id, name = %s.name, node = %key, uid = %owner.uid,
             "deleting a server whose Node is gone");
-        let swarm_owner = Owner {
-            instance: owner.instance.clone(),
-            kind: owner.kind.clone(),
-            namespace: owner.namespace.clone(),
-            name: owner.name.clone(),
-            uid: owner.uid.clone(),
-        };
-        if let Err(e) = leftovers::adopt(&ctx.cluster.swarm, &s.name, &swarm_owner).await {
+        if let Err(e) = leftovers::adopt(&ctx.cluster.swarm, &s.name, &Owner::from(&owner)).await {
             // Its Swarm node is still removed below once the server is gone.
             tracing::warn!(server = %s.id, error = %e, "labelling the Swarm node of an orphaned server");
         }
