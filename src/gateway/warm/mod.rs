@@ -334,8 +334,8 @@ pub async fn release_loop(gw: Arc<Gateway>, stop: CancellationToken) {
     }
 }
 
-/// Takes `r` out of the route, lets its in-flight calls finish, tells the agent to exit and
-/// deletes the claim.
+/// Takes `r` out of the route and out of service, lets its in-flight calls finish, tells the
+/// agent to exit and deletes the claim.
 async fn release(gw: Arc<Gateway>, r: Arc<WarmReplica>, why: &'static str) {
     let key = format!("{}", r.function);
     {
@@ -350,8 +350,13 @@ async fn release(gw: Arc<Gateway>, r: Arc<WarmReplica>, why: &'static str) {
         Some(f) => gw.table.set_warm(&f, None, &gw.metrics),
         None => gw.table.clear_warm(&r.function.namespace, &r.function.name),
     }
+    // Callers that took the route while it listed the container and still wait for a slot
+    // on it move to the current route: once drained, nothing more is sent to the container,
+    // so none of their calls reaches an agent on its way out.
+    gw.table
+        .retire(&r.function.namespace, &r.function.name, &r.endpoint);
     let drain_until = Instant::now() + r.timeout + Duration::from_secs(1);
-    while r.endpoint.inflight() > 0 && Instant::now() < drain_until {
+    while !r.endpoint.drained() && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if let Err(e) = agent_call(
