@@ -358,6 +358,51 @@ fn unreachable_etcd_is_a_clear_error() {
     assert!(start.elapsed() < Duration::from_secs(5));
 }
 
+#[test]
+fn a_daemon_started_while_etcd_is_down_waits_for_it() {
+    // The chaos suite restarted a killed controller while etcd restarted: a daemon must not
+    // give up on an etcd that comes back within seconds (CLI commands still fail at once).
+    let mut etcd = Etcd::start();
+    etcd.kill();
+    let port = common::free_port();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_lambda"))
+        .args(["--etcd-endpoints", &etcd.endpoint(), "--etcd-timeout", "1s"])
+        .args(["gateway", "--insecure-no-auth", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env_remove("LAMBDA_LOG")
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let waited = std::fs::read_to_string(log.path()).unwrap_or_default();
+    let alive = gateway.try_wait().unwrap().is_none();
+    etcd.restart();
+    let healthz = format!("127.0.0.1:{port}");
+    let start = std::time::Instant::now();
+    let mut up = false;
+    while alive && !up && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(200));
+        up = std::net::TcpStream::connect(&healthz).is_ok_and(|mut c| {
+            use std::io::{Read, Write};
+            let mut answer = String::new();
+            c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .and_then(|_| c.read_to_string(&mut answer))
+                .is_ok_and(|_| answer.starts_with("HTTP/1.1 200"))
+        });
+    }
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+    let all = std::fs::read_to_string(log.path()).unwrap_or_default();
+    assert!(alive, "the gateway exited while etcd was down:\n{all}");
+    assert!(
+        waited.contains("etcd does not answer yet"),
+        "each failed try is logged:\n{waited}"
+    );
+    assert!(up, "the gateway did not serve once etcd was back:\n{all}");
+}
+
 /// `lambda` with only a config file: no etcd flag or variable, so the context decides.
 fn lambda_with_config(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_lambda"))

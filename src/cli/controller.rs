@@ -163,7 +163,7 @@ fn stop_on_signals(stop: CancellationToken) -> Result<()> {
 }
 
 pub async fn run(g: &GlobalArgs, args: ControllerArgs) -> Result<()> {
-    let store = g.store().await?;
+    let store = g.store_waiting().await?;
     let metrics = Metrics::new();
     let stop = CancellationToken::new();
     stop_on_signals(stop.clone())?;

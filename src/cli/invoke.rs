@@ -81,7 +81,7 @@ pub struct InvokeArgs {
 }
 
 pub async fn gateway(g: &GlobalArgs, args: GatewayArgs) -> Result<()> {
-    let store = g.store().await?;
+    let store = g.store_waiting().await?;
     let cfg = GatewayConfig {
         listen: args.listen,
         insecure_no_auth: args.insecure_no_auth,

@@ -45,7 +45,7 @@ pub async fn run(g: &GlobalArgs, args: EventsArgs) -> Result<()> {
             g.context_description()
         );
     };
-    let store = g.store().await?;
+    let store = g.store_waiting().await?;
     let cfg = ListenerConfig {
         amqp_url: url.value,
         prefetch: args.prefetch,

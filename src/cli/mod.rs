@@ -98,6 +98,9 @@ pub struct GlobalArgs {
 pub const DEFAULT_ETCD: &str = "http://127.0.0.1:2379";
 /// The gateway's built-in default URL.
 pub const DEFAULT_GATEWAY: &str = "http://127.0.0.1:8080";
+/// How long a daemon waits at start for etcd to answer ([`GlobalArgs::store_waiting`]): an etcd
+/// restart takes seconds; longer than a minute is an outage the operator should hear of.
+pub const ETCD_START_PATIENCE: Duration = Duration::from_secs(60);
 
 /// What to do when the platform cannot be reached.
 const HINT: &str = "start the local platform with `lambda up`, or point the CLI at yours with \
@@ -250,6 +253,26 @@ impl GlobalArgs {
             .map_err(|e| hint(&e))?;
         store.ping().await.map_err(|e| hint(&e))?;
         Ok(store)
+    }
+
+    /// [`GlobalArgs::store`] for the daemons (controller, gateway, events listener): etcd may
+    /// not answer yet when one starts — started beside it, or restarting while a supervisor
+    /// restarts the daemon — so the daemon tries again with growing delays, each failure
+    /// logged, for up to [`ETCD_START_PATIENCE`]; then it fails with the same error.
+    pub async fn store_waiting(&self) -> Result<Store> {
+        use backon::{ExponentialBuilder, Retryable};
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(2))
+            .with_total_delay(Some(ETCD_START_PATIENCE))
+            .without_max_times();
+        (|| self.store())
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .notify(|e, retry_in| {
+                tracing::warn!(error = %e, ?retry_in, "etcd does not answer yet; trying again");
+            })
+            .await
     }
 
     /// Flags and variables only, never a context (what `lambda up`/`down` use: they manage the
