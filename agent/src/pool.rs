@@ -129,9 +129,12 @@ impl Pool {
         }
     }
 
-    /// How long a worker may take to import the function and say ready.
+    /// How long a worker may take to import the function and say ready: never less than 30 s,
+    /// as for a pool container's generic workers, since a replica starting on a loaded node
+    /// under a small CPU limit (all its workers at once) can take many times its usual second;
+    /// a broken import still fails at once (the worker exits).
     fn start_timeout(&self) -> Duration {
-        self.cfg.timeout.max(Duration::from_secs(10))
+        self.cfg.timeout.max(Duration::from_secs(30))
     }
 
     /// Starts all workers at once; fails if any cannot start (a broken image or configuration).

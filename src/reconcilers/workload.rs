@@ -39,7 +39,8 @@ pub struct ServiceTuning {
     /// Consecutive failures before a task is unhealthy.
     pub health_retries: u32,
     /// Failed checks in this time after start do not count (a loaded node starts slowly; a
-    /// passing check still marks the task healthy at once).
+    /// passing check still marks the task healthy at once). As long as the agent gives its
+    /// workers to start (30 s), so Swarm does not kill a replica the agent still waits for.
     pub health_start_period: Duration,
     /// Size of the writable /tmp.
     pub tmp_size_bytes: i64,
@@ -54,7 +55,7 @@ impl Default for ServiceTuning {
             health_interval: Duration::from_secs(1),
             health_timeout: Duration::from_secs(2),
             health_retries: 3,
-            health_start_period: Duration::from_secs(15),
+            health_start_period: Duration::from_secs(30),
             tmp_size_bytes: 64 * 1024 * 1024,
         }
     }

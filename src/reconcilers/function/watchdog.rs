@@ -127,7 +127,8 @@ fn forgotten<'a>(
 /// Decides whether `service` (wanting `desired` replicas, its tasks `tasks`) is stuck at `now`:
 /// fewer tasks running than desired, and either none starting or pending, no rollout under way
 /// and nothing about the service or its tasks changed for `bound`; or a task left unplaced for
-/// `bound` although one of `nodes` (see [`capacity`]; empty when no task waits) can take it.
+/// `bound` although one of `nodes` (see [`capacity`]; empty when no task waits) can take it,
+/// and the service itself was not updated (by a re-kick, say) within `bound`.
 pub fn stuck(
     service: &Service,
     tasks: &[Task],
@@ -148,7 +149,15 @@ pub fn stuck(
     if running >= desired {
         return None;
     }
-    if let Some((t, waited)) = forgotten(tasks, nodes, now, bound) {
+    // A re-kick moves the service's `UpdatedAt` and leaves the old pending task in place
+    // (start-first): without this, every reconcile the update itself triggers would find that
+    // task again and force one more update, each adding a task (28 in 2 s were seen while the
+    // workers joined, then run at once and starved the node).
+    let updated_within_bound = parse(service.updated_at.as_ref())
+        .and_then(|u| (now - u).to_std().ok())
+        .is_some_and(|d| d < bound);
+    if let Some((t, waited)) = forgotten(tasks, nodes, now, bound).filter(|_| !updated_within_bound)
+    {
         return Some(Stuck {
             running,
             desired,
@@ -369,6 +378,14 @@ mod tests {
             m.contains("task p pending for 21s") && m.contains("no suitable node"),
             "{m}"
         );
+        // Re-kicked (UpdatedAt moved) with the old task still pending: not again before the
+        // bound passed since.
+        let mut kicked = svc.clone();
+        kicked.updated_at = Some(at(21).to_rfc3339());
+        for t in [22, 30, 40] {
+            assert_eq!(stuck(&kicked, tasks, 1, &nodes, at(t), BOUND), None, "{t}");
+        }
+        assert!(stuck(&kicked, tasks, 1, &nodes, at(41), BOUND).is_some_and(|s| s.forgotten));
         // A placed task is Swarm's business again.
         let mut placed = pending.clone();
         placed.node_id = Some("n1".into());
