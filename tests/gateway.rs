@@ -457,6 +457,28 @@ async fn load_reports_show_calls_in_flight_and_held() {
         report_of("default/busy", &|l| l.concurrency > 0.5 && l.arrivals >= 1),
     );
     assert!(busy.max >= 1, "{busy:?}");
+    // Three calls at once on one replica of concurrency 1: two wait for a slot, and a report
+    // says so with the demand of that moment (what the autoscaler sizes a burst from).
+    let narrow = replica(Arc::new(AtomicUsize::new(0))).await;
+    s.function("narrow", "timeoutSeconds: 5\nconcurrency: 1\n", &[narrow])
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let call = || s.invoke("narrow", r#"{"sleep_ms": 1500}"#);
+    let (a, b, c, waiting) = tokio::join!(
+        call(),
+        call(),
+        call(),
+        report_of("default/narrow", &|l| l.queued >= 1 && l.current >= 3),
+    );
+    assert_eq!(
+        (a.0, b.0, c.0),
+        (200, 200, 200),
+        "{:?} {:?} {:?}",
+        a.1,
+        b.1,
+        c.1
+    );
+    assert!(waiting.current > waiting.queued, "{waiting:?}");
     let (cold, held) = tokio::join!(
         s.invoke("cold", "{}"),
         report_of("default/cold", &|l| l.queued >= 1),

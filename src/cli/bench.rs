@@ -77,6 +77,9 @@ pub enum BenchCommand {
         runtimes: Vec<String>,
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// Rounds of the burst phase (a 10× step of load on a running function); 0 skips it.
+        #[arg(long, default_value_t = 3)]
+        burst_rounds: usize,
     },
     /// Warm invocations through the gateway vs. straight to the function's agents.
     Invoke {
@@ -232,6 +235,7 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
             docker_host,
             runtimes,
             rounds,
+            burst_rounds,
         } => {
             let runtimes = runtimes
                 .iter()
@@ -254,6 +258,7 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<()> {
                 token: g.token(token.as_ref()).map(|t| t.value),
                 runtimes,
                 rounds: rounds.max(1),
+                burst_rounds,
             };
             b.run().await?;
             return Ok(());

@@ -5,6 +5,12 @@
 //! dead instance's load disappears with it. A request held for a function with no replica is
 //! published at once, so scaling from zero does not wait for the next report.
 //!
+//! A burst is published early too: when callers start waiting for a slot of a function whose
+//! replicas are all busy (none waited at the sample before), the report goes out at the next
+//! sample rather than at the end of the period (at most one such report per [`BURST_GAP`]),
+//! carrying the demand of that moment ([`FunctionLoad::current`]) for the autoscaler to size
+//! from.
+//!
 //! An idle instance writes nothing: a report without load is written once, then the key is
 //! left to expire.
 
@@ -24,6 +30,9 @@ pub const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 pub const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Reports published on a wake-up come at least this far apart.
 const MIN_GAP: Duration = Duration::from_millis(20);
+/// Early reports for a burst come at least this far apart (the autoscaler decides on them at
+/// once; a function saturated for long would otherwise write one per sample).
+pub const BURST_GAP: Duration = Duration::from_millis(250);
 /// Lifetime of a report's key without a newer one (a dead instance's load fades this fast).
 const LEASE_TTL_SECONDS: i64 = 4;
 
@@ -52,6 +61,10 @@ pub struct FunctionLoad {
     /// Held for a first replica or waiting for a slot when the report was written, plus the
     /// executions put back in the period for want of a replica.
     pub queued: u64,
+    /// Demand when the report was written (in flight, waiting for a slot, held): with callers
+    /// waiting, what the capacity must cover now, before any average catches up.
+    #[serde(default)]
+    pub current: u64,
 }
 
 /// The etcd prefix of the reports.
@@ -66,12 +79,20 @@ struct Period {
     sums: HashMap<String, (u64, u64)>,
     /// Arrivals and deferrals per function when the period started.
     counts_at_start: HashMap<String, (u64, u64)>,
+    /// Functions with callers waiting for a slot at the last sample (kept across periods).
+    waiting: std::collections::HashSet<String>,
 }
 
 impl Period {
-    fn sample(&mut self, gw: &Gateway) {
+    /// Takes one sample; true when a function has callers waiting for a slot that had none at
+    /// the sample before (a burst beyond its ready replicas).
+    fn sample(&mut self, gw: &Gateway) -> bool {
         self.samples += 1;
+        let mut waiting = std::collections::HashSet::new();
         for r in gw.table.routes() {
+            if r.load.waiting() > 0 {
+                waiting.insert(format!("{}/{}", r.namespace, r.name));
+            }
             let d = r.demand() as u64;
             if d == 0 {
                 continue;
@@ -83,6 +104,9 @@ impl Period {
             e.0 += d;
             e.1 = e.1.max(d);
         }
+        let burst = waiting.iter().any(|k| !self.waiting.contains(k));
+        self.waiting = waiting;
+        burst
     }
 
     /// The report of the period, and the arrival counters to measure the next one from.
@@ -105,6 +129,7 @@ impl Period {
                         max,
                         arrivals,
                         queued,
+                        current: r.demand() as u64,
                     },
                 );
             }
@@ -186,16 +211,21 @@ pub async fn report(gw: Arc<Gateway>, kind: &str, stop: tokio_util::sync::Cancel
     publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_empty = false;
     let mut last_publish = tokio::time::Instant::now();
+    // A burst seen within BURST_GAP of the last report: published once the gap has passed.
+    let mut burst = false;
     loop {
         let now = tokio::select! {
             _ = stop.cancelled() => break,
-            _ = sample.tick() => { period.sample(&gw); false }
+            _ = sample.tick() => {
+                burst |= period.sample(&gw);
+                burst && last_publish.elapsed() >= BURST_GAP
+            }
             _ = publish.tick() => true,
             _ = gw.load_wake.notified() => {
                 // Wake-ups come in bursts (many executions put back at once): one report per
                 // MIN_GAP at most.
                 tokio::time::sleep_until(last_publish + MIN_GAP).await;
-                period.sample(&gw);
+                burst |= period.sample(&gw);
                 true
             }
         };
@@ -203,6 +233,7 @@ pub async fn report(gw: Arc<Gateway>, kind: &str, stop: tokio_util::sync::Cancel
             continue;
         }
         last_publish = tokio::time::Instant::now();
+        burst = false;
         let report = period.report(&gw, &instance);
         let empty = report.functions.is_empty();
         if empty && last_empty {

@@ -16,7 +16,10 @@
 //! container is idle), calls it once, then deletes it and waits until its service is gone, so
 //! rounds share no container. A runtime with no ready warm pool gets one for the run
 //! (`bench-coldstart-<runtime>`, removed afterwards).
+//!
+//! Then the burst phase ([`burst`]): how fast ready capacity follows a 10× step of load.
 
+mod burst;
 mod floor;
 
 use std::time::{Duration, Instant};
@@ -38,6 +41,8 @@ pub struct ColdStartBench {
     pub token: Option<String>,
     pub runtimes: Vec<crate::api::function::Runtime>,
     pub rounds: usize,
+    /// Rounds of the burst phase ([`burst`]); 0 skips it.
+    pub burst_rounds: usize,
 }
 
 /// Why a run stopped.
@@ -183,6 +188,17 @@ impl ColdStartBench {
              running (the floor of any call). Floors run on the Swarm manager's engine; the \
              platform's containers on the workers."
         );
+        // Shell's containers are the lightest; any listed runtime will do.
+        let burst_rt = self
+            .runtimes
+            .iter()
+            .copied()
+            .find(|r| *r == crate::api::function::Runtime::Shell)
+            .or(self.runtimes.first().copied());
+        if let Some(rt) = burst_rt.filter(|_| self.burst_rounds > 0) {
+            println!();
+            self.run_bursts(&http, rt, self.burst_rounds).await?;
+        }
         Ok(())
     }
 
@@ -434,6 +450,21 @@ impl ColdStartBench {
 
     /// Created → running of the function's running task, from Swarm's own timestamps.
     async fn task_start(&self, name: &str) -> Result<Duration, ColdStartError> {
+        Ok(self
+            .task_starts(name, None)
+            .await?
+            .first()
+            .copied()
+            .unwrap_or_default())
+    }
+
+    /// Created → running (sorted) of the function's running tasks, from Swarm's own
+    /// timestamps; only those created at or after `since` when given.
+    async fn task_starts(
+        &self,
+        name: &str,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<Duration>, ColdStartError> {
         let svc = service_name(&self.namespace, name);
         let tasks = self
             .swarm
@@ -446,7 +477,7 @@ impl ColdStartBench {
             s.as_deref()
                 .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
         };
-        Ok(tasks
+        let mut v: Vec<Duration> = tasks
             .iter()
             .filter(|t| {
                 t.status.as_ref().and_then(|s| s.state) == Some(bollard::models::TaskState::RUNNING)
@@ -454,10 +485,12 @@ impl ColdStartBench {
             .filter_map(|t| {
                 let created = parse(&t.created_at)?;
                 let running = parse(&t.status.as_ref()?.timestamp)?;
+                since.is_none_or(|s| created >= s).then_some(())?;
                 (running - created).to_std().ok()
             })
-            .min()
-            .unwrap_or_default())
+            .collect();
+        v.sort();
+        Ok(v)
     }
 
     async fn wait_until(

@@ -129,6 +129,11 @@ impl RouteLoad {
         self.arrivals.load(Ordering::Relaxed)
     }
 
+    /// Callers waiting for a slot (every replica busy) right now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
     /// Callers waiting for a slot or held for a first replica.
     pub fn queued(&self) -> usize {
         self.waiting.load(Ordering::Relaxed) + self.held.load(Ordering::Relaxed)

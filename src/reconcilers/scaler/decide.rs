@@ -4,6 +4,14 @@
 //! reaches `panicThreshold` × the ready capacity — then it does not scale down until a stable
 //! window passed without a burst. Demand held at zero activates at once; a function idle for
 //! its zero window goes to zero.
+//!
+//! One departure from the KPA, for speed: while callers wait for a slot of a function whose
+//! replicas are all busy, the demand of that moment counts as the panic demand when it is
+//! higher than the panic average. The average alone would take most of the panic window to
+//! catch up with a step (a 1 → 10 step in flight asked for enough replicas only after 4 s),
+//! and capacity could only follow that plus a task start; waiting callers are proof enough
+//! that the demand is real. The panic threshold still applies, so a queue of a few callers
+//! does not panic a function sized near its target.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -131,20 +139,34 @@ pub struct Decision {
     pub panic_avg: f64,
 }
 
-/// Decides the replicas of a function running `current` (asked of Swarm), `ready` of them
-/// ready, with `queued` requests or executions waiting for a replica right now.
-pub fn decide(
-    mem: &mut Memory,
-    k: &Knobs,
-    current: u32,
-    ready: u32,
-    queued: u64,
-    now: Instant,
-) -> Decision {
+/// What the autoscaler sees of a function besides its samples.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Seen {
+    /// Replicas it has been given (asked of Swarm).
+    pub current: u32,
+    /// Of them, ready.
+    pub ready: u32,
+    /// Requests or executions held for a first replica or waiting for a slot right now.
+    pub queued: u64,
+    /// Demand of this moment (in flight, waiting, held), summed over the instances.
+    pub demand_now: f64,
+}
+
+/// Decides the replicas of a function from its samples in `mem` and what is `seen` now.
+pub fn decide(mem: &mut Memory, k: &Knobs, seen: &Seen, now: Instant) -> Decision {
+    let Seen {
+        current,
+        ready,
+        queued,
+        ..
+    } = *seen;
     let stable = mem.average(now, k.stable);
     let panic_avg = mem.average(now, k.panic);
+    // Callers waiting while replicas are ready and busy: the demand now, if the average lags.
+    let waiting_now = (queued > 0 && ready > 0).then_some(seen.demand_now);
+    let burst = waiting_now.filter(|d| *d > panic_avg);
     let want_stable = (stable / k.target).ceil() as u32;
-    let want_panic = (panic_avg / k.target).ceil() as u32;
+    let want_panic = (burst.unwrap_or(panic_avg) / k.target).ceil() as u32;
     // A burst against the capacity that is ready (at least one replica's worth).
     let over = f64::from(want_panic) >= k.threshold * f64::from(ready.max(1)) && want_panic > 0;
     if over {
@@ -190,7 +212,10 @@ pub fn decide(
         reason::ACTIVATE => format!("{queued} request(s) waiting for a replica"),
         reason::SCALE_TO_ZERO => format!("no request for {} s", idle_for.as_secs()),
         _ => format!(
-            "demand {panic_avg:.1} over {} s, {stable:.1} over {} s, at {:.1} per replica{}",
+            "demand {}{panic_avg:.1} over {} s, {stable:.1} over {} s, at {:.1} per replica{}",
+            burst.map_or_else(String::new, |b| format!(
+                "{b:.0} now with callers waiting, "
+            )),
             k.panic.as_secs(),
             k.stable.as_secs(),
             k.target,

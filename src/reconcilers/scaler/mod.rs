@@ -55,7 +55,7 @@ struct Reports {
 
 impl Reports {
     /// Records an instance's report (by its etcd key); returns the functions with demand held
-    /// for a replica, to decide at once.
+    /// for a replica or waiting for a slot, to decide at once.
     fn add(&mut self, key: &str, r: LoadReport, now: Instant) -> Vec<String> {
         let mut activate = Vec::new();
         for (f, l) in &r.functions {
@@ -70,14 +70,29 @@ impl Reports {
         activate
     }
 
-    /// Summed demand and held count of a function over the fresh reports.
-    fn load_of(&self, function: &str, now: Instant) -> (f64, u64) {
+    /// A function's demand over the fresh reports, summed over the instances.
+    fn load_of(&self, function: &str, now: Instant) -> Load {
         self.by_instance
             .values()
             .filter(|(_, at)| now.duration_since(*at) <= STALE)
             .filter_map(|(r, _)| r.functions.get(function))
-            .fold((0.0, 0), |(c, q), l| (c + l.concurrency, q + l.queued))
+            .fold(Load::default(), |t, l| Load {
+                average: t.average + l.concurrency,
+                queued: t.queued + l.queued,
+                current: t.current + l.current as f64,
+            })
     }
+}
+
+/// A function's load summed over the instances' latest reports.
+#[derive(Debug, Default, Clone, Copy)]
+struct Load {
+    /// Average demand over their periods.
+    average: f64,
+    /// Held for a first replica or waiting for a slot.
+    queued: u64,
+    /// Demand when each report was written.
+    current: f64,
 }
 
 struct Scaler {
@@ -190,12 +205,12 @@ impl Scaler {
                             }
                         }
                     }
-                    // Held requests for a function at zero: decided now, not at the next tick.
+                    // Held requests for a function at zero, callers waiting for a slot of a
+                    // busy one: decided now, not at the next tick (and not sampled: the
+                    // averages keep one sample per tick).
                     for key in activate {
-                        if let Some(f) = self.function(&key)
-                            && current_of(&f) == 0
-                        {
-                            self.scale(&f, now).await;
+                        if let Some(f) = self.function(&key) {
+                            self.scale(&f, now, false).await;
                         }
                     }
                 }
@@ -221,22 +236,25 @@ impl Scaler {
         let live: HashSet<String> = functions.iter().map(|f| key_of(f)).collect();
         self.memory.retain(|k, _| live.contains(k));
         for f in &functions {
-            self.scale(f, now).await;
+            self.scale(f, now, true).await;
         }
         self.reports.active.clear();
     }
 
-    /// Samples, decides and, when the decision changed, writes one function.
-    async fn scale(&mut self, f: &Function, now: Instant) {
+    /// Samples (on a tick), decides and, when the decision changed, writes one function.
+    async fn scale(&mut self, f: &Function, now: Instant, sample: bool) {
         let key = key_of(f);
         let knobs = Knobs::of(&f.spec);
-        let (demand, queued) = self.reports.load_of(&key, now);
+        let load = self.reports.load_of(&key, now);
+        let (demand, queued) = (load.average, load.queued);
         let active = self.reports.active.contains(&key);
         let mem = self
             .memory
             .entry(key.clone())
             .or_insert_with(|| Memory::new(now));
-        mem.observe(now, demand, active, knobs.stable);
+        if sample {
+            mem.observe(now, demand, active, knobs.stable);
+        }
         let status = f.status.as_ref();
         let ready = status.map_or(0, |s| s.ready_replicas);
         // What was last decided: this memory's own write (the cache may lag behind it), else
@@ -249,7 +267,13 @@ impl Scaler {
             ))
         });
         let current = last.map_or_else(|| current_of(f), |(n, _)| n);
-        let d = decide::decide(mem, &knobs, current, ready, queued, now);
+        let seen = decide::Seen {
+            current,
+            ready,
+            queued,
+            demand_now: load.current,
+        };
+        let d = decide::decide(mem, &knobs, &seen, now);
         let last_active = mem.last_active;
         let label = FunctionLabel {
             function: key.clone(),

@@ -15,6 +15,15 @@ fn knobs(min: u32, max: u32, zero_after: Option<u64>) -> Knobs {
     }
 }
 
+fn seen(current: u32, ready: u32, queued: u64, demand_now: f64) -> Seen {
+    Seen {
+        current,
+        ready,
+        queued,
+        demand_now,
+    }
+}
+
 /// Feeds `demand` for `secs` seconds, one sample a tick, deciding every tick as the loop does,
 /// with `current` following the decisions (and `ready` = current). Returns the last decision,
 /// its reason replaced by that of the last change in the run (`Hold` when none).
@@ -26,7 +35,7 @@ async fn run(mem: &mut Memory, k: &Knobs, current: &mut u32, demand: f64, secs: 
         tokio::time::advance(TICK).await;
         let now = Instant::now();
         mem.observe(now, demand, false, k.stable);
-        let d = decide(mem, k, *current, *current, 0, now);
+        let d = decide(mem, k, &seen(*current, *current, 0, 0.0), now);
         if d.desired != *current {
             changed = d.reason;
         }
@@ -76,6 +85,44 @@ async fn a_burst_panics_within_a_second_and_never_scales_down_while_panicking() 
 }
 
 #[tokio::test(start_paused = true)]
+async fn callers_waiting_for_a_slot_size_a_step_at_once_past_the_threshold_only() {
+    let k = knobs(1, 50, None);
+    let mut mem = Memory::new(Instant::now());
+    let mut cur = 1;
+    run(&mut mem, &k, &mut cur, 3.0, 70.0).await;
+    assert_eq!(cur, 1);
+    // 10× in flight, most of it waiting for a slot: the first report after the step asks for
+    // the whole step (ceil(30 / 5.6)) though the panic average has barely moved.
+    let now = Instant::now();
+    let d = decide(&mut mem, &k, &seen(1, 1, 22, 30.0), now);
+    assert!(d.panic_avg < 5.6, "{d:?}");
+    assert_eq!(
+        (d.desired, d.reason, d.panic),
+        (6, reason::PANIC, true),
+        "{d:?}"
+    );
+    assert!(
+        d.message.contains("30 now with callers waiting"),
+        "{}",
+        d.message
+    );
+    // A few callers waiting on a function near its target: under the threshold, no panic
+    // (8 now at 5.6 per replica asks for 2 < 2 × 2 ready).
+    let k = knobs(1, 50, None);
+    let mut mem = Memory::new(Instant::now());
+    let mut cur = 2;
+    run(&mut mem, &k, &mut cur, 8.0, 70.0).await;
+    assert_eq!(cur, 2);
+    let d = decide(&mut mem, &k, &seen(2, 2, 2, 11.0), Instant::now());
+    assert_eq!((d.desired, d.panic), (2, false), "{d:?}");
+    // Waiting with no replica ready is the activator's business: one replica, as before.
+    let k = knobs(0, 50, Some(30));
+    let mut mem = Memory::new(Instant::now());
+    let d = decide(&mut mem, &k, &seen(0, 0, 30, 30.0), Instant::now());
+    assert_eq!((d.desired, d.reason), (1, reason::ACTIVATE), "{d:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn held_requests_activate_at_once_and_idle_goes_to_zero_after_its_window() {
     let k = knobs(0, 10, Some(30));
     let mut mem = Memory::new(Instant::now());
@@ -88,7 +135,7 @@ async fn held_requests_activate_at_once_and_idle_goes_to_zero_after_its_window()
     // A held request at zero: one replica on the same tick, no average needed.
     let now = Instant::now();
     mem.observe(now, 1.0, true, k.stable);
-    let d = decide(&mut mem, &k, 0, 0, 1, now);
+    let d = decide(&mut mem, &k, &seen(0, 0, 1, 1.0), now);
     assert_eq!((d.desired, d.reason), (1, reason::ACTIVATE), "{d:?}");
     // Served, then idle again: zero only a whole window after the last request.
     cur = 1;
@@ -109,7 +156,7 @@ async fn min_replicas_hold_without_a_zero_window_and_the_ceiling_wins() {
     assert_eq!(d.desired, 3, "never above maxReplicas");
     // min > max (edited by hand past validation): the ceiling, no panic.
     let bad = knobs(5, 2, None);
-    let d = decide(&mut mem, &bad, 2, 2, 0, Instant::now());
+    let d = decide(&mut mem, &bad, &seen(2, 2, 0, 0.0), Instant::now());
     assert_eq!(d.desired, 2);
 }
 
