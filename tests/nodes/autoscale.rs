@@ -143,6 +143,14 @@ async fn pools_follow_pending_work_from_zero_and_back_without_failures() {
     assert_eq!(st.decision, AutoscalerDecision::ScaleUp, "{st:?}");
     assert!(st.reason.contains("scale up 1 → 3"), "{st:?}");
     assert!(st.reason.contains("need 2 × m1.small"), "{st:?}");
+    // Its event follows the status write, best effort as Kubernetes events are (a crash in
+    // between loses it, as seen in CI): waited for, so what an operator reads below is whole.
+    eventually("the scale-up event", Duration::from_secs(10), async || {
+        let (ok, out, _) =
+            super::common::lambda(&bed.etcd, &["describe", "np", "auto", "-n", &bed.ns], None);
+        (ok && out.contains("scale up 1 → 3")).then_some(())
+    })
+    .await;
     // A controller crash right after the decision neither forgets it nor scales twice: the
     // restarted autoscaler counts the nodes being added as capacity.
     bed.kill_controller().await;
