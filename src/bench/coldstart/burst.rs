@@ -51,13 +51,9 @@ fn code(rt: Runtime) -> &'static str {
 }
 
 fn spec(rt: Runtime) -> Result<FunctionSpec, ColdStartError> {
-    let handler = match rt {
-        Runtime::Python3 => "handler: main.handler\n",
-        Runtime::Node => "handler: index.handler\n",
-        Runtime::Shell | Runtime::Image => "",
-    };
+    // The runtimes' default handlers (`main.handler`, `index.handler`) are what `code` defines.
     let mut spec: FunctionSpec = serde_saphyr::from_str(&format!(
-        "runtime: {}\n{handler}minReplicas: 1\nmaxReplicas: 10\nconcurrency: {CONCURRENCY}\n\
+        "runtime: {}\nminReplicas: 1\nmaxReplicas: 10\nconcurrency: {CONCURRENCY}\n\
          timeoutSeconds: 60\nresources:\n  memoryMb: 64\n  cpuMillis: 100\n",
         rt.as_str()
     ))
@@ -202,11 +198,7 @@ impl ColdStartBench {
         rt: Runtime,
         i: usize,
     ) -> Result<Burst, ColdStartError> {
-        let name = format!(
-            "burst-{}-{i}-{}",
-            rt.as_str(),
-            &uuid::Uuid::new_v4().simple().to_string()[..4]
-        );
+        let name = super::unique(&format!("burst-{}-{i}", rt.as_str()));
         self.store
             .create(&Function::new(&self.namespace, &name, spec(rt)?))
             .await?;

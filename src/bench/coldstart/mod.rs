@@ -333,11 +333,7 @@ impl ColdStartBench {
         path: &str,
         warm_pool: bool,
     ) -> Result<String, ColdStartError> {
-        let name = format!(
-            "coldstart-{}-{path}-{i}-{}",
-            rt.as_str(),
-            &uuid::Uuid::new_v4().simple().to_string()[..4]
-        );
+        let name = unique(&format!("coldstart-{}-{path}-{i}", rt.as_str()));
         self.store
             .create(&Function::new(
                 &self.namespace,
@@ -541,6 +537,14 @@ impl ColdStartBench {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// `prefix` with a random suffix: a name no earlier round (or run) used.
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..4]
+    )
 }
 
 /// A scratch directory the manager's engine can bind-mount files from (it runs on this host).

@@ -222,21 +222,26 @@ impl Table {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn waiters_leave_a_route_whose_endpoints_are_retired() {
-        use crate::api::{FunctionSpec, FunctionStatus, function::Endpoint as E};
-        let spec: FunctionSpec =
-            serde_saphyr::from_str("runtime: shell\ncode: {inline: cat}\nconcurrency: 1\n")
-                .unwrap();
-        let mut f = Function::new("default", "f", spec);
-        f.status = Some(FunctionStatus {
-            endpoints: vec![E {
+    /// A status listing one ready replica, `a:1`.
+    fn one_replica() -> crate::api::FunctionStatus {
+        crate::api::FunctionStatus {
+            endpoints: vec![crate::api::function::Endpoint {
                 address: "a:1".into(),
                 task_id: "t1".into(),
                 node_id: String::new(),
             }],
             ..Default::default()
-        });
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_leave_a_route_whose_endpoints_are_retired() {
+        use crate::api::{FunctionSpec, FunctionStatus};
+        let spec: FunctionSpec =
+            serde_saphyr::from_str("runtime: shell\ncode: {inline: cat}\nconcurrency: 1\n")
+                .unwrap();
+        let mut f = Function::new("default", "f", spec);
+        f.status = Some(one_replica());
         let table = Arc::new(Table::default());
         let m = super::super::metrics::GatewayMetrics::default();
         table.upsert(&f, &m);
@@ -266,7 +271,7 @@ mod tests {
 
     #[test]
     fn upsert_keeps_the_registered_warm_endpoint_in_service() {
-        use crate::api::{FunctionSpec, FunctionStatus, function::Endpoint as E};
+        use crate::api::FunctionSpec;
         let spec: FunctionSpec =
             serde_saphyr::from_str("runtime: shell\ncode: {inline: cat}\n").unwrap();
         let mut f = Function::new("default", "f", spec);
@@ -276,14 +281,7 @@ mod tests {
         let warm = Arc::new(Endpoint::new("w:1", "pool-task"));
         table.set_warm(&f, Some(warm.clone()), &m);
         assert!(table.get("default", "f").unwrap().warm);
-        f.status = Some(FunctionStatus {
-            endpoints: vec![E {
-                address: "a:1".into(),
-                task_id: "t1".into(),
-                node_id: String::new(),
-            }],
-            ..Default::default()
-        });
+        f.status = Some(one_replica());
         table.upsert(&f, &m);
         let r = table.get("default", "f").unwrap();
         assert!(!r.warm, "its own replica first");

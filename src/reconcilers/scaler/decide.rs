@@ -163,8 +163,7 @@ pub fn decide(mem: &mut Memory, k: &Knobs, seen: &Seen, now: Instant) -> Decisio
     let stable = mem.average(now, k.stable);
     let panic_avg = mem.average(now, k.panic);
     // Callers waiting while replicas are ready and busy: the demand now, if the average lags.
-    let waiting_now = (queued > 0 && ready > 0).then_some(seen.demand_now);
-    let burst = waiting_now.filter(|d| *d > panic_avg);
+    let burst = (queued > 0 && ready > 0 && seen.demand_now > panic_avg).then_some(seen.demand_now);
     let want_stable = (stable / k.target).ceil() as u32;
     let want_panic = (burst.unwrap_or(panic_avg) / k.target).ceil() as u32;
     // A burst against the capacity that is ready (at least one replica's worth).
